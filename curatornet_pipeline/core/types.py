@@ -78,6 +78,7 @@ class TrainTestSplit:
     test_items: np.ndarray  # (sum,) int32 item indices of the hidden basket
     test_timestamps: np.ndarray  # (T,) int64 unix seconds of the hidden basket
     n_items: int  # catalogue size
+    meta: dict = field(default_factory=dict)  # counts: dropped purchases, users, baskets
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class Triplets:
     user: np.ndarray  # (N,) int32 index into TrainTestSplit.user_ids, -1 if artificial
     strategy: np.ndarray  # (N,) int8 index into STRATEGIES
     hash: np.ndarray  # (N,) uint64 hash of (profile items, positive, negative)
+    is_validation: np.ndarray  # (N,) bool, True for the held-out validation triples
     meta: dict = field(default_factory=dict)  # counts, seed, config
 
     def __len__(self) -> int:

@@ -1,0 +1,45 @@
+# The two commands of the README: `make run` and `make test`.
+# Each creates the virtual environment and installs the project on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export CURATORNET_HOME ?= $(CURDIR)/.curatornet_home
+export DAGSTER_HOME ?= $(CURATORNET_HOME)/dagster
+
+.PHONY: install run test test-fast test-slow ui lint bench clean-home
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## run the main job: synthetic demo data if data/ is empty, the whole graph through Dagster
+run: $(STAMP)
+	mkdir -p $(DAGSTER_HOME)
+	$(VENV)/bin/curatornet run
+
+## every test: fast, slow end-to-end and browser tests
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not browser"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m "slow or browser"
+
+## Dagster UI on 127.0.0.1:3000 and MLflow UI on 127.0.0.1:5000
+ui: $(STAMP)
+	mkdir -p $(DAGSTER_HOME)
+	$(VENV)/bin/curatornet ui
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check curatornet_pipeline tests benchmarks
+	$(VENV)/bin/ruff format --check curatornet_pipeline tests benchmarks
+
+clean-home:
+	rm -rf $(CURATORNET_HOME)

@@ -1,0 +1,222 @@
+"""The ``curatornet`` command: synth, run, ui, import-embeddings, lineage, recommend."""
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from curatornet_pipeline import settings
+
+logger = logging.getLogger("curatornet_pipeline")
+
+BANNER = "=" * 78
+
+
+def _cached_imagenet_weights(backbone: str) -> bool:
+    """Whether torchvision's published weights for ``backbone`` are in the torch cache."""
+    import torch
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(backbone).DEFAULT
+    except (ValueError, KeyError):
+        return False
+    filename = weights.url.rsplit("/", 1)[-1]
+    return (Path(torch.hub.get_dir()) / "checkpoints" / filename).exists()
+
+
+def resolve_weights(choice: str, backbone: str) -> str:
+    """``auto``: ImageNet weights if cached, else random weights, announced loudly."""
+    if choice != "auto":
+        return choice
+    if _cached_imagenet_weights(backbone):
+        return "imagenet"
+    print(
+        f"{BANNER}\nWARNING: no ImageNet weights for {backbone} in the torch cache and "
+        "'--weights auto':\nembeddings use RANDOM weights. Results are for demonstrating the "
+        "pipeline only.\nUse --weights imagenet (with network) or --weights /path/to/"
+        f"state_dict.pth.\n{BANNER}",
+        file=sys.stderr,
+    )
+    return "none"
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from curatornet_pipeline.core import synth
+
+    argv = ["--scale", args.scale, "--seed", str(args.seed), "--out", str(args.out)]
+    if args.no_images:
+        argv.append("--no-images")
+    if args.image_size:
+        argv += ["--image-size", str(args.image_size)]
+    return synth.main(argv) or 0
+
+
+def cmd_import_embeddings(args: argparse.Namespace) -> int:
+    from curatornet_pipeline.core.data import DatasetPaths, import_embeddings
+
+    out = DatasetPaths(Path(args.data or settings.data_dir())).imported_embeddings
+    vectors = import_embeddings(Path(args.file), out)
+    print(f"imported {len(vectors.ids)} vectors of {vectors.vectors.shape[1]} dims into {out}")
+    return 0
+
+
+def _ensure_dataset(data_root: Path, scale: str, seed: int) -> None:
+    if (data_root / "purchases.csv").exists():
+        return
+    from curatornet_pipeline.core.synth import SynthConfig, generate
+
+    print(f"no dataset in {data_root}: generating the synthetic '{scale}' dataset (seed {seed})")
+    generate(SynthConfig(scale=scale, seed=seed), data_root)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from curatornet_pipeline.runner import dagster_home
+
+    dagster_home()
+    data_root = Path(args.data or settings.data_dir()).resolve()
+    os.environ["CURATORNET_DATA"] = str(data_root)
+    os.environ["CURATORNET_PROFILE"] = args.profile
+    scale = args.scale or {"paper": "ugallery"}.get(args.profile, args.profile)
+    _ensure_dataset(data_root, scale, args.seed)
+
+    from curatornet_pipeline.defs.resources import PipelineSettings
+
+    overrides = json.loads(os.environ.get("CURATORNET_OVERRIDES", "{}"))
+    embed = PipelineSettings(profile=args.profile).stage("embed")
+    backbone = embed.get("backbone", "resnet50")
+    weights = resolve_weights(args.weights or embed.get("weights", "auto"), backbone)
+    overrides.setdefault("embed", {})["weights"] = weights
+    os.environ["CURATORNET_OVERRIDES"] = json.dumps(overrides)
+
+    import dagster as dg
+
+    from curatornet_pipeline.definitions import defs
+    from curatornet_pipeline.runner import materialize_all
+
+    started = time.perf_counter()
+
+    def on_step(step, seconds: float) -> None:
+        print(f"  [{time.perf_counter() - started:7.1f}s] {step.label()} ({seconds:.1f}s)")
+
+    print(f"materializing the asset graph (profile {args.profile}, weights {weights})")
+    with dg.DagsterInstance.get() as instance:
+        materialize_all(defs, instance, on_step=on_step)
+    _summary(time.perf_counter() - started)
+    return 0
+
+
+def _summary(seconds: float) -> None:
+    home = settings.home_dir()
+    print(f"\ndone in {seconds / 60:.1f} min.")
+    report = Path(settings.storage_uri()) / "reports"
+    table = report / "table2.md"
+    if table.exists():
+        print(table.read_text())
+    print(
+        f"\nWhere to look:\n"
+        f"  assets and figures : {settings.storage_uri()}\n"
+        f"  Dagster instance   : {home / 'dagster'}  (make ui, then http://127.0.0.1:3000)\n"
+        f"  MLflow store       : {settings.mlflow_tracking_uri()}  (make ui, then "
+        "http://127.0.0.1:5000)"
+    )
+
+
+def _popen(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
+    # A child started from a non-interactive shell may inherit ignored SIGINT;
+    # reset it so the servers stop on Ctrl-C.
+    def reset() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    return subprocess.Popen(cmd, env=env, preexec_fn=reset)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from curatornet_pipeline.runner import dagster_home
+
+    dagster_home()
+    env = dict(os.environ)
+    bindir = Path(sys.executable).parent
+    procs = [
+        _popen(
+            [str(bindir / "dagster"), "dev", "-w", str(settings.REPO_ROOT / "workspace.yaml"),
+             "-h", "127.0.0.1", "-p", str(args.dagster_port)],
+            env,
+        ),
+        _popen(
+            [str(bindir / "mlflow"), "ui", "--backend-store-uri",
+             settings.mlflow_tracking_uri(), "--default-artifact-root",
+             settings.mlflow_artifact_root(), "--host", "127.0.0.1", "--port",
+             str(args.mlflow_port)],
+            env,
+        ),
+    ]
+    print(f"Dagster UI: http://127.0.0.1:{args.dagster_port}   "
+          f"MLflow UI: http://127.0.0.1:{args.mlflow_port}   (Ctrl-C stops both)")
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="curatornet", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write a synthetic dataset in the published format")
+    p.add_argument("--scale", choices=["tiny", "demo", "ugallery"], default="demo")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=settings.data_dir())
+    p.add_argument("--no-images", action="store_true")
+    p.add_argument("--image-size", type=int, default=None)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("import-embeddings",
+                       help="convert a TRUSTED published resnet_embeddings.npy (pickle!)")
+    p.add_argument("file")
+    p.add_argument("--data", default=None, help="dataset folder (default: data/)")
+    p.set_defaults(func=cmd_import_embeddings)
+
+    p = sub.add_parser("run", help="materialize the whole asset graph through Dagster")
+    p.add_argument("--profile", choices=["tiny", "demo", "paper"], default="demo")
+    p.add_argument("--scale", choices=["tiny", "demo", "ugallery"], default=None,
+                   help="synthetic scale generated when the data folder is empty "
+                   "(default: the profile's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=None, help="dataset folder (default: data/)")
+    p.add_argument("--weights", default=None,
+                   help="imagenet | none | auto | /path/to/state_dict.pth")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("ui", help="serve the Dagster UI and the MLflow UI on 127.0.0.1")
+    p.add_argument("--dagster-port", type=int, default=3000)
+    p.add_argument("--mlflow-port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

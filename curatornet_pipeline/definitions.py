@@ -1,0 +1,42 @@
+"""The Dagster code location: every asset, check, job, schedule, sensor and resource."""
+
+import os
+
+import dagster as dg
+
+from curatornet_pipeline import settings
+from curatornet_pipeline.defs.assets import ingest
+from curatornet_pipeline.defs.io_managers import io_managers
+from curatornet_pipeline.defs.resources import DatasetResource, PipelineSettings
+from curatornet_pipeline.defs.tracking import MlflowTracking
+
+ASSET_MODULES = [ingest]
+
+
+def build_resources(profile: str | None = None, data_root: str = "", **dataset_options) -> dict:
+    """The resources of a deployment: storage, dataset, settings profile, tracking."""
+    return {
+        **io_managers(settings.storage_uri()),
+        "dataset": DatasetResource(root=data_root, **dataset_options),
+        "settings": PipelineSettings(
+            profile=profile or os.environ.get("CURATORNET_PROFILE", "demo"),
+            overrides=os.environ.get("CURATORNET_OVERRIDES", "{}"),
+        ),
+        "mlflow": MlflowTracking(),
+    }
+
+
+def all_assets() -> list:
+    return dg.load_assets_from_modules(ASSET_MODULES)
+
+
+def all_checks() -> list:
+    return dg.load_asset_checks_from_modules(ASSET_MODULES)
+
+
+defs = dg.Definitions(
+    assets=all_assets(),
+    asset_checks=all_checks(),
+    resources=build_resources(),
+    executor=dg.in_process_executor,
+)

@@ -1,0 +1,1 @@
+"""Dagster layer: thin adapters from assets to the plain-Python core."""

@@ -1,0 +1,144 @@
+"""Ingestion: the published files as validated, typed tables."""
+
+import dagster as dg
+import pandas as pd
+
+from curatornet_pipeline.core import data
+from curatornet_pipeline.defs.common import check, finish, markdown_table, upstream_versions
+from curatornet_pipeline.defs.resources import DatasetResource
+from curatornet_pipeline.defs.tracking import MlflowTracking
+
+GROUP = "ingestion"
+
+
+def _describe(series: pd.Series) -> dict[str, float]:
+    return {"min": float(series.min()), "median": float(series.median()),
+            "max": float(series.max())}
+
+
+@dg.asset(
+    group_name=GROUP,
+    code_version="1",
+    check_specs=[
+        dg.AssetCheckSpec("schema", asset="inventory"),
+        dg.AssetCheckSpec("unique_ids", asset="inventory"),
+    ],
+)
+def inventory(
+    context: dg.AssetExecutionContext, dataset: DatasetResource, mlflow: MlflowTracking
+) -> dg.MaterializeResult:
+    """Artworks with their artist and upload time, from inventory.csv."""
+    paths = dataset.paths()
+    with mlflow.run_for(context, params={"file": str(paths.inventory)}) as run:
+        df = data.read_inventory(paths.inventory)
+        stats = pd.DataFrame(
+            [{"column": "upload_timestamp", **_describe(df["upload_timestamp"])}]
+        )
+        per_artist = df.groupby("artist_id_hash").size()
+        return finish(
+            context, run, df,
+            metadata={
+                "items": len(df),
+                "artists": int(per_artist.size),
+                "items_per_artist_max": int(per_artist.max()),
+                "preview": dg.MetadataValue.md(markdown_table(df.head(5))),
+                "statistics": dg.MetadataValue.md(markdown_table(stats, ".0f")),
+            },
+            checks=[
+                check("schema", list(df.columns[:3]) == list(data.INVENTORY_COLUMNS)),
+                check("unique_ids", df["artwork_id_hash"].is_unique),
+            ],
+        )
+
+
+@dg.asset(
+    group_name=GROUP,
+    code_version="1",
+    check_specs=[
+        dg.AssetCheckSpec("referential_integrity", asset="purchases"),
+        dg.AssetCheckSpec("no_dropped_rows", asset="purchases"),
+    ],
+)
+def purchases(
+    context: dg.AssetExecutionContext,
+    dataset: DatasetResource,
+    mlflow: MlflowTracking,
+    inventory: pd.DataFrame,
+) -> dg.MaterializeResult:
+    """One row per purchased artwork, from purchases.csv (baskets exploded)."""
+    paths = dataset.paths()
+    options = dataset.read_options()
+    upstream = upstream_versions(context)
+    params = {"file": str(paths.purchases), "on_unknown_items": options.on_unknown_items}
+    with mlflow.run_for(context, params=params) as run:
+        df, report = data.read_purchases(paths.purchases, inventory, options)
+        per_user = df.groupby("user_id_hash").size()
+        baskets = data.baskets(df)
+        known = df["artwork_id_hash"].isin(inventory["artwork_id_hash"]).all()
+        dropped = int(report.get("dropped_unknown", 0))
+        stats = pd.DataFrame(
+            [
+                {"statistic": "purchases per user", **_describe(per_user)},
+                {"statistic": "items per basket", **_describe(baskets["items"].map(len))},
+            ]
+        )
+        return finish(
+            context, run, df,
+            upstream=upstream,
+            metadata={
+                "purchases": len(df),
+                "users": int(per_user.size),
+                "baskets": len(baskets),
+                "csv_rows": int(report.get("rows", 0)),
+                "dropped_unknown_items": dropped,
+                "statistics": dg.MetadataValue.md(markdown_table(stats, ".2f")),
+            },
+            checks=[
+                check("referential_integrity", bool(known)),
+                check("no_dropped_rows", dropped == 0, severity="WARN", dropped=dropped),
+            ],
+        )
+
+
+@dg.asset(
+    group_name=GROUP,
+    code_version="1",
+    check_specs=[dg.AssetCheckSpec("every_item_has_an_image", asset="image_manifest")],
+)
+def image_manifest(
+    context: dg.AssetExecutionContext,
+    dataset: DatasetResource,
+    mlflow: MlflowTracking,
+    inventory: pd.DataFrame,
+) -> dg.MaterializeResult:
+    """Image file, content hash and size of every artwork (empty when embeddings were imported)."""
+    paths = dataset.paths()
+    options = dataset.read_options()
+    params = {"images": str(paths.images), "on_missing_images": options.on_missing_images}
+    with mlflow.run_for(context, params=params) as run:
+        if not paths.images.exists() and paths.imported_embeddings.exists():
+            df = pd.DataFrame(columns=["artwork_id_hash", "path", "content_hash", "size_bytes"])
+            report = {"source": "imported embeddings", "dropped_missing": 0}
+        else:
+            df, report = data.image_manifest(paths.images, inventory, options)
+        dropped = int(report.get("dropped_missing", 0))
+        source = report.get("source", "images")
+        covered = source != "images" or len(df) + dropped == len(inventory)
+        return finish(
+            context, run, df,
+            metadata={
+                "images": len(df),
+                "source": source,
+                "total_megabytes": float(df["size_bytes"].sum() / 1e6) if len(df) else 0.0,
+                "dropped_missing_images": dropped,
+                "unmatched_files": int(report.get("unmatched_files", 0)),
+            },
+            checks=[
+                check(
+                    "every_item_has_an_image",
+                    covered and dropped == 0,
+                    severity="WARN" if covered else "ERROR",
+                    dropped=dropped,
+                )
+            ],
+        )

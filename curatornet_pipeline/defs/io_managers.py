@@ -1,0 +1,82 @@
+"""IO managers: parquet for tables, pickle-free npz bundles for stage values, torch for models.
+
+All three derive from ``dagster.UPathIOManager``, so the storage root can be a
+local folder or any fsspec URI (``s3://``, ``gs://``, ...).
+"""
+
+import io
+
+import dagster as dg
+import pandas as pd
+from upath import UPath
+
+from curatornet_pipeline.core.bundle import load_bundle, save_bundle
+
+
+class ParquetIOManager(dg.UPathIOManager):
+    """pandas DataFrames as parquet files, one per asset partition."""
+
+    extension = ".parquet"
+
+    def dump_to_path(self, context: dg.OutputContext, obj: pd.DataFrame, path: UPath) -> None:
+        if not isinstance(obj, pd.DataFrame):
+            raise TypeError(f"{context.asset_key.to_user_string()}: expected a DataFrame")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as f:
+            obj.to_parquet(f, index=False)
+
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame:
+        with path.open("rb") as f:
+            return pd.read_parquet(f)
+
+
+class BundleIOManager(dg.UPathIOManager):
+    """The dataclasses of ``core.types`` (and friends) as pickle-free ``.npz`` bundles."""
+
+    extension = ".npz"
+
+    def dump_to_path(self, context: dg.OutputContext, obj: object, path: UPath) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        save_bundle(obj, buffer)
+        with path.open("wb") as f:
+            f.write(buffer.getvalue())
+
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> object:
+        with path.open("rb") as f:
+            return load_bundle(f)
+
+
+class TorchIOManager(dg.UPathIOManager):
+    """Model payloads (state dicts plus plain config) saved with ``torch.save``.
+
+    They are read back with ``torch.load(weights_only=True)``: loading a model
+    file never runs pickled code.
+    """
+
+    extension = ".pt"
+
+    def dump_to_path(self, context: dg.OutputContext, obj: dict, path: UPath) -> None:
+        import torch
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        with path.open("wb") as f:
+            f.write(buffer.getvalue())
+
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> dict:
+        import torch
+
+        with path.open("rb") as f:
+            return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+
+
+def io_managers(root: str) -> dict[str, dg.UPathIOManager]:
+    """The three IO managers under one storage root."""
+    base = UPath(root)
+    return {
+        "io_manager": ParquetIOManager(base_path=base / "tables"),
+        "bundle_io_manager": BundleIOManager(base_path=base / "bundles"),
+        "model_io_manager": TorchIOManager(base_path=base / "models"),
+    }

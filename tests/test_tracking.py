@@ -1,0 +1,87 @@
+"""The MLflow resource: one run per materialization, tagged, never left RUNNING."""
+
+import dagster as dg
+import pytest
+
+from curatornet_pipeline.defs.common import finish
+from curatornet_pipeline.defs.tracking import (
+    TAG_ASSET,
+    TAG_DATA_VERSION,
+    TAG_PARTITION,
+    TAG_RUN_ID,
+    MlflowTracking,
+    TrackingError,
+)
+
+PARTS = dg.StaticPartitionsDefinition(["a", "b"])
+
+
+@dg.asset
+def numbers(context: dg.AssetExecutionContext, mlflow: MlflowTracking) -> dg.MaterializeResult:
+    with mlflow.run_for(context, params={"n": 3, "nested": {"k": 1}}) as run:
+        return finish(context, run, [1, 2, 3], metadata={"count": 3})
+
+
+@dg.asset(partitions_def=PARTS)
+def per_part(context: dg.AssetExecutionContext, mlflow: MlflowTracking) -> dg.MaterializeResult:
+    with mlflow.run_for(context) as run:
+        return finish(context, run, context.partition_key, metadata={"size": 1})
+
+
+@dg.asset
+def broken(context: dg.AssetExecutionContext, mlflow: MlflowTracking) -> None:
+    with mlflow.run_for(context):
+        raise ValueError("inputs.csv, line 3, field 'x': boom")
+
+
+def _runs(client, experiment_id: str, dagster_run_id: str):
+    return client.search_runs([experiment_id], filter_string=f"tags.`{TAG_RUN_ID}` = '{dagster_run_id}'")
+
+
+def test_one_finished_run_per_materialization(mlflow_store: str, tmp_path) -> None:
+    tracking = MlflowTracking()
+    resources = {"mlflow": tracking, "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path))}
+    result = dg.materialize([numbers], resources=resources)
+    runs = _runs(tracking.client, tracking.experiment_id, result.run_id)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags[TAG_ASSET] == "numbers"
+    assert run.data.tags[TAG_PARTITION] == ""
+    assert run.data.params["n"] == "3" and run.data.params["nested.k"] == "1"
+    assert run.data.metrics["count"] == 3.0
+    mat = result.asset_materializations_for_node("numbers")[0]
+    assert mat.metadata["mlflow_run_id"].value == run.info.run_id
+    assert run.data.tags[TAG_DATA_VERSION] == mat.tags["dagster/data_version"]
+
+
+def test_partitions_get_their_own_runs(mlflow_store: str, tmp_path) -> None:
+    tracking = MlflowTracking()
+    resources = {"mlflow": tracking, "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path))}
+    instance = dg.DagsterInstance.ephemeral()
+    seen = []
+    for key in PARTS.get_partition_keys():
+        result = dg.materialize([per_part], partition_key=key, resources=resources, instance=instance)
+        runs = _runs(tracking.client, tracking.experiment_id, result.run_id)
+        assert [r.data.tags[TAG_PARTITION] for r in runs] == [key]
+        seen.append(runs[0].info.status)
+    assert seen == ["FINISHED", "FINISHED"]
+
+
+def test_failing_asset_leaves_a_failed_run(mlflow_store: str, tmp_path) -> None:
+    tracking = MlflowTracking()
+    resources = {"mlflow": tracking, "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path))}
+    result = dg.materialize([broken], resources=resources, raise_on_error=False)
+    assert not result.success
+    runs = _runs(tracking.client, tracking.experiment_id, result.run_id)
+    assert len(runs) == 1
+    assert runs[0].info.status == "FAILED"
+    assert "line 3" in runs[0].data.tags["error"]
+
+
+def test_unreachable_server_fails_at_setup(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    tracking = MlflowTracking(tracking_uri="http://127.0.0.1:9")
+    with pytest.raises(TrackingError, match="not reachable"):
+        tracking.client  # noqa: B018

@@ -1,0 +1,591 @@
+"""Readers and validation of the published UGallery file format.
+
+The dataset folder holds ``purchases.csv``, ``inventory.csv`` and either an
+``images/`` folder or ``embeddings.npz`` (imported once from the published
+``resnet_embeddings.npy`` by :func:`import_embeddings`). The files are read
+unchanged; every problem raises :class:`DataError` naming the file, the line
+(as a text editor numbers it, header = line 1) and the field. See
+``docs/data-format.md``.
+"""
+
+import ast
+import csv
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from curatornet_pipeline.core.bundle import load_bundle, save_bundle
+from curatornet_pipeline.core.types import ItemVectors
+
+logger = logging.getLogger(__name__)
+
+INVENTORY_COLUMNS: tuple[str, ...] = ("artwork_id_hash", "artist_id_hash", "upload_timestamp")
+PURCHASE_COLUMNS: tuple[str, ...] = (
+    "user_id_hash",
+    "purchased_artwork_ids_hash",
+    "purchase_timestamp",
+)
+IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
+MANIFEST_COLUMNS: tuple[str, ...] = ("artwork_id_hash", "path", "content_hash", "size_bytes")
+BASKET_COLUMNS: tuple[str, ...] = ("user_id_hash", "purchase_timestamp", "items", "basket", "line")
+
+_MAX_BASKET_TEXT = 100_000  # characters; longer basket literals are refused unparsed
+_N_EXAMPLES = 5  # dropped ids listed in a report
+_CHUNK = 1 << 20  # bytes read at a time when hashing an image
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_INT64_MAX = 2**63
+
+
+class DataError(ValueError):
+    """A problem in an input file, located by file, line (1-based) and field."""
+
+    def __init__(
+        self,
+        reason: str,
+        file: str | os.PathLike,
+        line: int | None = None,
+        field: str | None = None,
+        row: int | None = None,
+    ) -> None:
+        self.reason = reason
+        self.file = str(file)
+        self.line = line
+        self.field = field
+        self.row = row  # 0-based array row, for files without lines (.npy)
+        parts = [self.file]
+        if line is not None:
+            parts.append(f"line {line}")
+        if row is not None:
+            parts.append(f"row {row}")
+        if field is not None:
+            parts.append(f"field '{field}'")
+        super().__init__(f"{', '.join(parts)}: {reason}")
+
+    def __reduce__(self):  # keep the attributes across pickling (multiprocess executors)
+        return (type(self), (self.reason, self.file, self.line, self.field, self.row))
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What to do with rows that refer to things that are not there."""
+
+    on_unknown_items: str = (
+        "error"  # or "drop": purchases of artwork ids absent from inventory are dropped and counted
+    )
+    on_missing_images: str = (
+        "error"  # or "drop": inventory items without an image file are left out and counted
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("on_unknown_items", "on_missing_images"):
+            if getattr(self, name) not in ("error", "drop"):
+                raise ValueError(f"{name} must be 'error' or 'drop', got {getattr(self, name)!r}")
+
+
+def _show(text: str, limit: int = 60) -> str:
+    """``repr`` of a value, cut to ``limit`` characters."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def _read_rows(path: str | os.PathLike, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line, {column: stripped text})`` for every data row of a CSV file.
+
+    Accepts a UTF-8 BOM and extra columns; blank lines are skipped. ``line`` is
+    the first line of the record as a text editor numbers it.
+    """
+    name = str(path)
+    try:
+        handle = open(path, newline="", encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError("file not found", name) from None
+    except OSError as exc:
+        raise DataError(f"cannot open: {exc.strerror}", name) from None
+    with handle:
+        reader = csv.reader(handle)
+        line = 1
+        try:
+            header = next(reader, None)
+            if header is None or not any(h.strip() for h in header):
+                raise DataError("empty file: no header", name, 1 if header is not None else None)
+            header = [h.strip() for h in header]
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise DataError(
+                    f"missing column(s) {', '.join(missing)}; found {', '.join(header)}", name, 1
+                )
+            doubled = sorted({c for c in required if header.count(c) > 1})
+            if doubled:
+                raise DataError(f"column(s) {', '.join(doubled)} appear twice", name, 1)
+            index = {c: header.index(c) for c in required}
+            n_rows = 0
+            while True:
+                line = reader.line_num + 1
+                row = next(reader, None)
+                if row is None:
+                    break
+                if not row:
+                    continue
+                if len(row) > len(header):
+                    raise DataError(
+                        f"{len(row)} fields but the header has {len(header)} "
+                        "(an unquoted comma inside a value?)",
+                        name,
+                        line,
+                    )
+                n_rows += 1
+                yield line, {c: (row[i].strip() if i < len(row) else "") for c, i in index.items()}
+        except csv.Error as exc:
+            raise DataError(f"malformed CSV: {exc}", name, line) from None
+        except UnicodeDecodeError:
+            raise DataError("not UTF-8 text", name, line) from None
+        if n_rows == 0:
+            raise DataError("no data rows after the header", name)
+
+
+def _require(text: str, file: str, line: int, field: str, what: str = "missing value") -> str:
+    if not text:
+        raise DataError(what, file, line, field)
+    return text
+
+
+def _parse_timestamp(text: str, file: str, line: int, field: str) -> int:
+    """Unix seconds: an integer, or a number written as a whole one (``1.5e9``)."""
+    _require(text, file, line, field)
+    if not _NUMBER.fullmatch(text):
+        raise DataError(f"not a number: {_show(text)}", file, line, field)
+    value = Decimal(text)
+    if abs(value) >= _INT64_MAX:
+        raise DataError(f"out of range: {_show(text)}", file, line, field)
+    if value != value.to_integral_value():
+        raise DataError(f"not a whole number of seconds: {_show(text)}", file, line, field)
+    return int(value)
+
+
+def _check_safe_id(text: str, file: str, line: int, field: str) -> str:
+    """An artwork id must be a plain file name, so ``images/<id>.<ext>`` stays in images/."""
+    _require(text, file, line, field, "missing value (empty id)")
+    if text in (".", "..") or any(c in text for c in "/\\:") or not text.isprintable():
+        raise DataError(
+            f"unsafe as a file name (path separator, '..', drive or control character): {_show(text)}",
+            file,
+            line,
+            field,
+        )
+    return text
+
+
+def read_inventory(path: str | os.PathLike) -> pd.DataFrame:
+    """Read ``inventory.csv``: one row per artwork, in file order.
+
+    Columns: ``artwork_id_hash``, ``artist_id_hash`` (str), ``upload_timestamp``
+    and ``line`` (int64, source line). Raises :class:`DataError` on any problem.
+    """
+    name = str(path)
+    ids: list[str] = []
+    artists: list[str] = []
+    stamps: list[int] = []
+    lines: list[int] = []
+    first_line: dict[str, int] = {}
+    for line, values in _read_rows(path, INVENTORY_COLUMNS):
+        artwork = _check_safe_id(values["artwork_id_hash"], name, line, "artwork_id_hash")
+        if artwork in first_line:
+            raise DataError(
+                f"duplicate id {_show(artwork)} (first on line {first_line[artwork]})",
+                name,
+                line,
+                "artwork_id_hash",
+            )
+        first_line[artwork] = line
+        ids.append(artwork)
+        artists.append(
+            _require(
+                values["artist_id_hash"],
+                name,
+                line,
+                "artist_id_hash",
+                "missing value (item without artist)",
+            )
+        )
+        stamps.append(_parse_timestamp(values["upload_timestamp"], name, line, "upload_timestamp"))
+        lines.append(line)
+    df = pd.DataFrame(
+        {
+            "artwork_id_hash": pd.Series(ids, dtype=str),
+            "artist_id_hash": pd.Series(artists, dtype=str),
+            "upload_timestamp": np.asarray(stamps, dtype=np.int64),
+            "line": np.asarray(lines, dtype=np.int64),
+        }
+    )
+    df.attrs["source"] = name
+    logger.info(
+        "read %d items by %d artists from %s", len(df), df["artist_id_hash"].nunique(), name
+    )
+    return df
+
+
+def _parse_basket(text: str, file: str, line: int) -> list[str]:
+    """The basket column: a non-empty Python list (or tuple) literal of id strings.
+
+    Parsed with :func:`ast.literal_eval`, which evaluates literals only and
+    never calls anything.
+    """
+    field = "purchased_artwork_ids_hash"
+    _require(text, file, line, field)
+    if len(text) > _MAX_BASKET_TEXT:
+        raise DataError(f"basket text longer than {_MAX_BASKET_TEXT} characters", file, line, field)
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise DataError(f"not a list literal: {_show(text)}", file, line, field) from None
+    if not isinstance(value, list | tuple):
+        raise DataError(f"not a list literal: {_show(text)}", file, line, field)
+    if not value:
+        raise DataError("empty basket: []", file, line, field)
+    items = []
+    for item in value:
+        if not isinstance(item, str):
+            raise DataError(
+                f"basket item {_show(repr(item))} is not a string in {_show(text)}",
+                file,
+                line,
+                field,
+            )
+        if not item.strip():
+            raise DataError(f"empty id in basket {_show(text)}", file, line, field)
+        items.append(item.strip())
+    return items
+
+
+def read_purchases(
+    path: str | os.PathLike, inventory: pd.DataFrame, options: ReadOptions = ReadOptions()
+) -> tuple[pd.DataFrame, dict]:
+    """Read ``purchases.csv`` as a long table, one row per purchased item.
+
+    Columns: ``user_id_hash``, ``artwork_id_hash`` (str), ``purchase_timestamp``,
+    ``line`` (int64). Items absent from ``inventory`` raise :class:`DataError`,
+    or are dropped and counted when ``options.on_unknown_items == "drop"``.
+    The report counts ``rows``, ``purchases``, ``users``, ``baskets`` (rows of
+    one user with equal timestamps merged) and ``dropped_unknown`` (with the
+    first few in ``dropped_unknown_examples``).
+    """
+    name = str(path)
+    known = set(inventory["artwork_id_hash"])
+    field = "purchased_artwork_ids_hash"
+    users: list[str] = []
+    items: list[str] = []
+    stamps: list[int] = []
+    lines: list[int] = []
+    dropped: list[dict] = []
+    n_dropped = 0
+    n_rows = 0
+    for line, values in _read_rows(path, PURCHASE_COLUMNS):
+        n_rows += 1
+        user = _require(
+            values["user_id_hash"], name, line, "user_id_hash", "missing value (empty id)"
+        )
+        basket = _parse_basket(values[field], name, line)
+        stamp = _parse_timestamp(values["purchase_timestamp"], name, line, "purchase_timestamp")
+        for item in basket:
+            if item not in known:
+                if options.on_unknown_items == "error":
+                    raise DataError(
+                        f"unknown artwork id {_show(item)} (not in inventory; "
+                        "on_unknown_items='drop' drops such purchases)",
+                        name,
+                        line,
+                        field,
+                    )
+                n_dropped += 1
+                if len(dropped) < _N_EXAMPLES:
+                    dropped.append({"line": line, "artwork_id_hash": item})
+                continue
+            users.append(user)
+            items.append(item)
+            stamps.append(stamp)
+            lines.append(line)
+    df = pd.DataFrame(
+        {
+            "user_id_hash": pd.Series(users, dtype=str),
+            "artwork_id_hash": pd.Series(items, dtype=str),
+            "purchase_timestamp": np.asarray(stamps, dtype=np.int64),
+            "line": np.asarray(lines, dtype=np.int64),
+        }
+    )
+    df.attrs["source"] = name
+    n_baskets = int(df.groupby(["user_id_hash", "purchase_timestamp"]).ngroups) if len(df) else 0
+    report = {
+        "rows": n_rows,
+        "purchases": len(df),
+        "users": int(df["user_id_hash"].nunique()),
+        "baskets": n_baskets,
+        "dropped_unknown": n_dropped,
+        "dropped_unknown_examples": dropped,
+    }
+    if n_dropped:
+        logger.warning(
+            "%s: dropped %d purchases of unknown artwork ids, e.g. %s", name, n_dropped, dropped
+        )
+    logger.info("read %s from %s", report, name)
+    return df, report
+
+
+def baskets(purchases_long: pd.DataFrame) -> pd.DataFrame:
+    """One row per basket: the purchases of one user with the same timestamp.
+
+    Columns: ``user_id_hash``, ``purchase_timestamp``, ``items`` (tuple of ids
+    in file order), ``basket`` (0-based number within the user, in time order)
+    and ``line`` (first source line). Sorted by timestamp, then user.
+    """
+    if purchases_long.empty:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in BASKET_COLUMNS})
+    ordered = purchases_long.sort_values("line", kind="stable")
+    grouped = ordered.groupby(["user_id_hash", "purchase_timestamp"], sort=False)
+    out = grouped.agg(items=("artwork_id_hash", tuple), line=("line", "min")).reset_index()
+    out = out.sort_values(["purchase_timestamp", "user_id_hash"], kind="stable", ignore_index=True)
+    out["basket"] = out.groupby("user_id_hash", sort=False).cumcount().astype(np.int64)
+    return out[list(BASKET_COLUMNS)]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def image_manifest(
+    images_dir: str | os.PathLike, inventory: pd.DataFrame, options: ReadOptions = ReadOptions()
+) -> tuple[pd.DataFrame, dict]:
+    """Find ``images/<artwork_id_hash>.<jpg|jpeg|png|webp>`` for every inventory item.
+
+    Returns columns ``artwork_id_hash``, ``path`` (absolute), ``content_hash``
+    (sha256 hex), ``size_bytes`` in inventory order, and a report with
+    ``images``, ``dropped_missing`` (+ examples) and ``unmatched_files``.
+    Images are not decoded here; the embedding stage does that.
+    """
+    folder = Path(images_dir)
+    if not folder.is_dir():
+        raise DataError("image folder not found", folder)
+    root = folder.resolve()
+    source = inventory.attrs.get("source", "inventory.csv")
+    candidates: dict[str, list[str]] = {}
+    n_files = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir():
+                continue
+            n_files += 1
+            stem, dot, ext = entry.name.rpartition(".")
+            if dot and ext.lower() in IMAGE_EXTENSIONS:
+                candidates.setdefault(stem, []).append(entry.name)
+    rows: list[tuple[str, str, str, int]] = []
+    dropped: list[dict] = []
+    n_dropped = 0
+    lines = inventory["line"] if "line" in inventory else pd.Series([None] * len(inventory))
+    for artwork, line in zip(inventory["artwork_id_hash"], lines, strict=True):
+        line = None if line is None else int(line)
+        names = candidates.get(artwork, [])
+        if len(names) > 1:
+            raise DataError(
+                f"several images for {_show(artwork)} in {root}: {', '.join(sorted(names))}",
+                source,
+                line,
+                "artwork_id_hash",
+            )
+        if not names:
+            if options.on_missing_images == "error":
+                raise DataError(
+                    f"no image for {_show(artwork)} in {root} "
+                    f"(looked for <id>.{'|'.join(IMAGE_EXTENSIONS)}; "
+                    "on_missing_images='drop' leaves such items out)",
+                    source,
+                    line,
+                    "artwork_id_hash",
+                )
+            n_dropped += 1
+            if len(dropped) < _N_EXAMPLES:
+                dropped.append({"line": line, "artwork_id_hash": artwork})
+            continue
+        resolved = (folder / names[0]).resolve()
+        if not resolved.is_relative_to(root):
+            raise DataError(f"resolves outside the image folder, to {resolved}", folder / names[0])
+        if not resolved.is_file():
+            raise DataError("not a regular file (broken link?)", folder / names[0])
+        try:
+            digest = _sha256(resolved)
+            size = resolved.stat().st_size
+        except OSError as exc:
+            raise DataError(f"cannot read: {exc.strerror}", resolved) from None
+        rows.append((artwork, str(resolved), digest, size))
+    df = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+    df["size_bytes"] = df["size_bytes"].astype(np.int64)
+    report = {
+        "source": "images",
+        "images": len(df),
+        "dropped_missing": n_dropped,
+        "dropped_missing_examples": dropped,
+        "unmatched_files": n_files - len(df),
+        "total_bytes": int(df["size_bytes"].sum()),
+    }
+    if n_dropped:
+        logger.warning("%s: %d inventory items have no image, e.g. %s", root, n_dropped, dropped)
+    logger.info("image manifest of %s: %s", root, report)
+    return df, report
+
+
+def import_embeddings(npy_path: str | os.PathLike, out_path: str | os.PathLike) -> ItemVectors:
+    """Convert the published ``resnet_embeddings.npy`` into a pickle-free bundle.
+
+    SECURITY: the published file is a numpy *object* array, and loading it
+    unpickles Python objects, which can run arbitrary code. Call this only
+    from an explicit user command (``curatornet import-embeddings FILE``) on a
+    file the user trusts; the pipeline itself only reads the converted
+    ``out_path`` through :func:`read_imported_embeddings`.
+
+    Rows are ``[artwork_id_hash, vector]``; ids must be unique non-empty
+    strings, vectors of equal length and finite. Errors name the 0-based row.
+    """
+    name = str(npy_path)
+    logger.warning("loading %s with allow_pickle=True: only do this with a file you trust", name)
+    try:
+        array = np.load(npy_path, allow_pickle=True)
+    except FileNotFoundError:
+        raise DataError("file not found", name) from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"not a readable .npy file: {exc}", name) from None
+    if not isinstance(array, np.ndarray) or array.ndim != 2 or array.shape[1] != 2:
+        shape = getattr(array, "shape", type(array).__name__)
+        raise DataError(f"expected an array of shape (n, 2) [id, vector], got {shape}", name)
+    if len(array) == 0:
+        raise DataError("no rows", name)
+    ids: list[str] = []
+    vectors: list[np.ndarray] = []
+    seen: dict[str, int] = {}
+    for row, (artwork, vector) in enumerate(array):
+        if not isinstance(artwork, str) or not artwork.strip():
+            raise DataError(
+                f"id is not a non-empty string: {_show(repr(artwork))}",
+                name,
+                field="artwork_id_hash",
+                row=row,
+            )
+        artwork = artwork.strip()
+        if artwork in seen:
+            raise DataError(
+                f"duplicate id {_show(artwork)} (first in row {seen[artwork]})",
+                name,
+                field="artwork_id_hash",
+                row=row,
+            )
+        seen[artwork] = row
+        try:
+            values = np.asarray(vector, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DataError("vector is not numeric", name, field="vector", row=row) from None
+        if values.ndim != 1 or (vectors and len(values) != len(vectors[0])):
+            expected = len(vectors[0]) if vectors else "a 1-d vector"
+            raise DataError(
+                f"vector of shape {values.shape}, expected ({expected},) as in row 0",
+                name,
+                field="vector",
+                row=row,
+            )
+        values = values.astype(np.float32)
+        if not np.isfinite(values).all():
+            raise DataError(
+                "vector has NaN or infinite values (in float32)", name, field="vector", row=row
+            )
+        ids.append(artwork)
+        vectors.append(values)
+    result = ItemVectors(
+        ids=np.asarray(ids, dtype=str),
+        vectors=np.stack(vectors).astype(np.float32),
+        meta={
+            "source": "imported",
+            "file": Path(name).name,
+            "file_sha256": _sha256(Path(name)),
+            "dims": len(vectors[0]),
+        },
+    )
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    with open(partial, "wb") as handle:
+        save_bundle(result, handle)
+    os.replace(partial, out)
+    logger.info(
+        "imported %d vectors of %d dims from %s into %s", len(ids), len(vectors[0]), name, out
+    )
+    return result
+
+
+def read_imported_embeddings(path: str | os.PathLike) -> ItemVectors:
+    """Read a bundle written by :func:`import_embeddings` (no pickle involved)."""
+    try:
+        with open(path, "rb") as handle:
+            value = load_bundle(handle)
+    except FileNotFoundError:
+        raise DataError("file not found (run `curatornet import-embeddings FILE`)", path) from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"not an embeddings bundle: {exc}", path) from None
+    if not isinstance(value, ItemVectors):
+        raise DataError(f"holds a {type(value).__name__}, not ItemVectors", path)
+    return value
+
+
+@dataclass(frozen=True)
+class DatasetPaths:
+    """Where the files of one dataset folder are."""
+
+    root: Path  # folder with purchases.csv, inventory.csv, images/ or embeddings.npz
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def purchases(self) -> Path:
+        return self.root / "purchases.csv"
+
+    @property
+    def inventory(self) -> Path:
+        return self.root / "inventory.csv"
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def imported_embeddings(self) -> Path:
+        return self.root / "embeddings.npz"
+
+    def exists(self) -> bool:
+        """True when both CSV files are there (visuals are checked by :meth:`require_visuals`)."""
+        return self.purchases.is_file() and self.inventory.is_file()
+
+    def describe(self) -> dict[str, dict]:
+        """Path and presence of every file, JSON-able (for metadata and logs)."""
+        names = ("purchases", "inventory", "images", "imported_embeddings")
+        return {
+            n: {"path": str(getattr(self, n)), "exists": getattr(self, n).exists()} for n in names
+        }
+
+    def require_visuals(self) -> str:
+        """``"images"`` or ``"embeddings"``: the visual source a run will use (images first)."""
+        if self.images.is_dir():
+            return "images"
+        if self.imported_embeddings.is_file():
+            return "embeddings"
+        raise DataError(
+            f"neither an images/ folder nor {self.imported_embeddings.name} "
+            "(bring images, or run `curatornet import-embeddings resnet_embeddings.npy`)",
+            self.root,
+        )

@@ -200,3 +200,35 @@ class MlflowTracking(dg.ConfigurableResource):
             raise
         else:
             client.set_terminated(tracked.run_id, "FINISHED")
+
+
+def register_version(
+    run: TrackedRun, name: str, artifact_path: str, metric: str, value: float
+) -> tuple[str, bool]:
+    """Register the run's model artifact as a new version of ``name``.
+
+    The alias ``champion`` moves to the new version only when its ``metric``
+    beats the current champion's (or there is none). Returns (version, promoted).
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = run.client
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description=f"{name} models trained by the pipeline")
+    source = f"{client.get_run(run.run_id).info.artifact_uri}/{artifact_path}"
+    version = client.create_model_version(
+        name, source, run_id=run.run_id, tags={metric: str(value)}
+    ).version
+    try:
+        champion = client.get_model_version_by_alias(name, "champion")
+        best = float(champion.tags.get(metric, "-inf"))
+    except MlflowException:
+        best = float("-inf")
+    promoted = value > best
+    if promoted:
+        client.set_registered_model_alias(name, "champion", version)
+    run.set_tags({"registered_model": name, "registered_version": version,
+                  "champion": str(promoted)})
+    return str(version), promoted

@@ -1,0 +1,147 @@
+"""Where did this number come from? Walk a metric back to the raw files.
+
+Every asset records, in its materialization metadata, the exact data version,
+Dagster run and MLflow run of each input it read (each *partition* of a
+partitioned input: Dagster's own provenance keeps one combined version per
+upstream asset). Lineage starts at the evaluation report and follows those
+records down: report -> model -> training set -> each triplet partition ->
+clusters -> embeddings -> raw files.
+"""
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+DATA_VERSION_TAG = "dagster/data_version"
+
+#: Metadata entries worth showing for each asset, in order.
+SHOWN = {
+    "evaluation_report": ("protocol", "mlflow_run_id"),
+    "models": ("kind", "l2", "sampling", "epochs_run", "best_epoch", "best_val_accuracy",
+               "training_triples", "triples_per_second", "mlflow_run_id"),
+    "training_set": ("triples", "validation_triples", "rejected_cross_strategy"),
+    "triplets": ("triples", "target", "seed", "rejected_duplicates"),
+    "train_test_split": ("users", "test_users", "hidden_items"),
+    "visual_clusters": ("k", "silhouette"),
+    "pca_embeddings": ("dims",),
+    "item_embeddings": ("weights", "dims", "items", "source"),
+    "image_manifest": ("images", "source"),
+    "inventory": ("items", "artists"),
+    "purchases": ("purchases", "users", "baskets"),
+}
+
+
+@dataclass
+class Node:
+    """One materialization in the chain."""
+
+    asset: str
+    partition: str | None
+    data_version: str
+    run_id: str
+    timestamp: float
+    metadata: dict[str, Any]
+    inputs: list["Node"] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.asset + (f"[{self.partition}]" if self.partition else "")
+
+
+def _value(entry: Any) -> Any:
+    return getattr(entry, "value", entry)
+
+
+def _find(instance: dg.DagsterInstance, asset: str, partition: str | None,
+          data_version: str | None, run_id: str | None):
+    """The materialization of ``asset[partition]`` with that version (newest if None)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None
+        ),
+        limit=200,
+    ).records
+    for record in records:
+        mat = record.asset_materialization
+        version = (mat.tags or {}).get(DATA_VERSION_TAG)
+        if (data_version is None or version == data_version) and (
+            run_id is None or record.run_id == run_id
+        ):
+            return record
+    return None
+
+
+def _split_label(label: str) -> tuple[str, str | None]:
+    if label.endswith("]") and "[" in label:
+        asset, partition = label[:-1].split("[", 1)
+        return asset, partition
+    return label, None
+
+
+def trace(instance: dg.DagsterInstance, asset: str, partition: str | None = None,
+          data_version: str | None = None, run_id: str | None = None,
+          _seen: set | None = None) -> Node | None:
+    """The lineage tree of one materialization (the newest one if no version is given)."""
+    record = _find(instance, asset, partition, data_version, run_id)
+    if record is None:
+        return None
+    mat = record.asset_materialization
+    metadata = {k: _value(v) for k, v in mat.metadata.items()}
+    node = Node(asset, partition, (mat.tags or {}).get(DATA_VERSION_TAG, ""), record.run_id,
+                record.timestamp, metadata)
+    seen = _seen if _seen is not None else set()
+    for label, info in sorted((metadata.get("input_versions") or {}).items()):
+        key = (label, info.get("data_version"))
+        if key in seen:
+            continue
+        seen.add(key)
+        up_asset, up_partition = _split_label(label)
+        child = trace(instance, up_asset, up_partition, info.get("data_version"),
+                      info.get("dagster_run_id"), seen)
+        if child is not None:
+            node.inputs.append(child)
+    return node
+
+
+def metric_value(report: Node, variant: str, metric: str) -> float | None:
+    """A metric of one model variant from the evaluation report's metadata."""
+    table = report.metadata.get("metrics_by_method") or {}
+    if isinstance(table, str):
+        table = json.loads(table)
+    row = table.get(variant) or {}
+    return row.get(metric)
+
+
+def render(node: Node, depth: int = 0, only_model: str | None = None) -> list[str]:
+    """Indented text lines, one block per materialization."""
+    import datetime as _dt
+
+    when = _dt.datetime.fromtimestamp(node.timestamp, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    pad = "  " * depth
+    lines = [f"{pad}<- {node.label}  version {node.data_version}  dagster run "
+             f"{node.run_id[:8]}  {when} UTC"]
+    for key in SHOWN.get(node.asset, ()):
+        if key in node.metadata and node.metadata[key] not in (None, ""):
+            lines.append(f"{pad}     {key}: {node.metadata[key]}")
+    for child in node.inputs:
+        if only_model and child.asset == "models" and child.partition != only_model:
+            continue
+        lines.extend(render(child, depth + 1))
+    return lines
+
+
+def explain(instance: dg.DagsterInstance, metric: str, variant: str,
+            report_asset: str = "evaluation_report") -> str:
+    """The full answer for ``curatornet lineage``."""
+    report = trace(instance, report_asset)
+    if report is None:
+        raise LookupError(f"{report_asset} was never materialized in this Dagster instance")
+    value = metric_value(report, variant, metric)
+    if value is None:
+        known = sorted((report.metadata.get("metrics_by_method") or {}).keys())
+        raise LookupError(f"no metric {metric!r} for {variant!r}; methods: {known}")
+    head = [f"{metric} = {value:.4f} for {variant} "
+            f"(protocol {report.metadata.get('protocol', '?')})"]
+    return "\n".join(head + render(report, only_model=variant))

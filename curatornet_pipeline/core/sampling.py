@@ -1,0 +1,512 @@
+"""Triple sampling: draw, hash, deduplicate and merge the strategies of :mod:`.strategies`.
+
+A triple's identity is a 64-bit hash of (profile item *set*, positive, negative):
+the profile hash is an order-free sum of splitmix64 mixes of its items (computed
+once per distinct profile), mixed with the positive and the negative. Two
+profiles with equal hashes are treated as equal (collision odds ~ N^2 / 2^64).
+"""
+
+import dataclasses
+import logging
+
+import numpy as np
+
+from curatornet_pipeline.core.split import hidden_pairs
+from curatornet_pipeline.core.strategies import (
+    IDENTICAL_TOL,
+    STRATEGY_FUNCS,
+    CandidateTriples,
+    SamplingConfig,
+    SamplingContext,
+    StrategyFn,
+    build_context,
+    cosine,
+    gather_ranges,
+    offsets_from_counts,
+    visually_acceptable,
+)
+from curatornet_pipeline.core.types import STRATEGIES, TrainTestSplit, Triplets
+
+__all__ = [
+    "STRATEGY_FUNCS",
+    "CandidateTriples",
+    "SamplingConfig",
+    "SamplingContext",
+    "StrategyFn",
+    "build_context",
+    "hidden_item_leaks",
+    "merge_triplets",
+    "profile_hashes",
+    "sample_strategy",
+    "select",
+    "triple_hashes",
+    "verify_strategy",
+]
+
+logger = logging.getLogger(__name__)
+
+_U64 = np.uint64
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser, vectorised over uint64 (wrapping arithmetic)."""
+    z = x.astype(_U64) + _U64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
+    return z ^ (z >> _U64(31))
+
+
+def profile_hashes(offsets: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """(P,) uint64 hash of every CSR profile, independent of item order."""
+    cum = np.zeros(len(items) + 1, _U64)
+    np.cumsum(_mix(items.astype(_U64) + _U64(0x51ED270B)), out=cum[1:])
+    total = cum[offsets[1:]] - cum[offsets[:-1]]  # wraps mod 2^64, still exact
+    return _mix(total ^ _mix(np.diff(offsets).astype(_U64)))
+
+
+def triple_hashes(
+    profile_hash: np.ndarray, positive: np.ndarray, negative: np.ndarray
+) -> np.ndarray:
+    """(N,) uint64 hash of (profile, positive, negative) from the profile's hash."""
+    pn = (positive.astype(_U64) << _U64(32)) | negative.astype(np.uint32).astype(_U64)
+    return _mix(profile_hash ^ _mix(pn))
+
+
+def _in_sorted(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Whether each of ``keys`` is in ``sorted_keys``.
+
+    Large queries first go through a byte table indexed by the keys' low bits
+    (well mixed for hashes), so only the few candidates pay for a binary search.
+    """
+    if len(sorted_keys) == 0 or len(keys) == 0:
+        return np.zeros(len(keys), bool)
+    if keys.dtype == _U64 and (len(keys) > 4 * len(sorted_keys) or len(keys) > 100_000):
+        bits = min(max(int(np.ceil(np.log2(len(sorted_keys) * 8))), 16), 26)
+        low = np.uint64((1 << bits) - 1)
+        table = np.zeros(1 << bits, bool)
+        table[(sorted_keys & low).astype(np.int64)] = True
+        candidates = np.flatnonzero(table[(keys & low).astype(np.int64)])
+        out = np.zeros(len(keys), bool)
+        out[candidates] = _search(sorted_keys, keys[candidates])
+        return out
+    return _search(sorted_keys, keys)
+
+
+def _search(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return sorted_keys[pos] == keys
+
+
+def _size_histogram(sizes: np.ndarray, counts: np.ndarray) -> dict[str, int]:
+    """Triples per profile size in power-of-two buckets: '1', '2-3', '4-7', ...
+
+    ``sizes`` (P,) size of every profile; ``counts`` (P,) triples using it.
+    """
+    per_size = np.bincount(sizes, weights=counts)
+    out: dict[str, int] = {}
+    for size in np.flatnonzero(per_size):
+        b = int(np.log2(max(size, 1)))
+        key = f"{2**b}" if b == 0 else f"{2**b}-{2 ** (b + 1) - 1}"
+        out[key] = out.get(key, 0) + int(per_size[size])
+    return out
+
+
+def _first_unique(h: np.ndarray) -> np.ndarray:
+    """Mask of the first occurrence of every value of ``h`` (sort-based: fast for 10M)."""
+    mask = np.ones(len(h), bool)
+    s = np.sort(h)
+    dup = s[1:][s[1:] == s[:-1]]
+    if len(dup):
+        rows = np.flatnonzero(_in_sorted(dup, h))  # every row whose value repeats
+        order = rows[np.argsort(h[rows], kind="stable")]
+        later = np.zeros(len(order), bool)
+        later[1:] = h[order[1:]] == h[order[:-1]]
+        mask[order[later]] = False
+    return mask
+
+
+def _compact_profiles(
+    offsets: np.ndarray, items: np.ndarray, profile: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keep the profiles ``profile`` refers to, merged by content hash; returns (offsets, items, profile)."""
+    n_profiles = len(offsets) - 1
+    used = np.flatnonzero(np.bincount(profile, minlength=n_profiles))
+    idx, _ = gather_ranges(offsets[used], offsets[used + 1])
+    ph = profile_hashes(offsets_from_counts(offsets[used + 1] - offsets[used]), items[idx])
+    _, first, inv = np.unique(ph, return_index=True, return_inverse=True)
+    remap = np.zeros(n_profiles, np.int64)
+    remap[used] = inv.ravel()
+    keep = used[first]
+    idx, _ = gather_ranges(offsets[keep], offsets[keep + 1])
+    new_offsets = offsets_from_counts(offsets[keep + 1] - offsets[keep])
+    return new_offsets, items[idx].astype(np.int32), remap[profile]
+
+
+def _take(t: Triplets, rows: np.ndarray, meta: dict) -> Triplets:
+    """Rows ``rows`` of ``t`` with the profile table compacted and deduplicated by hash."""
+    offsets, items, profile = _compact_profiles(t.profile_offsets, t.profile_items, t.profile[rows])
+    return Triplets(
+        profile_offsets=offsets,
+        profile_items=items,
+        profile=profile,
+        positive=t.positive[rows],
+        negative=t.negative[rows],
+        user=t.user[rows],
+        strategy=t.strategy[rows],
+        hash=t.hash[rows],
+        is_validation=t.is_validation[rows],
+        meta=meta,
+    )
+
+
+def _describe(t: Triplets) -> dict:
+    counts = np.bincount(t.profile, minlength=len(t.profile_offsets) - 1)
+    items = np.zeros(max(int(t.positive.max(initial=-1)), int(t.negative.max(initial=-1)),
+                         int(t.profile_items.max(initial=-1))) + 1, bool)  # fmt: skip
+    for arr in (t.positive, t.negative, t.profile_items):
+        items[arr] = True
+    return {
+        "profile_size_histogram": _size_histogram(np.diff(t.profile_offsets), counts),
+        "profiles": int(len(t.profile_offsets) - 1),
+        "users_covered": int(np.count_nonzero(np.bincount(t.user[t.user >= 0]))),
+        "items_covered": int(items.sum()),
+    }
+
+
+def sample_strategy(
+    ctx: SamplingContext,
+    strategy: str,
+    config: SamplingConfig | None = None,
+    exclude: np.ndarray | None = None,
+) -> Triplets:
+    """``n_per_strategy`` unique training triples plus ``validation_fraction`` as many validation ones.
+
+    Candidates are drawn in batches (at most ``max_batch`` each) until the target
+    is met, or the space looks exhausted: a batch yields fewer than ``min_yield``
+    new triples per draw, or ``max_rounds`` batches were drawn (meta ``exhausted``).
+    Triples are kept in draw order; the last ones drawn are the validation triples.
+    Reproducible: the generator is ``default_rng([seed, index of strategy])``.
+    ``exclude``: hashes that count as already drawn (e.g. earlier strategies'
+    triples, so that the merged union still reaches every strategy's target).
+    """
+    if strategy not in STRATEGY_FUNCS:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {list(STRATEGY_FUNCS)}")
+    config = config or ctx.config
+    if config != ctx.config:
+        ctx = dataclasses.replace(ctx, config=config)
+    code = STRATEGIES.index(strategy)
+    rng = np.random.default_rng([config.seed, code])
+    n_val_target = int(round(config.n_per_strategy * config.validation_fraction))
+    target = config.n_per_strategy + n_val_target
+
+    chunks: list[tuple[np.ndarray, ...]] = []
+    seen = np.zeros(0, _U64) if exclude is None else np.sort(np.asarray(exclude, _U64))
+    table = None
+    produced = duplicates = rejected = rounds = 0
+    rate = 1.0
+    while produced < target and rounds < config.max_rounds:
+        remaining = target - produced
+        request = min(int(remaining / max(rate, config.min_yield) * 1.05) + 16, config.max_batch)
+        cand = STRATEGY_FUNCS[strategy](ctx, request, rng)
+        rounds += 1
+        if table is None:
+            table = (cand.profile_offsets, cand.profile_items)
+            table_hash = profile_hashes(*table)
+        h = triple_hashes(table_hash[cand.profile], cand.positive, cand.negative)
+        fresh = _first_unique(h)
+        fresh[fresh] = ~_in_sorted(seen, h[fresh])
+        keep = np.flatnonzero(fresh)[:remaining]
+        chunks.append(
+            (cand.profile[keep], cand.positive[keep], cand.negative[keep], cand.user[keep], h[keep])
+        )
+        seen = np.sort(np.concatenate([seen, h[keep]]))
+        produced += len(keep)
+        duplicates += len(h) - int(fresh.sum())
+        rejected += cand.n_rejected
+        rate = len(keep) / request
+        if rate < config.min_yield and produced < target:
+            break
+
+    n = produced
+    n_val = n_val_target if n >= target else int(round(n * n_val_target / target))
+    is_val = np.zeros(n, bool)
+    is_val[n - n_val :] = True
+    cols = (
+        [np.concatenate(c) for c in zip(*chunks, strict=True)]
+        if chunks
+        else [np.zeros(0, np.int64)] * 5
+    )
+    offsets, items, profile = (
+        _compact_profiles(*table, cols[0])
+        if table
+        else (np.zeros(1, np.int64), np.zeros(0, np.int32), cols[0])
+    )
+    out = Triplets(
+        profile_offsets=offsets,
+        profile_items=items,
+        profile=profile,
+        positive=cols[1].astype(np.int32),
+        negative=cols[2].astype(np.int32),
+        user=cols[3].astype(np.int32),
+        strategy=np.full(n, code, np.int8),
+        hash=cols[4].astype(_U64),
+        is_validation=is_val,
+        meta={
+            "strategy": strategy,
+            "target": config.n_per_strategy,
+            "target_validation": n_val_target,
+            "produced": n - n_val,
+            "produced_validation": n_val,
+            "exhausted": n < target,
+            "rounds": rounds,
+            "rejected_duplicates": int(duplicates),
+            "rejected_by_definition": int(rejected),
+            "seed": config.seed,
+            "config": dataclasses.asdict(config),
+        },
+    )
+    out.meta.update(_describe(out))
+    logger.info(
+        "%s: %d + %d validation triples (target %d), %d rounds",
+        strategy,
+        n - n_val,
+        n_val,
+        target,
+        rounds,
+    )
+    return out
+
+
+def merge_triplets(parts: dict[str, Triplets]) -> Triplets:
+    """Disjoint union in ``STRATEGIES`` order.
+
+    A training triple whose hash appeared in an earlier strategy is rejected; a
+    validation triple whose hash is any kept training triple, or an earlier
+    validation triple, is rejected. Counts per strategy are in meta.
+    """
+    unknown = set(parts) - set(STRATEGIES)
+    if unknown:
+        raise ValueError(f"unknown strategies {sorted(unknown)}")
+    names = [s for s in STRATEGIES if s in parts]
+    ps = [parts[s] for s in names]
+    hashes = np.concatenate([np.zeros(0, _U64)] + [p.hash for p in ps])
+    is_val = np.concatenate([np.zeros(0, bool)] + [p.is_validation for p in ps])
+    keep = ~is_val
+    keep[keep] = _first_unique(hashes[keep])
+    train_sorted = np.sort(hashes[keep])
+    val = np.flatnonzero(is_val)
+    val = val[~_in_sorted(train_sorted, hashes[val])]
+    keep[val[_first_unique(hashes[val])]] = True
+    del hashes, is_val, train_sorted
+
+    bounds = np.cumsum([0] + [len(p) for p in ps])
+    masks = [keep[bounds[i] : bounds[i + 1]] for i in range(len(ps))]
+    items_base = np.cumsum([0] + [len(p.profile_items) for p in ps])
+    prof_base = np.cumsum([0] + [len(p.profile_offsets) - 1 for p in ps])
+    offsets = np.concatenate(
+        [np.zeros(1, np.int64)] + [p.profile_offsets[1:] + items_base[i] for i, p in enumerate(ps)]
+    )
+    items = np.concatenate([np.zeros(0, np.int32)] + [p.profile_items for p in ps])
+    profile = np.concatenate(
+        [np.zeros(0, np.int64)]
+        + [p.profile[m] + prof_base[i] for i, (p, m) in enumerate(zip(ps, masks, strict=True))]
+    )
+    offsets, items, profile = _compact_profiles(offsets, items, profile)
+
+    def cat(field: str, dtype: type) -> np.ndarray:
+        return np.concatenate(
+            [np.zeros(0, dtype)] + [getattr(p, field)[m] for p, m in zip(ps, masks, strict=True)]
+        )
+
+    out = Triplets(
+        profile_offsets=offsets,
+        profile_items=items,
+        profile=profile,
+        positive=cat("positive", np.int32),
+        negative=cat("negative", np.int32),
+        user=cat("user", np.int32),
+        strategy=cat("strategy", np.int8),
+        hash=cat("hash", _U64),
+        is_validation=cat("is_validation", bool),
+        meta={
+            "strategies": names,
+            "rejected_cross_strategy": {
+                s: int((~m).sum()) for s, m in zip(names, masks, strict=True)
+            },
+            "parts": {s: parts[s].meta for s in names},
+        },
+    )
+    counts = np.bincount(out.strategy[~out.is_validation], minlength=len(STRATEGIES))
+    vcounts = np.bincount(out.strategy[out.is_validation], minlength=len(STRATEGIES))
+    out.meta.update(
+        train_per_strategy={s: int(counts[STRATEGIES.index(s)]) for s in names},
+        validation_per_strategy={s: int(vcounts[STRATEGIES.index(s)]) for s in names},
+        **_describe(out),
+    )
+    return out
+
+
+def select(triplets: Triplets, strategies: tuple[str, ...] | list[str]) -> Triplets:
+    """The triples of the given strategies only (e.g. the real-user ones for VBPR)."""
+    unknown = set(strategies) - set(STRATEGIES)
+    if unknown:
+        raise ValueError(f"unknown strategies {sorted(unknown)}")
+    codes = [STRATEGIES.index(s) for s in strategies]
+    rows = np.flatnonzero(np.isin(triplets.strategy, codes))
+    meta = {**triplets.meta, "selected": list(strategies)}
+    return _take(triplets, rows, meta)
+
+
+def hidden_item_leaks(
+    triplets: Triplets, split: TrainTestSplit, content_positives: bool = False
+) -> int:
+    """Number of triples that leak a hidden test pair.
+
+    Rule: with hidden pairs ``(u, i)`` as defined in :func:`.split.hidden_pairs`
+    (``i`` in u's hidden basket, not in u's training baskets), a triple of a real
+    user ``u >= 0`` leaks when any item of its profile forms a hidden pair with
+    ``u``, or when its positive does and that positive is purchase information
+    (s1, s5, s6, random: positives taken from u's baskets).
+
+    Not counted: artificial triples (``user == -1``, single-item profiles carry no
+    user); negatives (not purchase information); s3 positives, which are items
+    *outside* the profile chosen by artist and cluster only, so one that happens
+    to be in the hidden basket is a coincidence the sampler cannot avoid without
+    reading the test basket, as the reference also cannot. Pass
+    ``content_positives=True`` to count those too.
+    """
+    hidden = hidden_pairs(split)
+    n_items = split.n_items
+    real = np.flatnonzero(triplets.user >= 0)
+    user = triplets.user[real].astype(np.int64)
+    leak = _in_sorted(hidden, user * n_items + triplets.positive[real])
+    if not content_positives:
+        leak &= triplets.strategy[real] != STRATEGIES.index("s3_artist_cluster")
+    pair_key = triplets.profile[real] * (int(user.max(initial=0)) + 1) + user
+    pairs, inv = np.unique(pair_key, return_inverse=True)
+    prof, puser = pairs // (int(user.max(initial=0)) + 1), pairs % (int(user.max(initial=0)) + 1)
+    idx, row = gather_ranges(triplets.profile_offsets[prof], triplets.profile_offsets[prof + 1])
+    bad = _in_sorted(hidden, puser[row] * n_items + triplets.profile_items[idx])
+    pair_leaks = np.bincount(row[bad], minlength=len(pairs)) > 0
+    leak |= pair_leaks[inv.ravel()]
+    return int(leak.sum())
+
+
+def _user_profile_key(
+    profile_hash: np.ndarray, positive: np.ndarray, user: np.ndarray
+) -> np.ndarray:
+    return triple_hashes(
+        profile_hash ^ _mix(user.astype(_U64) + _U64(1)), positive, np.zeros_like(positive)
+    )
+
+
+def _valid_basket_keys(ctx: SamplingContext, strategy: str) -> np.ndarray:
+    """Sorted keys of every (profile, positive, user) that s5 or s6 may produce."""
+    if strategy == "s5_next_basket":
+        ph = profile_hashes(ctx.next_offsets, ctx.next_items)
+        bio = ctx.basket_item_offsets
+        idx, row = gather_ranges(bio[ctx.next_basket], bio[ctx.next_basket + 1])
+        return np.sort(_user_profile_key(ph[row], ctx.basket_items[idx], ctx.next_user[row]))
+    ph = profile_hashes(ctx.hide_offsets, ctx.hide_items)
+    return np.sort(_user_profile_key(ph, ctx.hide_item, ctx.hide_user))
+
+
+def verify_strategy(triplets: Triplets, ctx: SamplingContext, strategy: str) -> list[str]:
+    """Human-readable violations of ``strategy``'s definition by its triples in ``triplets``.
+
+    Checks the stored data against the context (the training split it was sampled
+    from): hashes, duplicates, negative outside the profile, no visually identical
+    pair, and the strategy's own positive, profile, user, artist and cluster rules.
+    An empty list means every triple conforms.
+    """
+    code = STRATEGIES.index(strategy)
+    rows = np.flatnonzero(triplets.strategy == code)
+    if len(rows) == 0:
+        return [f"{strategy}: no triples"]
+    problems: list[str] = []
+
+    def report(mask: np.ndarray, what: str) -> None:
+        if mask.any():
+            first = int(rows[np.argmax(mask)])
+            problems.append(
+                f"{strategy}: {int(mask.sum())} of {len(rows)} triples {what} (first at row {first})"
+            )
+
+    n_items = ctx.n_items
+    prof, pos, neg, user = (
+        triplets.profile[rows],
+        triplets.positive[rows],
+        triplets.negative[rows],
+        triplets.user[rows],
+    )
+    offsets, items = triplets.profile_offsets, triplets.profile_items
+    ph = profile_hashes(offsets, items)[prof]
+    sizes = np.diff(offsets)[prof]
+    report(
+        triple_hashes(ph, pos, neg) != triplets.hash[rows],
+        "have a hash that does not match their content",
+    )
+    _, first = np.unique(triplets.hash[rows], return_index=True)
+    dup = np.ones(len(rows), bool)
+    dup[first] = False
+    report(dup, "repeat an earlier triple")
+    prof_keys = np.sort(np.repeat(np.arange(len(offsets) - 1), np.diff(offsets)) * n_items + items)
+    pos_in = _in_sorted(prof_keys, prof * n_items + pos)
+    report(_in_sorted(prof_keys, prof * n_items + neg), "have the negative inside the profile")
+    same = np.flatnonzero((ctx.cluster[pos] == ctx.cluster[neg]) & (pos != neg))
+    identical = pos == neg
+    identical[same] = cosine(ctx, pos[same], neg[same]) >= 1 - IDENTICAL_TOL
+    report(identical, "have visually identical positive and negative")
+
+    real = user >= 0
+    u = np.maximum(user, 0)
+    if strategy in ("s2_single_item", "s4_same_artist"):
+        report(real, "have a user but an artificial profile")
+        report(sizes != 1, "have a profile that is not a single item")
+        q = items[offsets[prof]]
+    else:
+        report(~real, "have no user")
+    if strategy in ("s1_user_profile", "s3_artist_cluster", "random"):
+        history = profile_hashes(ctx.profile_offsets, ctx.profile_items)[u]
+        report(ph != history, "have a profile that is not the user's training history")
+    if strategy in ("s1_user_profile", "random"):
+        report(~pos_in, "have the positive outside the profile")
+    elif strategy == "s2_single_item":
+        report(pos != q, "have a positive other than the profile item")
+    elif strategy == "s3_artist_cluster":
+        report(pos_in, "have the positive inside the profile")
+        report(
+            ~ctx.user_artists[u, ctx.artist[pos]],
+            "have a positive whose artist is not in the profile",
+        )
+        report(
+            ~ctx.user_clusters[u, ctx.cluster[pos]],
+            "have a positive whose cluster is not in the profile",
+        )
+    elif strategy == "s4_same_artist":
+        report(
+            (ctx.artist[pos] != ctx.artist[q]) | (pos == q),
+            "have a positive that is not another item by q's artist",
+        )
+        report(ctx.artist[neg] == ctx.artist[q], "have a negative by the profile item's artist")
+        report(
+            ~visually_acceptable(ctx, q, pos, neg),
+            "have a negative that is not visually acceptable",
+        )
+    elif strategy in ("s5_next_basket", "s6_hide_one"):
+        keys = _user_profile_key(ph, pos, user)
+        what = (
+            "next-basket item of its user"
+            if strategy == "s5_next_basket"
+            else "hide-one pair of its user"
+        )
+        report(
+            ~_in_sorted(_valid_basket_keys(ctx, strategy), keys),
+            f"are not a (profile, positive) {what}",
+        )
+    if strategy in ("s3_artist_cluster", "s5_next_basket", "s6_hide_one"):
+        report(
+            ~ctx.history_free(u, neg),
+            "have a negative whose artist or cluster is in the user's history",
+        )
+    return problems

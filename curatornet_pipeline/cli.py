@@ -145,20 +145,38 @@ def cmd_ui(args: argparse.Namespace) -> int:
     bindir = Path(sys.executable).parent
     procs = [
         _popen(
-            [str(bindir / "dagster"), "dev", "-w", str(settings.REPO_ROOT / "workspace.yaml"),
-             "-h", "127.0.0.1", "-p", str(args.dagster_port)],
+            [
+                str(bindir / "dagster"),
+                "dev",
+                "-w",
+                str(settings.REPO_ROOT / "workspace.yaml"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(args.dagster_port),
+            ],
             env,
         ),
         _popen(
-            [str(bindir / "mlflow"), "ui", "--backend-store-uri",
-             settings.mlflow_tracking_uri(), "--default-artifact-root",
-             settings.mlflow_artifact_root(), "--host", "127.0.0.1", "--port",
-             str(args.mlflow_port)],
+            [
+                str(bindir / "mlflow"),
+                "ui",
+                "--backend-store-uri",
+                settings.mlflow_tracking_uri(),
+                "--default-artifact-root",
+                settings.mlflow_artifact_root(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(args.mlflow_port),
+            ],
             env,
         ),
     ]
-    print(f"Dagster UI: http://127.0.0.1:{args.dagster_port}   "
-          f"MLflow UI: http://127.0.0.1:{args.mlflow_port}   (Ctrl-C stops both)")
+    print(
+        f"Dagster UI: http://127.0.0.1:{args.dagster_port}   "
+        f"MLflow UI: http://127.0.0.1:{args.mlflow_port}   (Ctrl-C stops both)"
+    )
     try:
         while all(p.poll() is None for p in procs):
             time.sleep(1)
@@ -188,21 +206,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=None)
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("import-embeddings",
-                       help="convert a TRUSTED published resnet_embeddings.npy (pickle!)")
+    p = sub.add_parser(
+        "import-embeddings", help="convert a TRUSTED published resnet_embeddings.npy (pickle!)"
+    )
     p.add_argument("file")
     p.add_argument("--data", default=None, help="dataset folder (default: data/)")
     p.set_defaults(func=cmd_import_embeddings)
 
     p = sub.add_parser("run", help="materialize the whole asset graph through Dagster")
     p.add_argument("--profile", choices=["tiny", "demo", "paper"], default="demo")
-    p.add_argument("--scale", choices=["tiny", "demo", "ugallery"], default=None,
-                   help="synthetic scale generated when the data folder is empty "
-                   "(default: the profile's)")
+    p.add_argument(
+        "--scale",
+        choices=["tiny", "demo", "ugallery"],
+        default=None,
+        help="synthetic scale generated when the data folder is empty (default: the profile's)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="dataset folder (default: data/)")
-    p.add_argument("--weights", default=None,
-                   help="imagenet | none | auto | /path/to/state_dict.pth")
+    p.add_argument(
+        "--weights", default=None, help="imagenet | none | auto | /path/to/state_dict.pth"
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("ui", help="serve the Dagster UI and the MLflow UI on 127.0.0.1")

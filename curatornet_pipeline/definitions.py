@@ -5,12 +5,13 @@ import os
 import dagster as dg
 
 from curatornet_pipeline import settings
-from curatornet_pipeline.defs.assets import ingest
+from curatornet_pipeline.defs import automation
+from curatornet_pipeline.defs.assets import evaluation, ingest, sampling, training, visual
 from curatornet_pipeline.defs.io_managers import io_managers
 from curatornet_pipeline.defs.resources import DatasetResource, PipelineSettings
 from curatornet_pipeline.defs.tracking import MlflowTracking
 
-ASSET_MODULES = [ingest]
+ASSET_MODULES = [ingest, visual, sampling, training, evaluation]
 
 
 def build_resources(profile: str | None = None, data_root: str = "", **dataset_options) -> dict:
@@ -18,7 +19,7 @@ def build_resources(profile: str | None = None, data_root: str = "", **dataset_o
     return {
         **io_managers(settings.storage_uri()),
         "dataset": DatasetResource(root=data_root, **dataset_options),
-        "settings": PipelineSettings(
+        "pipeline": PipelineSettings(
             profile=profile or os.environ.get("CURATORNET_PROFILE", "demo"),
             overrides=os.environ.get("CURATORNET_OVERRIDES", "{}"),
         ),
@@ -37,6 +38,9 @@ def all_checks() -> list:
 defs = dg.Definitions(
     assets=all_assets(),
     asset_checks=all_checks(),
+    jobs=[automation.refresh_upstream],
+    schedules=[automation.nightly_retraining],
+    sensors=[automation.incoming_files, automation.automation_sensor],
     resources=build_resources(),
     executor=dg.in_process_executor,
 )

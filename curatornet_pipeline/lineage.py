@@ -19,8 +19,17 @@ DATA_VERSION_TAG = "dagster/data_version"
 #: Metadata entries worth showing for each asset, in order.
 SHOWN = {
     "evaluation_report": ("protocol", "mlflow_run_id"),
-    "models": ("kind", "l2", "sampling", "epochs_run", "best_epoch", "best_val_accuracy",
-               "training_triples", "triples_per_second", "mlflow_run_id"),
+    "models": (
+        "kind",
+        "l2",
+        "sampling",
+        "epochs_run",
+        "best_epoch",
+        "best_val_accuracy",
+        "training_triples",
+        "triples_per_second",
+        "mlflow_run_id",
+    ),
     "training_set": ("triples", "validation_triples", "rejected_cross_strategy"),
     "triplets": ("triples", "target", "seed", "rejected_duplicates"),
     "train_test_split": ("users", "test_users", "hidden_items"),
@@ -54,8 +63,13 @@ def _value(entry: Any) -> Any:
     return getattr(entry, "value", entry)
 
 
-def _find(instance: dg.DagsterInstance, asset: str, partition: str | None,
-          data_version: str | None, run_id: str | None):
+def _find(
+    instance: dg.DagsterInstance,
+    asset: str,
+    partition: str | None,
+    data_version: str | None,
+    run_id: str | None,
+):
     """The materialization of ``asset[partition]`` with that version (newest if None)."""
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(
@@ -80,17 +94,28 @@ def _split_label(label: str) -> tuple[str, str | None]:
     return label, None
 
 
-def trace(instance: dg.DagsterInstance, asset: str, partition: str | None = None,
-          data_version: str | None = None, run_id: str | None = None,
-          _seen: set | None = None) -> Node | None:
+def trace(
+    instance: dg.DagsterInstance,
+    asset: str,
+    partition: str | None = None,
+    data_version: str | None = None,
+    run_id: str | None = None,
+    _seen: set | None = None,
+) -> Node | None:
     """The lineage tree of one materialization (the newest one if no version is given)."""
     record = _find(instance, asset, partition, data_version, run_id)
     if record is None:
         return None
     mat = record.asset_materialization
     metadata = {k: _value(v) for k, v in mat.metadata.items()}
-    node = Node(asset, partition, (mat.tags or {}).get(DATA_VERSION_TAG, ""), record.run_id,
-                record.timestamp, metadata)
+    node = Node(
+        asset,
+        partition,
+        (mat.tags or {}).get(DATA_VERSION_TAG, ""),
+        record.run_id,
+        record.timestamp,
+        metadata,
+    )
     seen = _seen if _seen is not None else set()
     for label, info in sorted((metadata.get("input_versions") or {}).items()):
         key = (label, info.get("data_version"))
@@ -98,8 +123,14 @@ def trace(instance: dg.DagsterInstance, asset: str, partition: str | None = None
             continue
         seen.add(key)
         up_asset, up_partition = _split_label(label)
-        child = trace(instance, up_asset, up_partition, info.get("data_version"),
-                      info.get("dagster_run_id"), seen)
+        child = trace(
+            instance,
+            up_asset,
+            up_partition,
+            info.get("data_version"),
+            info.get("dagster_run_id"),
+            seen,
+        )
         if child is not None:
             node.inputs.append(child)
     return node
@@ -120,8 +151,10 @@ def render(node: Node, depth: int = 0, only_model: str | None = None) -> list[st
 
     when = _dt.datetime.fromtimestamp(node.timestamp, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
     pad = "  " * depth
-    lines = [f"{pad}<- {node.label}  version {node.data_version}  dagster run "
-             f"{node.run_id[:8]}  {when} UTC"]
+    lines = [
+        f"{pad}<- {node.label}  version {node.data_version}  dagster run "
+        f"{node.run_id[:8]}  {when} UTC"
+    ]
     for key in SHOWN.get(node.asset, ()):
         if key in node.metadata and node.metadata[key] not in (None, ""):
             lines.append(f"{pad}     {key}: {node.metadata[key]}")
@@ -132,8 +165,9 @@ def render(node: Node, depth: int = 0, only_model: str | None = None) -> list[st
     return lines
 
 
-def explain(instance: dg.DagsterInstance, metric: str, variant: str,
-            report_asset: str = "evaluation_report") -> str:
+def explain(
+    instance: dg.DagsterInstance, metric: str, variant: str, report_asset: str = "evaluation_report"
+) -> str:
     """The full answer for ``curatornet lineage``."""
     report = trace(instance, report_asset)
     if report is None:
@@ -142,6 +176,7 @@ def explain(instance: dg.DagsterInstance, metric: str, variant: str,
     if value is None:
         known = sorted((report.metadata.get("metrics_by_method") or {}).keys())
         raise LookupError(f"no metric {metric!r} for {variant!r}; methods: {known}")
-    head = [f"{metric} = {value:.4f} for {variant} "
-            f"(protocol {report.metadata.get('protocol', '?')})"]
+    head = [
+        f"{metric} = {value:.4f} for {variant} (protocol {report.metadata.get('protocol', '?')})"
+    ]
     return "\n".join(head + render(report, only_model=variant))

@@ -35,6 +35,7 @@ def dagster_home() -> str:
     """Point DAGSTER_HOME at the project's home folder (created if missing)."""
     path = settings.home_dir() / "dagster"
     path.mkdir(parents=True, exist_ok=True)
+    (path / "dagster.yaml").touch()  # defaults: every store under DAGSTER_HOME
     os.environ["DAGSTER_HOME"] = str(path)
     return str(path)
 

@@ -116,7 +116,9 @@ def intake(incoming: Path, dataset: data.DatasetPaths) -> IntakeReport:
                     row = clash.iloc[0]
                     raise data.DataError(
                         f"artwork id {row['artwork_id_hash']!r} is already in the inventory",
-                        path, line=int(row["line"]), field="artwork_id_hash",
+                        path,
+                        line=int(row["line"]),
+                        field="artwork_id_hash",
                     )
                 report.new_items += _append_csv(dataset.inventory, path, data.INVENTORY_COLUMNS)
                 inventory = pd.concat([inventory, new], ignore_index=True)

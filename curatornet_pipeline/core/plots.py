@@ -24,8 +24,13 @@ def training_curve(history: Sequence[dict], title: str) -> bytes:
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss", color="tab:blue")
     ax2 = ax.twinx()
-    ax2.plot(epochs, [h["val_accuracy"] for h in history], "s-", color="tab:orange",
-             label="validation accuracy")
+    ax2.plot(
+        epochs,
+        [h["val_accuracy"] for h in history],
+        "s-",
+        color="tab:orange",
+        label="validation accuracy",
+    )
     ax2.set_ylabel("validation accuracy", color="tab:orange")
     ax.set_title(title)
     fig.tight_layout()

@@ -67,9 +67,11 @@ def incoming_files(context: dg.SensorEvaluationContext):
     key = "+".join(sorted(report.accepted))[:200]
     return dg.RunRequest(
         run_key=f"incoming-{time.time_ns()}-{key}",
-        tags={"curatornet/trigger": "incoming",
-              "curatornet/accepted": ",".join(report.accepted)[:200],
-              "curatornet/rejected": ",".join(report.rejected)[:200]},
+        tags={
+            "curatornet/trigger": "incoming",
+            "curatornet/accepted": ",".join(report.accepted)[:200],
+            "curatornet/rejected": ",".join(report.rejected)[:200],
+        },
     )
 
 

@@ -12,8 +12,13 @@ from curatornet_pipeline import settings
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # tests and CI: seconds per stage on 2 cores
     "tiny": {
-        "embed": {"backbone": "resnet18", "weights": "none", "image_size": 64,
-                  "batch_size": 32, "num_workers": 0},
+        "embed": {
+            "backbone": "resnet18",
+            "weights": "none",
+            "image_size": 64,
+            "batch_size": 32,
+            "num_workers": 0,
+        },
         "pca": {"n_components": 32},
         "cluster": {"k": 6, "restarts": 3},
         "sampling": {"n_per_strategy": 1500},
@@ -28,8 +33,11 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "cluster": {"k": 30, "restarts": 10},
         "sampling": {"n_per_strategy": 50_000},
         "train": {"epochs": 4, "lr": 1e-3},
-        "models": {"curatornet_l2": [0.0, 1e-4, 1e-3, 1e-2],
-                   "vbpr_l2": [0.0, 1e-4, 1e-3, 1e-2], "ablation_l2": 1e-4},
+        "models": {
+            "curatornet_l2": [0.0, 1e-4, 1e-3, 1e-2],
+            "vbpr_l2": [0.0, 1e-4, 1e-3, 1e-2],
+            "ablation_l2": 1e-4,
+        },
         "evaluation": {},
     },
     # the paper's settings (Table 2): ~10M triples, 10 epochs, k=100 x 20 restarts
@@ -39,8 +47,11 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "cluster": {"k": 100, "restarts": 20},
         "sampling": {},
         "train": {},
-        "models": {"curatornet_l2": [0.0, 1e-4, 1e-3, 1e-2],
-                   "vbpr_l2": [0.0, 1e-4, 1e-3, 1e-2], "ablation_l2": 1e-4},
+        "models": {
+            "curatornet_l2": [0.0, 1e-4, 1e-3, 1e-2],
+            "vbpr_l2": [0.0, 1e-4, 1e-3, 1e-2],
+            "ablation_l2": 1e-4,
+        },
         "evaluation": {},
     },
 }

@@ -178,15 +178,12 @@ class MlflowTracking(dg.ConfigurableResource):
             TAG_RUN_ID: context.run.run_id,
             TAG_ASSET: asset_key,
             TAG_PARTITION: partition,
-            TAG_CODE_VERSION: context.assets_def.code_versions_by_key.get(context.asset_key)
-            or "",
+            TAG_CODE_VERSION: context.assets_def.code_versions_by_key.get(context.asset_key) or "",
             "dagster.job_name": context.run.job_name,
             "mlflow.runName": f"{asset_key}[{partition}]" if partition else asset_key,
             **(tags or {}),
         }
-        run = client.create_run(
-            self.experiment_id, tags={k: str(v) for k, v in run_tags.items()}
-        )
+        run = client.create_run(self.experiment_id, tags={k: str(v) for k, v in run_tags.items()})
         tracked = TrackedRun(client, run.info.run_id, self.experiment_id, self.ui_url)
         try:
             if params:
@@ -229,6 +226,7 @@ def register_version(
     promoted = value > best
     if promoted:
         client.set_registered_model_alias(name, "champion", version)
-    run.set_tags({"registered_model": name, "registered_version": version,
-                  "champion": str(promoted)})
+    run.set_tags(
+        {"registered_model": name, "registered_version": version, "champion": str(promoted)}
+    )
     return str(version), promoted

@@ -12,11 +12,15 @@ GROUP = "ingestion"
 
 
 def _describe(series: pd.Series) -> dict[str, float]:
-    return {"min": float(series.min()), "median": float(series.median()),
-            "max": float(series.max())}
+    return {
+        "min": float(series.min()),
+        "median": float(series.median()),
+        "max": float(series.max()),
+    }
 
 
 @dg.asset(
+    dagster_type=pd.DataFrame,
     group_name=GROUP,
     code_version="1",
     check_specs=[
@@ -31,12 +35,12 @@ def inventory(
     paths = dataset.paths()
     with mlflow.run_for(context, params={"file": str(paths.inventory)}) as run:
         df = data.read_inventory(paths.inventory)
-        stats = pd.DataFrame(
-            [{"column": "upload_timestamp", **_describe(df["upload_timestamp"])}]
-        )
+        stats = pd.DataFrame([{"column": "upload_timestamp", **_describe(df["upload_timestamp"])}])
         per_artist = df.groupby("artist_id_hash").size()
         return finish(
-            context, run, df,
+            context,
+            run,
+            df,
             metadata={
                 "items": len(df),
                 "artists": int(per_artist.size),
@@ -52,6 +56,7 @@ def inventory(
 
 
 @dg.asset(
+    dagster_type=pd.DataFrame,
     group_name=GROUP,
     code_version="1",
     check_specs=[
@@ -83,7 +88,9 @@ def purchases(
             ]
         )
         return finish(
-            context, run, df,
+            context,
+            run,
+            df,
             upstream=upstream,
             metadata={
                 "purchases": len(df),
@@ -101,6 +108,7 @@ def purchases(
 
 
 @dg.asset(
+    dagster_type=pd.DataFrame,
     group_name=GROUP,
     code_version="1",
     check_specs=[dg.AssetCheckSpec("every_item_has_an_image", asset="image_manifest")],
@@ -125,7 +133,9 @@ def image_manifest(
         source = report.get("source", "images")
         covered = source != "images" or len(df) + dropped == len(inventory)
         return finish(
-            context, run, df,
+            context,
+            run,
+            df,
             metadata={
                 "images": len(df),
                 "source": source,

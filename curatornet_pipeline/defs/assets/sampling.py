@@ -16,6 +16,7 @@ from curatornet_pipeline.core.types import (
     Triplets,
     VisualClusters,
 )
+from curatornet_pipeline.defs.automation import EAGER
 from curatornet_pipeline.defs.common import check, finish, markdown_table, upstream_versions
 from curatornet_pipeline.defs.resources import PipelineSettings
 from curatornet_pipeline.defs.tracking import MlflowTracking
@@ -26,6 +27,7 @@ strategy_partitions = dg.StaticPartitionsDefinition(list(STRATEGIES))
 
 
 @dg.asset(
+    dagster_type=TrainTestSplit,
     group_name=GROUP,
     code_version="1",
     io_manager_key=BUNDLE,
@@ -42,16 +44,27 @@ def train_test_split(
     with mlflow.run_for(context, params={"rule": "last basket of users with >= 2 baskets"}) as run:
         split = split_core.split_train_test(purchases, pca_embeddings.ids)
         # Every hidden basket is strictly later than all of the user's training baskets.
-        last_train = np.array([
-            split.basket_timestamps[split.user_basket_offsets[u + 1] - 1] for u in split.test_users
-        ], dtype=np.int64)
+        last_train = np.array(
+            [
+                split.basket_timestamps[split.user_basket_offsets[u + 1] - 1]
+                for u in split.test_users
+            ],
+            dtype=np.int64,
+        )
         ordered = bool((last_train < split.test_timestamps).all()) if len(last_train) else True
         counts = {k: v for k, v in split.meta.items() if isinstance(v, int | float)}
         return finish(
-            context, run, split, upstream=upstream,
-            metadata={"users": len(split.user_ids), "test_users": len(split.test_users),
-                      "training_baskets": len(split.basket_timestamps),
-                      "hidden_items": len(split.test_items), **counts},
+            context,
+            run,
+            split,
+            upstream=upstream,
+            metadata={
+                "users": len(split.user_ids),
+                "test_users": len(split.test_users),
+                "training_baskets": len(split.basket_timestamps),
+                "hidden_items": len(split.test_items),
+                **counts,
+            },
             checks=[check("test_baskets_are_last", ordered)],
         )
 
@@ -64,13 +77,17 @@ def _context(split, clusters, pca, inventory) -> sampling_core.SamplingContext:
 
 
 @dg.asset(
+    dagster_type=Triplets,
     group_name=GROUP,
     code_version="1",
     io_manager_key=BUNDLE,
     partitions_def=strategy_partitions,
-    check_specs=[dg.AssetCheckSpec("strategy_invariants", asset="triplets"),
-                 dg.AssetCheckSpec("no_hidden_basket_items", asset="triplets"),
-                 dg.AssetCheckSpec("target_reached", asset="triplets")],
+    automation_condition=EAGER,
+    check_specs=[
+        dg.AssetCheckSpec("strategy_invariants", asset="triplets"),
+        dg.AssetCheckSpec("no_hidden_basket_items", asset="triplets"),
+        dg.AssetCheckSpec("target_reached", asset="triplets"),
+    ],
 )
 def triplets(
     context: dg.AssetExecutionContext,
@@ -93,26 +110,45 @@ def triplets(
         leaks = sampling_core.hidden_item_leaks(result, train_test_split)
         meta = result.meta
         sizes = np.diff(result.profile_offsets)[result.profile]
-        hist = np.histogram(sizes, bins=[1, 2, 3, 5, 10, 20, 50, 100, 1000])[0] if len(sizes) else []
-        hist_df = pd.DataFrame({"profile_size": ["1", "2", "3-4", "5-9", "10-19", "20-49",
-                                                 "50-99", "100+"], "triples": list(hist) or [0] * 8})
+        hist = (
+            np.histogram(sizes, bins=[1, 2, 3, 5, 10, 20, 50, 100, 1000])[0] if len(sizes) else []
+        )
+        hist_df = pd.DataFrame(
+            {
+                "profile_size": ["1", "2", "3-4", "5-9", "10-19", "20-49", "50-99", "100+"],
+                "triples": list(hist) or [0] * 8,
+            }
+        )
         produced = int((~result.is_validation).sum())
         target = int(meta.get("target", config.n_per_strategy))
         return finish(
-            context, run, result, upstream=upstream,
-            metadata={"triples": produced, "validation_triples": int(result.is_validation.sum()),
-                      "target": target, "rejected_duplicates": int(meta.get("rejected_duplicates", 0)),
-                      "users_covered": int(len(np.unique(result.user[result.user >= 0]))),
-                      "items_covered": int(len(np.unique(np.concatenate(
-                          [result.positive, result.negative])))),
-                      "profiles": len(result.profile_offsets) - 1,
-                      "seed": config.seed},
+            context,
+            run,
+            result,
+            upstream=upstream,
+            metadata={
+                "triples": produced,
+                "validation_triples": int(result.is_validation.sum()),
+                "target": target,
+                "rejected_duplicates": int(meta.get("rejected_duplicates", 0)),
+                "users_covered": int(len(np.unique(result.user[result.user >= 0]))),
+                "items_covered": int(
+                    len(np.unique(np.concatenate([result.positive, result.negative])))
+                ),
+                "profiles": len(result.profile_offsets) - 1,
+                "seed": config.seed,
+            },
             tables={"profile_sizes": markdown_table(hist_df)},
             checks=[
                 check("strategy_invariants", not violations, violations=violations[:10]),
                 check("no_hidden_basket_items", leaks == 0, leaks=leaks),
-                check("target_reached", produced >= 0.9 * target, severity="WARN",
-                      produced=produced, target=target),
+                check(
+                    "target_reached",
+                    produced >= 0.9 * target,
+                    severity="WARN",
+                    produced=produced,
+                    target=target,
+                ),
             ],
         )
 
@@ -121,30 +157,46 @@ def _union(context, mlflow, parts: dict[str, Triplets], name: str) -> dg.Materia
     upstream = upstream_versions(context)
     with mlflow.run_for(context, params={"strategies": sorted(parts), "set": name}) as run:
         merged = sampling_core.merge_triplets(parts)
-        per_strategy = pd.DataFrame({
-            "strategy": [STRATEGIES[s] for s in np.unique(merged.strategy)],
-            "training": [int(((merged.strategy == s) & ~merged.is_validation).sum())
-                         for s in np.unique(merged.strategy)],
-            "validation": [int(((merged.strategy == s) & merged.is_validation).sum())
-                           for s in np.unique(merged.strategy)],
-        })
+        per_strategy = pd.DataFrame(
+            {
+                "strategy": [STRATEGIES[s] for s in np.unique(merged.strategy)],
+                "training": [
+                    int(((merged.strategy == s) & ~merged.is_validation).sum())
+                    for s in np.unique(merged.strategy)
+                ],
+                "validation": [
+                    int(((merged.strategy == s) & merged.is_validation).sum())
+                    for s in np.unique(merged.strategy)
+                ],
+            }
+        )
         unique = len(np.unique(merged.hash)) == len(merged.hash)
         return finish(
-            context, run, merged, upstream=upstream,
-            metadata={"triples": int((~merged.is_validation).sum()),
-                      "validation_triples": int(merged.is_validation.sum()),
-                      "rejected_cross_strategy": int(merged.meta.get("rejected_duplicates", 0))},
+            context,
+            run,
+            merged,
+            upstream=upstream,
+            metadata={
+                "triples": int((~merged.is_validation).sum()),
+                "validation_triples": int(merged.is_validation.sum()),
+                "rejected_cross_strategy": int(merged.meta.get("rejected_duplicates", 0)),
+            },
             tables={"per_strategy": markdown_table(per_strategy)},
             checks=[check("disjoint", unique)],
         )
 
 
 @dg.asset(
+    dagster_type=Triplets,
     group_name=GROUP,
     code_version="1",
     io_manager_key=BUNDLE,
-    ins={"triplets": dg.AssetIn(
-        partition_mapping=dg.SpecificPartitionsPartitionMapping(list(GUIDELINE_STRATEGIES)))},
+    ins={
+        "triplets": dg.AssetIn(
+            partition_mapping=dg.SpecificPartitionsPartitionMapping(list(GUIDELINE_STRATEGIES))
+        )
+    },
+    automation_condition=EAGER,
     check_specs=[dg.AssetCheckSpec("disjoint", asset="training_set")],
 )
 def training_set(
@@ -152,5 +204,6 @@ def training_set(
 ) -> dg.MaterializeResult:
     """The disjoint union of the six guidelines' triples (training and validation)."""
     parts = triplets if isinstance(triplets, dict) else {GUIDELINE_STRATEGIES[0]: triplets}
-    return _union(context, mlflow, {k: parts[k] for k in GUIDELINE_STRATEGIES if k in parts},
-                  "guidelines")
+    return _union(
+        context, mlflow, {k: parts[k] for k in GUIDELINE_STRATEGIES if k in parts}, "guidelines"
+    )

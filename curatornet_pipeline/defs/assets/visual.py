@@ -24,17 +24,21 @@ def _imported(dataset: DatasetResource, inventory: pd.DataFrame) -> ItemVectors:
     position = {item: i for i, item in enumerate(vectors.ids)}
     keep = [position[i] for i in inventory["artwork_id_hash"] if i in position]
     return ItemVectors(
-        ids=vectors.ids[keep], vectors=vectors.vectors[keep],
+        ids=vectors.ids[keep],
+        vectors=vectors.vectors[keep],
         meta={**vectors.meta, "source": "imported resnet_embeddings.npy"},
     )
 
 
 @dg.asset(
+    dagster_type=ItemVectors,
     group_name=GROUP,
     code_version="1",
     io_manager_key=BUNDLE,
-    check_specs=[dg.AssetCheckSpec("finite_vectors", asset="item_embeddings"),
-                 dg.AssetCheckSpec("no_dropped_images", asset="item_embeddings")],
+    check_specs=[
+        dg.AssetCheckSpec("finite_vectors", asset="item_embeddings"),
+        dg.AssetCheckSpec("no_dropped_images", asset="item_embeddings"),
+    ],
 )
 def item_embeddings(
     context: dg.AssetExecutionContext,
@@ -53,8 +57,12 @@ def item_embeddings(
     with mlflow.run_for(context, params=params) as run:
         if len(image_manifest) == 0:
             vectors = _imported(dataset, inventory)
-            stats = {"source": "imported", "embedded": 0, "reused": len(vectors.ids),
-                     "dropped_unreadable_images": 0}
+            stats = {
+                "source": "imported",
+                "embedded": 0,
+                "reused": len(vectors.ids),
+                "dropped_unreadable_images": 0,
+            }
             weights = vectors.meta.get("weights", "published ImageNet ResNet-50")
         else:
             store = embed_core.EmbeddingStore(f"{settings.storage_uri()}/embedding_store")
@@ -64,24 +72,37 @@ def item_embeddings(
                 if done == _total or done % max(1, _total // 10) < config.batch_size:
                     context.log.info(f"embedded {done}/{_total} images")
 
-            result = embed_core.embed_manifest(image_manifest, config, store=store,
-                                               progress=progress)
+            result = embed_core.embed_manifest(
+                image_manifest, config, store=store, progress=progress
+            )
             vectors, weights = result.vectors, result.weights
-            stats = {"source": "images", "embedded": result.n_embedded,
-                     "reused": result.n_reused, "dropped_unreadable_images": len(result.dropped),
-                     "images_per_second": float(result.images_per_second), "images": total}
+            stats = {
+                "source": "images",
+                "embedded": result.n_embedded,
+                "reused": result.n_reused,
+                "dropped_unreadable_images": len(result.dropped),
+                "images_per_second": float(result.images_per_second),
+                "images": total,
+            }
             if result.dropped:
-                context.log.warning(f"dropped {len(result.dropped)} unreadable images: "
-                                    f"{result.dropped[:5]}")
+                context.log.warning(
+                    f"dropped {len(result.dropped)} unreadable images: {result.dropped[:5]}"
+                )
         if "none" in weights.lower() or "random" in weights.lower():
             context.log.warning(f"EMBEDDINGS USE RANDOM WEIGHTS ({weights}): demo/test only")
             run.set_tags({"weights_warning": "RANDOM WEIGHTS"})
         run.log_params({"weights_resolved": weights})
         dropped = int(stats.get("dropped_unreadable_images", 0))
         return finish(
-            context, run, vectors,
-            metadata={**stats, "weights": weights, "dims": int(vectors.vectors.shape[1]),
-                      "items": len(vectors.ids)},
+            context,
+            run,
+            vectors,
+            metadata={
+                **stats,
+                "weights": weights,
+                "dims": int(vectors.vectors.shape[1]),
+                "items": len(vectors.ids),
+            },
             checks=[
                 check("finite_vectors", bool(np.isfinite(vectors.vectors).all())),
                 check("no_dropped_images", dropped == 0, severity="WARN", dropped=dropped),
@@ -89,7 +110,7 @@ def item_embeddings(
         )
 
 
-@dg.asset(group_name=GROUP, code_version="1", io_manager_key=BUNDLE)
+@dg.asset(dagster_type=ItemVectors, group_name=GROUP, code_version="1", io_manager_key=BUNDLE)
 def pca_embeddings(
     context: dg.AssetExecutionContext,
     pipeline: PipelineSettings,
@@ -102,18 +123,25 @@ def pca_embeddings(
     with mlflow.run_for(context, params=dataclasses.asdict(config)) as run:
         reduced = cluster_core.reduce(item_embeddings, config)
         meta = {k: v for k, v in reduced.meta.items() if isinstance(v, int | float | str)}
-        return finish(context, run, reduced, upstream=upstream,
-                      metadata={"items": len(reduced.ids),
-                                "dims": int(reduced.vectors.shape[1]), **meta})
+        return finish(
+            context,
+            run,
+            reduced,
+            upstream=upstream,
+            metadata={"items": len(reduced.ids), "dims": int(reduced.vectors.shape[1]), **meta},
+        )
 
 
 @dg.asset(
+    dagster_type=VisualClusters,
     group_name=GROUP,
     code_version="1",
     io_manager_key=BUNDLE,
-    check_specs=[dg.AssetCheckSpec("k_distinct_labels", asset="visual_clusters"),
-                 dg.AssetCheckSpec("no_empty_cluster", asset="visual_clusters"),
-                 dg.AssetCheckSpec("every_item_labelled", asset="visual_clusters")],
+    check_specs=[
+        dg.AssetCheckSpec("k_distinct_labels", asset="visual_clusters"),
+        dg.AssetCheckSpec("no_empty_cluster", asset="visual_clusters"),
+        dg.AssetCheckSpec("every_item_labelled", asset="visual_clusters"),
+    ],
 )
 def visual_clusters(
     context: dg.AssetExecutionContext,
@@ -127,29 +155,39 @@ def visual_clusters(
     with mlflow.run_for(context, params=dataclasses.asdict(config)) as run:
         clusters: VisualClusters = cluster_core.cluster(pca_embeddings, config)
         sizes = np.bincount(clusters.labels, minlength=clusters.k)
-        restarts = pd.DataFrame({"restart": np.arange(len(clusters.silhouettes)),
-                                 "silhouette": clusters.silhouettes})
+        restarts = pd.DataFrame(
+            {"restart": np.arange(len(clusters.silhouettes)), "silhouette": clusters.silhouettes}
+        )
         restarts["chosen"] = restarts["restart"] == clusters.chosen
         hist = cluster_core.cluster_size_histogram(clusters.labels)
         for i, s in enumerate(clusters.silhouettes):
             run.log_metrics({"silhouette_restart": float(s)}, step=i)
         return finish(
-            context, run, clusters, upstream=upstream,
-            metadata={"k": clusters.k, "silhouette": float(clusters.silhouettes[clusters.chosen]),
-                      "smallest_cluster": int(sizes.min()), "largest_cluster": int(sizes.max()),
-                      "size_histogram": dg.MetadataValue.json(
-                          {str(k): int(v) for k, v in hist.items()})},
+            context,
+            run,
+            clusters,
+            upstream=upstream,
+            metadata={
+                "k": clusters.k,
+                "silhouette": float(clusters.silhouettes[clusters.chosen]),
+                "smallest_cluster": int(sizes.min()),
+                "largest_cluster": int(sizes.max()),
+                "size_histogram": dg.MetadataValue.json({str(k): int(v) for k, v in hist.items()}),
+            },
             tables={"restarts": markdown_table(restarts)},
             checks=[
                 check("k_distinct_labels", len(np.unique(clusters.labels)) == clusters.k),
                 check("no_empty_cluster", int(sizes.min()) > 0),
-                check("every_item_labelled", len(clusters.labels) == len(pca_embeddings.ids)
-                      and bool((clusters.labels >= 0).all())),
+                check(
+                    "every_item_labelled",
+                    len(clusters.labels) == len(pca_embeddings.ids)
+                    and bool((clusters.labels >= 0).all()),
+                ),
             ],
         )
 
 
-@dg.asset(group_name=GROUP, code_version="1")
+@dg.asset(dagster_type=pd.DataFrame, group_name=GROUP, code_version="1")
 def cluster_map(
     context: dg.AssetExecutionContext,
     mlflow: MlflowTracking,
@@ -169,7 +207,19 @@ def cluster_map(
             return cluster_core.load_thumbnail(path) if path else None
 
         png = cluster_core.cluster_map_figure(coords, visual_clusters.labels, thumbnail)
-        table = pd.DataFrame({"artwork_id_hash": ids, "x": coords[:, 0], "y": coords[:, 1],
-                              "cluster": visual_clusters.labels})
-        return finish(context, run, table, upstream=upstream, figures={"cluster_map": png},
-                      metadata={"items": len(table)})
+        table = pd.DataFrame(
+            {
+                "artwork_id_hash": ids,
+                "x": coords[:, 0],
+                "y": coords[:, 1],
+                "cluster": visual_clusters.labels,
+            }
+        )
+        return finish(
+            context,
+            run,
+            table,
+            upstream=upstream,
+            figures={"cluster_map": png},
+            metadata={"items": len(table)},
+        )

@@ -194,6 +194,23 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from curatornet_pipeline.runner import dagster_home
+
+    dagster_home()
+    import dagster as dg
+
+    from curatornet_pipeline.lineage import explain
+
+    with dg.DagsterInstance.get() as instance:
+        try:
+            print(explain(instance, args.metric, args.model))
+        except LookupError as exc:
+            print(f"curatornet lineage: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curatornet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -228,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser("lineage", help="trace a metric of the evaluation report to raw files")
+    p.add_argument("--metric", default="auc", help="e.g. auc, recall@20, ndcg@100")
+    p.add_argument("--model", default="CuratorNet (0.0001)",
+                   help="a Table 2 row label, e.g. 'CuratorNet (0.0001)', 'VBPR (0)', 'VisRank'")
+    p.set_defaults(func=cmd_lineage)
+
     p = sub.add_parser("ui", help="serve the Dagster UI and the MLflow UI on 127.0.0.1")
     p.add_argument("--dagster-port", type=int, default=3000)
     p.add_argument("--mlflow-port", type=int, default=5000)
@@ -236,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logger.setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
     return args.func(args)
 

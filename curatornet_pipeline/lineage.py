@@ -36,9 +36,9 @@ SHOWN = {
     "visual_clusters": ("k", "silhouette"),
     "pca_embeddings": ("dims",),
     "item_embeddings": ("weights", "dims", "items", "source"),
-    "image_manifest": ("images", "source"),
-    "inventory": ("items", "artists"),
-    "purchases": ("purchases", "users", "baskets"),
+    "image_manifest": ("images", "source", "total_megabytes"),
+    "inventory": ("file", "file_sha256", "items", "artists"),
+    "purchases": ("file", "file_sha256", "purchases", "users", "baskets"),
 }
 
 
@@ -94,43 +94,37 @@ def _split_label(label: str) -> tuple[str, str | None]:
     return label, None
 
 
-def trace(
-    instance: dg.DagsterInstance,
-    asset: str,
-    partition: str | None = None,
-    data_version: str | None = None,
-    run_id: str | None = None,
-    _seen: set | None = None,
-) -> Node | None:
+_ORDER = ("models", "training_set", "triplets", "train_test_split", "visual_clusters",
+          "pca_embeddings", "item_embeddings", "image_manifest", "purchases", "inventory")
+
+
+def _priority(label: str) -> tuple[int, str]:
+    asset = _split_label(label)[0]
+    return (_ORDER.index(asset) if asset in _ORDER else -1, label)
+
+
+def trace(instance: dg.DagsterInstance, asset: str, partition: str | None = None,
+          data_version: str | None = None, run_id: str | None = None,
+          _memo: dict | None = None) -> Node | None:
     """The lineage tree of one materialization (the newest one if no version is given)."""
+    memo = _memo if _memo is not None else {}
+    key = (asset, partition, data_version, run_id)
+    if key in memo:
+        return memo[key]
     record = _find(instance, asset, partition, data_version, run_id)
     if record is None:
         return None
     mat = record.asset_materialization
     metadata = {k: _value(v) for k, v in mat.metadata.items()}
-    node = Node(
-        asset,
-        partition,
-        (mat.tags or {}).get(DATA_VERSION_TAG, ""),
-        record.run_id,
-        record.timestamp,
-        metadata,
-    )
-    seen = _seen if _seen is not None else set()
-    for label, info in sorted((metadata.get("input_versions") or {}).items()):
-        key = (label, info.get("data_version"))
-        if key in seen:
-            continue
-        seen.add(key)
+    node = Node(asset, partition, (mat.tags or {}).get(DATA_VERSION_TAG, ""), record.run_id,
+                record.timestamp, metadata)
+    memo[key] = node
+    inputs = metadata.get("input_versions") or {}
+    for label in sorted(inputs, key=_priority):
+        info = inputs[label]
         up_asset, up_partition = _split_label(label)
-        child = trace(
-            instance,
-            up_asset,
-            up_partition,
-            info.get("data_version"),
-            info.get("dagster_run_id"),
-            seen,
-        )
+        child = trace(instance, up_asset, up_partition, info.get("data_version"),
+                      info.get("dagster_run_id"), memo)
         if child is not None:
             node.inputs.append(child)
     return node
@@ -145,23 +139,27 @@ def metric_value(report: Node, variant: str, metric: str) -> float | None:
     return row.get(metric)
 
 
-def render(node: Node, depth: int = 0, only_model: str | None = None) -> list[str]:
-    """Indented text lines, one block per materialization."""
+def render(node: Node, depth: int = 0, only_model: str | None = None,
+           _printed: set | None = None) -> list[str]:
+    """Indented text lines, one block per materialization; repeats are referenced."""
     import datetime as _dt
 
+    printed = _printed if _printed is not None else set()
     when = _dt.datetime.fromtimestamp(node.timestamp, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
     pad = "  " * depth
-    lines = [
-        f"{pad}<- {node.label}  version {node.data_version}  dagster run "
-        f"{node.run_id[:8]}  {when} UTC"
-    ]
+    head = (f"{pad}<- {node.label}  version {node.data_version}  dagster run "
+            f"{node.run_id[:8]}  {when} UTC")
+    if id(node) in printed:
+        return [f"{head}  (shown above)"]
+    printed.add(id(node))
+    lines = [head]
     for key in SHOWN.get(node.asset, ()):
         if key in node.metadata and node.metadata[key] not in (None, ""):
             lines.append(f"{pad}     {key}: {node.metadata[key]}")
     for child in node.inputs:
         if only_model and child.asset == "models" and child.partition != only_model:
             continue
-        lines.extend(render(child, depth + 1))
+        lines.extend(render(child, depth + 1, None, printed))
     return lines
 
 
@@ -176,7 +174,10 @@ def explain(
     if value is None:
         known = sorted((report.metadata.get("metrics_by_method") or {}).keys())
         raise LookupError(f"no metric {metric!r} for {variant!r}; methods: {known}")
-    head = [
-        f"{metric} = {value:.4f} for {variant} (protocol {report.metadata.get('protocol', '?')})"
-    ]
-    return "\n".join(head + render(report, only_model=variant))
+    from curatornet_pipeline.defs.assets.evaluation import label
+
+    partitions = [c.partition for c in report.inputs if c.asset == "models"]
+    partition = next((p for p in partitions if label(p) == variant), "")
+    protocol = report.metadata.get("protocol", "?")
+    head = [f"{metric} = {value:.4f} for {variant} (protocol {protocol})"]
+    return "\n".join(head + render(report, only_model=partition))

@@ -11,6 +11,16 @@ from curatornet_pipeline.defs.tracking import MlflowTracking
 GROUP = "ingestion"
 
 
+def _file_sha256(path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
 def _describe(series: pd.Series) -> dict[str, float]:
     return {
         "min": float(series.min()),
@@ -43,6 +53,8 @@ def inventory(
             df,
             metadata={
                 "items": len(df),
+                "file": str(paths.inventory),
+                "file_sha256": _file_sha256(paths.inventory),
                 "artists": int(per_artist.size),
                 "items_per_artist_max": int(per_artist.max()),
                 "preview": dg.MetadataValue.md(markdown_table(df.head(5))),
@@ -94,6 +106,8 @@ def purchases(
             upstream=upstream,
             metadata={
                 "purchases": len(df),
+                "file": str(paths.purchases),
+                "file_sha256": _file_sha256(paths.purchases),
                 "users": int(per_user.size),
                 "baskets": len(baskets),
                 "csv_rows": int(report.get("rows", 0)),

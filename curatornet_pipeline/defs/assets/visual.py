@@ -54,6 +54,7 @@ def item_embeddings(
         on_unreadable=dataset.on_unreadable_images,
     )
     params = dataclasses.asdict(config)
+    upstream = upstream_versions(context)
     with mlflow.run_for(context, params=params) as run:
         if len(image_manifest) == 0:
             vectors = _imported(dataset, inventory)
@@ -97,6 +98,7 @@ def item_embeddings(
             context,
             run,
             vectors,
+            upstream=upstream,
             metadata={
                 **stats,
                 "weights": weights,

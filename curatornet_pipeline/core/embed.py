@@ -1,0 +1,425 @@
+"""Image embeddings: penultimate features of a torchvision classifier, cached per image.
+
+The paper embeds every artwork with ResNet-50 (ImageNet weights), global-average
+pooled, 2048 dimensions. :func:`embed_manifest` runs the images of an ingestion
+manifest through such a backbone; an :class:`EmbeddingStore` keeps every vector
+keyed by ``(artwork_id_hash, content_hash, backbone, weights id)`` so a nightly
+re-run only forwards new or changed images.
+"""
+
+import hashlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torchvision
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.v2 import functional as TF
+
+from curatornet_pipeline.core.types import ItemVectors
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MANIFEST_COLUMNS = ("artwork_id_hash", "path", "content_hash")
+RANDOM_WEIGHTS = "none (RANDOM WEIGHTS — not for production)"
+_RANDOM_INIT_SEED = 0  # random weights are seeded so stored vectors stay consistent
+
+#: (artwork_id_hash, content_hash, backbone, weights id)
+EmbeddingKey = tuple[str, str, str, str]
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """How images become vectors."""
+
+    backbone: str = "resnet50"  # any torchvision classification model (paper: ResNet-50)
+    # "imagenet" (torchvision's published weights, downloaded to the torch cache),
+    # "none" (random init: tests only, warned loudly), or a path to a local
+    # state_dict file, loaded with torch.load(weights_only=True)
+    weights: str = "imagenet"
+    batch_size: int = 8  # images per forward pass
+    num_workers: int = 2  # DataLoader processes decoding/resizing beside the forward pass
+    image_size: int = 224  # shorter side resized to this, then center crop (square)
+    channels_last: bool = True  # NHWC memory format, faster convolutions on CPU
+    on_unreadable: str = "error"  # "error" or "drop" an image that cannot be decoded
+    shard_size: int = 1024  # vectors per store shard file written during a run
+
+    def __post_init__(self) -> None:
+        if self.on_unreadable not in ("error", "drop"):
+            raise ValueError(f"on_unreadable must be 'error' or 'drop', not {self.on_unreadable!r}")
+        if self.batch_size < 1 or self.num_workers < 0 or self.image_size < 8:
+            raise ValueError(f"invalid EmbedConfig {self}")
+
+
+@dataclass
+class EmbedResult:
+    """Vectors of a manifest and what it cost to get them."""
+
+    vectors: ItemVectors  # ids in manifest order, dropped items removed
+    n_embedded: int  # images forward-passed by this call
+    n_reused: int  # vectors taken from the store
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # (artwork_id_hash, reason)
+    weights: str = ""  # human description of the weights
+    images_per_second: float = 0.0  # of the embedded images, decode to vector
+
+
+# --------------------------------------------------------------------------- backbone
+
+
+def _final_linear(model: torch.nn.Module) -> str:
+    """Dotted name of the last ``Linear`` registered in ``model`` (the classifier head)."""
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no Linear classifier head to remove")
+    return names[-1]
+
+
+def _replace_module(model: torch.nn.Module, name: str, new: torch.nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_id(config: EmbedConfig) -> str:
+    """A stable id of the weights, part of every store key."""
+    if config.weights == "none":
+        return f"none:seed{_RANDOM_INIT_SEED}"
+    if config.weights == "imagenet":
+        return f"imagenet:{torchvision.models.get_model_weights(config.backbone).DEFAULT.name}"
+    return f"sha256:{_file_sha256(Path(config.weights))}"
+
+
+def _load_state_dict(model: torch.nn.Module, path: Path, head: str) -> None:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: expected a state_dict (a dict of tensors)")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys:
+        raise ValueError(
+            f"{path}: {len(result.missing_keys)} backbone weights missing, "
+            f"e.g. {result.missing_keys[:5]}; is it a state_dict of this backbone?"
+        )
+    foreign = [k for k in result.unexpected_keys if not k.startswith(head + ".")]
+    if foreign:
+        raise ValueError(f"{path}: keys not in this backbone, e.g. {foreign[:5]}")
+
+
+def build_backbone(config: EmbedConfig) -> tuple[torch.nn.Module, str]:
+    """The classifier of ``config.backbone`` without its head, and a description of its weights.
+
+    The final ``Linear`` is replaced by ``Identity``, so the model outputs the
+    penultimate features (2048-d for resnet50, 512-d for resnet18).
+    """
+    name = config.backbone
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise ValueError(f"unknown torchvision classification model {name!r}")
+    if config.weights == "imagenet":
+        enum = torchvision.models.get_model_weights(name).DEFAULT
+        try:
+            model = torchvision.models.get_model(name, weights=enum)
+        except (OSError, RuntimeError) as exc:  # URLError is an OSError
+            raise RuntimeError(
+                f"cannot download the ImageNet weights of {name} ({enum.url}): {exc}. Without "
+                "network, put the file in the torch cache, pass weights='/path/to/state_dict.pth',"
+                " or weights='none' for testing only (random weights)."
+            ) from exc
+        description = f"imagenet:{enum.name}"
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_RANDOM_INIT_SEED)
+            model = torchvision.models.get_model(name, weights=None)
+        description = RANDOM_WEIGHTS
+    head = _final_linear(model)
+    _replace_module(model, head, torch.nn.Identity())
+    if config.weights == "none":
+        logger.warning(
+            "embedding backbone %s has RANDOM WEIGHTS: vectors are meaningless for "
+            "recommendation; use weights='imagenet' or a weights file in production",
+            name,
+        )
+    elif config.weights != "imagenet":
+        path = Path(config.weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file {path} not found (EmbedConfig.weights)")
+        _load_state_dict(model, path, head)
+        description = f"file:{path} sha256:{_file_sha256(path)}"
+    return model.eval(), description
+
+
+# --------------------------------------------------------------------------- store
+
+
+class EmbeddingStore:
+    """A folder of immutable ``.npz`` shards of keyed float32 vectors.
+
+    Every :meth:`add` writes a new shard (atomically, under a unique name), so
+    separate workers can add to the same folder. The key index is loaded lazily
+    and refreshed with shards written since; vectors are read per shard on demand.
+    """
+
+    _COLUMNS = ("artwork_id_hash", "content_hash", "backbone", "weights_id")
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._index: dict[EmbeddingKey, tuple[int, int]] = {}  # key -> (shard, row)
+        self._shards: list[Path] = []
+        self._cache: dict[int, np.ndarray] = {}
+
+    def _refresh(self) -> None:
+        known = set(self._shards)
+        for path in sorted(self.root.glob("shard-*.npz")):
+            if path in known:
+                continue
+            with np.load(path, allow_pickle=False) as npz:
+                columns = [npz[c].tolist() for c in self._COLUMNS]
+            shard = len(self._shards)
+            self._shards.append(path)
+            for row, key in enumerate(zip(*columns, strict=True)):
+                self._index[key] = (shard, row)
+
+    def _vectors(self, shard: int) -> np.ndarray:
+        if shard not in self._cache:
+            with np.load(self._shards[shard], allow_pickle=False) as npz:
+                self._cache[shard] = npz["vectors"]
+        return self._cache[shard]
+
+    def __len__(self) -> int:
+        self._refresh()
+        return len(self._index)
+
+    def lookup(self, keys: Sequence[EmbeddingKey]) -> tuple[np.ndarray, np.ndarray]:
+        """``(found (n,) bool, vectors (n, d) float32)``; rows not found are zero.
+
+        ``d`` is 0 when no key is found.
+        """
+        self._refresh()
+        where = [self._index.get(tuple(k)) for k in keys]
+        found = np.array([w is not None for w in where], dtype=bool)
+        dim = next((self._vectors(w[0]).shape[1] for w in where if w is not None), 0)
+        out = np.zeros((len(keys), dim), dtype=np.float32)
+        for i, w in enumerate(where):
+            if w is not None:
+                out[i] = self._vectors(w[0])[w[1]]
+        return found, out
+
+    def add(self, keys: Sequence[EmbeddingKey], vectors: np.ndarray) -> Path | None:
+        """Write ``vectors`` (n, d) under ``keys`` as a new shard; returns its path."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if len(keys) != len(vectors) or vectors.ndim != 2:
+            raise ValueError(f"{len(keys)} keys for vectors of shape {vectors.shape}")
+        if not len(keys):
+            return None
+        arrays = {c: np.array([k[j] for k in keys], dtype=str) for j, c in enumerate(self._COLUMNS)}
+        name = f"shard-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.npz"
+        tmp = self.root / f".{name}.tmp"
+        with tmp.open("wb") as f:
+            np.savez(f, vectors=vectors, **arrays)
+        os.replace(tmp, self.root / name)
+        return self.root / name
+
+
+# --------------------------------------------------------------------------- images
+
+
+class _ImageDataset(Dataset):
+    """Decoded, resized, normalised images; a decode failure yields its error message."""
+
+    def __init__(self, paths: Sequence[str], image_size: int) -> None:
+        self.paths = list(paths)
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
+        try:
+            with Image.open(self.paths[i]) as img:
+                img = img.convert("RGB")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            return i, None, f"cannot decode image: {type(exc).__name__}: {exc}"
+        x = TF.resize(TF.pil_to_tensor(img), [self.image_size], antialias=True)
+        x = TF.center_crop(x, [self.image_size, self.image_size])
+        x = TF.to_dtype(x, torch.float32, scale=True)
+        return i, TF.normalize(x, IMAGENET_MEAN, IMAGENET_STD), None  # (3, S, S)
+
+
+def _collate(items: list) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+    ok = [(i, x) for i, x, err in items if err is None]
+    failed = [(i, err) for i, _, err in items if err is not None]
+    batch = torch.stack([x for _, x in ok]) if ok else None
+    return [i for i, _ in ok], batch, failed
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # decoding workers must not compete with the forward pass
+
+
+def _shard_mask(content_hashes: pd.Series, shard: tuple[int, int] | None) -> np.ndarray:
+    if shard is None:
+        return np.ones(len(content_hashes), dtype=bool)
+    i, n = shard
+    if not 0 <= i < n:
+        raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard}")
+    return np.array([int(h[:8], 16) % n == i for h in content_hashes], dtype=bool)
+
+
+def embed_manifest(
+    manifest: pd.DataFrame,
+    config: EmbedConfig,
+    store: EmbeddingStore | None = None,
+    shard: tuple[int, int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> EmbedResult:
+    """Vectors of the manifest's images, forwarding only those not already in ``store``.
+
+    ``shard=(i, n)`` keeps the items with ``int(content_hash[:8], 16) % n == i``.
+    """
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise ValueError(f"image manifest lacks columns {missing}")
+    rows = manifest.loc[_shard_mask(manifest["content_hash"], shard)]
+    ids = rows["artwork_id_hash"].astype(str).to_numpy()
+    paths = rows["path"].astype(str).to_numpy()
+    model, description = build_backbone(config)
+    wid = weights_id(config)
+    keys = [
+        (a, str(h), config.backbone, wid) for a, h in zip(ids, rows["content_hash"], strict=True)
+    ]
+
+    found = np.zeros(len(keys), dtype=bool)
+    stored = np.zeros((len(keys), 0), dtype=np.float32)
+    if store is not None and keys:
+        found, stored = store.lookup(keys)
+    todo = np.flatnonzero(~found)
+    embedded: tuple[np.ndarray, np.ndarray] = (np.zeros(0, dtype=np.int64), stored[:0])
+    keep = np.ones(len(keys), dtype=bool)
+    dropped: list[tuple[str, str]] = []
+    seconds = 0.0
+    if len(todo):
+        logger.info(
+            "embedding %d images (%d reused) with %s %s",
+            len(todo),
+            int(found.sum()),
+            config.backbone,
+            description,
+        )
+        started = time.perf_counter()
+        embedded, failures = _run(model, config, paths[todo], todo, keys, store, progress)
+        seconds = time.perf_counter() - started
+        for i, reason in failures:
+            message = f"{paths[i]} (artwork_id_hash {ids[i]!r}): {reason}"
+            if config.on_unreadable == "error":
+                raise ValueError(message)
+            logger.warning("dropped %s", message)
+            dropped.append((str(ids[i]), reason))
+            keep[i] = False
+    dims = {a.shape[1] for a, n in ((stored, found.sum()), (embedded[1], len(embedded[0]))) if n}
+    if len(dims) > 1:
+        raise ValueError(f"store vectors and model outputs differ in dimension: {sorted(dims)}")
+    dim = dims.pop() if dims else _feature_dim(model, config)
+    vectors = np.zeros((len(keys), dim), dtype=np.float32)
+    if found.any():
+        vectors[found] = stored[found]
+    vectors[embedded[0]] = embedded[1]
+    n_embedded = len(todo) - len(dropped)
+    meta = {
+        "backbone": config.backbone,
+        "weights": description,
+        "weights_id": wid,
+        "image_size": config.image_size,
+        "dim": dim,
+    }
+    return EmbedResult(
+        vectors=ItemVectors(ids=ids[keep].astype(str), vectors=vectors[keep], meta=meta),
+        n_embedded=n_embedded,
+        n_reused=int(found.sum()),
+        dropped=dropped,
+        weights=description,
+        images_per_second=n_embedded / seconds if seconds > 0 else 0.0,
+    )
+
+
+def _feature_dim(model: torch.nn.Module, config: EmbedConfig) -> int:
+    with torch.inference_mode():
+        x = torch.zeros(1, 3, config.image_size, config.image_size)
+        return int(model(x).reshape(1, -1).shape[1])
+
+
+def _run(
+    model: torch.nn.Module,
+    config: EmbedConfig,
+    paths: np.ndarray,
+    rows: np.ndarray,
+    keys: list[EmbeddingKey],
+    store: EmbeddingStore | None,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[tuple[np.ndarray, np.ndarray], list[tuple[int, str]]]:
+    """Forward the images at ``paths`` (manifest rows ``rows``).
+
+    Returns ``((rows embedded, their vectors (m, d)), [(row, reason) of unreadable images])``.
+    """
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    loader = DataLoader(
+        _ImageDataset(paths, config.image_size),
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        collate_fn=_collate,
+        worker_init_fn=_worker_init if config.num_workers else None,
+        prefetch_factor=4 if config.num_workers else None,
+    )
+    failures: list[tuple[int, str]] = []
+    out_rows: list[np.ndarray] = []
+    out_vectors: list[np.ndarray] = []
+    written = 0  # batches of out_rows already in the store
+    done, total, next_log = 0, len(paths), 0.1
+    started = time.perf_counter()
+
+    def flush() -> int:
+        if store is not None and len(out_rows) > written:
+            r = np.concatenate(out_rows[written:])
+            store.add([keys[i] for i in r], np.concatenate(out_vectors[written:]))
+        return len(out_rows)
+
+    with torch.inference_mode():
+        for positions, batch, failed in loader:
+            failures += [(int(rows[p]), reason) for p, reason in failed]
+            if failed and config.on_unreadable == "error":
+                break
+            if batch is not None:
+                out = model(batch.contiguous(memory_format=memory_format))  # (B, d)
+                out_rows.append(rows[positions])
+                out_vectors.append(out.reshape(len(positions), -1).float().numpy())
+            done += len(positions) + len(failed)
+            if sum(len(r) for r in out_rows[written:]) >= config.shard_size:
+                written = flush()
+            if progress is not None:
+                progress(done, total)
+            if done / total >= next_log or done == total:
+                rate = done / max(time.perf_counter() - started, 1e-9)
+                logger.info("embedded %d/%d images (%.1f images/s)", done, total, rate)
+                next_log = done / total + 0.1
+    flush()
+    if not out_rows:
+        return (np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)), failures
+    return (np.concatenate(out_rows), np.concatenate(out_vectors)), failures

@@ -70,10 +70,11 @@ def materialize_all(
     instance: dg.DagsterInstance,
     selection: set[dg.AssetKey] | None = None,
     on_step: Callable[[Step, float], None] | None = None,
+    resources: dict | None = None,
 ) -> list[dg.ExecuteInProcessResult]:
     """Run every step of the plan against ``instance``; stop at the first failure."""
     graph_assets = list(defs.assets or []) + list(defs.asset_checks or [])
-    resources = dict(defs.resources or {})
+    resources = dict(defs.resources or {}) if resources is None else resources
     results = []
     for step in plan(defs, selection):
         start = time.perf_counter()

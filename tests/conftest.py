@@ -5,7 +5,12 @@ from pathlib import Path
 
 import pytest
 
-# Before any project import: every path of the project lives under this home.
+# Before any project import: the model partitions of the tiny profile are defined
+# when the definitions module is imported.
+os.environ["CURATORNET_PROFILE"] = "tiny"
+os.environ["CURATORNET_AUTOMATION"] = "off"
+
+# Every path of the project lives under this home.
 _SESSION_HOME = Path(os.environ.get("PYTEST_CURATORNET_HOME", "")) if os.environ.get(
     "PYTEST_CURATORNET_HOME"
 ) else None

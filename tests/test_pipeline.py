@@ -1,0 +1,202 @@
+"""The whole asset graph on the tiny synthetic dataset, in-process, with a real MLflow store.
+
+One module fixture materializes everything once (about a minute on 2 cores);
+the tests then read what it left: checks, MLflow runs, files, data versions,
+lineage.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from curatornet_pipeline.core.types import STRATEGIES
+from curatornet_pipeline.definitions import build_resources, defs
+from curatornet_pipeline.defs.assets.training import variants
+from curatornet_pipeline.defs.tracking import (
+    TAG_ASSET,
+    TAG_DATA_VERSION,
+    TAG_PARTITION,
+    TAG_RUN_ID,
+    MlflowTracking,
+)
+from curatornet_pipeline.lineage import explain, trace
+from curatornet_pipeline.runner import materialize_all, plan
+
+pytestmark = pytest.mark.slow
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+class Pipeline:
+    def __init__(self, storage: Path, data: Path, instance: dg.DagsterInstance, results: list):
+        self.storage, self.data, self.instance, self.results = storage, data, instance, results
+
+    def resources(self, **overrides) -> dict:
+        os.environ["CURATORNET_STORAGE"] = str(self.storage)
+        res = build_resources(profile="tiny", data_root=str(self.data))
+        if overrides:
+            from curatornet_pipeline.defs.resources import PipelineSettings
+
+            res["pipeline"] = PipelineSettings(profile="tiny", overrides=json.dumps(overrides))
+        return res
+
+    def materialize(self, keys: list[str], partition: str | None = None, **overrides):
+        return dg.materialize(
+            list(defs.assets) + list(defs.asset_checks or []),
+            selection=[dg.AssetKey(k) for k in keys],
+            partition_key=partition,
+            resources=self.resources(**overrides),
+            instance=self.instance,
+        )
+
+    def version(self, asset: str, partition: str | None = None) -> str:
+        records = self.instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None
+            ),
+            limit=1,
+        ).records
+        return records[0].asset_materialization.tags["dagster/data_version"]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_data: Path, mlflow_store: str, tmp_path_factory) -> Pipeline:
+    storage = tmp_path_factory.mktemp("storage")
+    previous = os.environ.get("CURATORNET_STORAGE")
+    os.environ["CURATORNET_STORAGE"] = str(storage)
+    instance = dg.DagsterInstance.ephemeral()
+    p = Pipeline(storage, tiny_data, instance, [])
+    p.results = materialize_all(defs, instance, resources=p.resources())
+    yield p
+    if previous is None:
+        os.environ.pop("CURATORNET_STORAGE", None)
+    else:
+        os.environ["CURATORNET_STORAGE"] = previous
+
+
+def test_every_step_succeeds_and_every_check_passes(pipeline: Pipeline) -> None:
+    assert len(pipeline.results) == len(plan(defs))
+    assert all(r.success for r in pipeline.results)
+    evaluations = [e for r in pipeline.results for e in r.get_asset_check_evaluations()]
+    names = {(e.asset_key.to_user_string(), e.check_name) for e in evaluations}
+    for expected in [("inventory", "schema"), ("purchases", "referential_integrity"),
+                     ("visual_clusters", "no_empty_cluster"),
+                     ("triplets", "no_hidden_basket_items"), ("triplets", "strategy_invariants"),
+                     ("training_set", "disjoint"), ("evaluation_report", "oracle_is_perfect"),
+                     ("evaluation_report", "random_near_half_auc")]:
+        assert expected in names
+    failed = [(e.asset_key.to_user_string(), e.check_name, e.metadata) for e in evaluations
+              if not e.passed]
+    assert failed == []
+
+
+def test_one_finished_mlflow_run_per_materialization(pipeline: Pipeline) -> None:
+    tracking = MlflowTracking()
+    expected, found = [], []
+    for result in pipeline.results:
+        for event in result.get_asset_materialization_events():
+            mat = event.step_materialization_data.materialization
+            expected.append((mat.asset_key.to_user_string(), mat.partition or ""))
+        runs = tracking.client.search_runs(
+            [tracking.experiment_id], filter_string=f"tags.`{TAG_RUN_ID}` = '{result.run_id}'"
+        )
+        for run in runs:
+            assert run.info.status == "FINISHED", run.data.tags
+            assert run.data.tags[TAG_DATA_VERSION]
+            found.append((run.data.tags[TAG_ASSET], run.data.tags[TAG_PARTITION]))
+    assert sorted(found) == sorted(expected)
+    assert ("triplets", "s4_same_artist") in found
+    assert {p for a, p in found if a == "models"} == set(variants("tiny"))
+
+
+def test_figures_and_reports_are_written(pipeline: Pipeline) -> None:
+    figures = pipeline.storage / "figures"
+    for rel in ["cluster_map/cluster_map.png", "sampling_ablation/sampling_ablation.png",
+                "models/curatornet-l0/training_curve.png"]:
+        assert (figures / rel).read_bytes().startswith(PNG), rel
+    reports = pipeline.storage / "reports"
+    for protocol in ("unbought", "in_stock"):
+        table = json.loads((reports / f"table2_{protocol}.json").read_text())
+        assert table["Oracle"]["auc"] == pytest.approx(1.0)
+        assert {"VisRank", "Random", "CuratorNet (0)", "VBPR (random sampling)"} <= set(table)
+        assert (reports / f"table2_{protocol}.csv").read_text().startswith("method,")
+        assert "protocol `" + protocol + "`" in (reports / f"table2_{protocol}.md").read_text()
+
+
+def test_models_are_registered_with_a_champion(pipeline: Pipeline) -> None:
+    client = MlflowTracking().client
+    for name in ("curatornet", "vbpr"):
+        champion = client.get_model_version_by_alias(name, "champion")
+        assert float(champion.tags["best_val_accuracy"]) > 0.5
+
+
+def test_same_seed_gives_the_same_data_version(pipeline: Pipeline) -> None:
+    before = pipeline.version("triplets", "s3_artist_cluster")
+    pipeline.materialize(["triplets"], "s3_artist_cluster")
+    assert pipeline.version("triplets", "s3_artist_cluster") == before
+
+
+def test_embeddings_are_reused_on_rematerialization(pipeline: Pipeline) -> None:
+    before = pipeline.version("item_embeddings")
+    result = pipeline.materialize(["item_embeddings"])
+    mat = result.asset_materializations_for_node("item_embeddings")[0]
+    assert mat.metadata["embedded"].value == 0
+    assert mat.metadata["reused"].value == mat.metadata["items"].value
+    assert "RANDOM" in mat.metadata["weights"].value
+    assert pipeline.version("item_embeddings") == before
+
+
+def test_lineage_follows_a_changed_partition(pipeline: Pipeline) -> None:
+    """Re-sample one partition, retrain, re-evaluate: lineage shows exactly that change."""
+    old = {s: pipeline.version("triplets", s) for s in STRATEGIES}
+    pipeline.materialize(["triplets"], "s2_single_item", sampling={"seed": 7})
+    new_s2 = pipeline.version("triplets", "s2_single_item")
+    assert new_s2 != old["s2_single_item"]
+    pipeline.materialize(["training_set"])
+    pipeline.materialize(["models"], "curatornet-l0.0001")
+    pipeline.materialize(["evaluation_report"])
+
+    text = explain(pipeline.instance, "auc", "CuratorNet (0.0001)")
+    assert f"triplets[s2_single_item]  version {new_s2}" in text
+    assert old["s2_single_item"] not in text
+    for strategy in ("s1_user_profile", "s5_next_basket"):
+        assert f"triplets[{strategy}]  version {old[strategy]}" in text
+    assert "item_embeddings" in text and "inventory" in text and "file_sha256" in text
+
+    report = trace(pipeline.instance, "evaluation_report")
+    model = next(c for c in report.inputs if c.partition == "curatornet-l0.0001")
+    training = next(c for c in model.inputs if c.asset == "training_set")
+    versions = {c.partition: c.data_version for c in training.inputs}
+    assert versions["s2_single_item"] == new_s2
+    assert versions["s6_hide_one"] == old["s6_hide_one"]
+
+
+def test_bad_input_fails_and_keeps_what_was_materialized(pipeline: Pipeline, tmp_path) -> None:
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(pipeline.data, bad, ignore=shutil.ignore_patterns("images"))
+    (bad / "images").symlink_to(pipeline.data / "images")
+    lines = (bad / "purchases.csv").read_text().splitlines()
+    cells = lines[3].rsplit(",", 1)
+    lines[3] = cells[0] + ",yesterday"
+    (bad / "purchases.csv").write_text("\n".join(lines) + "\n")
+    stored = pipeline.storage / "tables" / "purchases.parquet"
+    before_bytes = stored.read_bytes()
+    before_version = pipeline.version("purchases")
+
+    res = build_resources(profile="tiny", data_root=str(bad))
+    result = dg.materialize(
+        list(defs.assets), selection=[dg.AssetKey("purchases")], resources=res,
+        instance=pipeline.instance, raise_on_error=False,
+    )
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    message = failure.cause.message if failure.cause else failure.message
+    assert "purchases.csv" in message and "line 4" in message
+    assert "purchase_timestamp" in message
+    assert stored.read_bytes() == before_bytes
+    assert pipeline.version("purchases") == before_version

@@ -19,6 +19,11 @@ from curatornet_pipeline import settings
 logger = logging.getLogger(__name__)
 
 
+#: Dagster's console logger at WARNING: every event is still stored in the
+#: instance (and shown in the UI); the terminal shows the step summaries.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 @dataclass(frozen=True)
 class Step:
     """One Dagster run of the plan."""
@@ -86,6 +91,7 @@ def materialize_all(
             instance=instance,
             raise_on_error=True,
             tags={"curatornet/step": step.label()[:200]},
+            run_config=QUIET,
         )
         results.append(result)
         if on_step is not None:

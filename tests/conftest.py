@@ -11,9 +11,11 @@ os.environ["CURATORNET_PROFILE"] = "tiny"
 os.environ["CURATORNET_AUTOMATION"] = "off"
 
 # Every path of the project lives under this home.
-_SESSION_HOME = Path(os.environ.get("PYTEST_CURATORNET_HOME", "")) if os.environ.get(
-    "PYTEST_CURATORNET_HOME"
-) else None
+_SESSION_HOME = (
+    Path(os.environ.get("PYTEST_CURATORNET_HOME", ""))
+    if os.environ.get("PYTEST_CURATORNET_HOME")
+    else None
+)
 
 
 @pytest.fixture(scope="session", autouse=True)

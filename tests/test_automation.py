@@ -43,8 +43,13 @@ def test_nightly_schedule_requests_the_upstream_refresh() -> None:
     assert request.run_key == "nightly-2026-11-28T02:00:00+00:00"
     job = defs.resolve_job_def("refresh_upstream")
     selected = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
-    assert {"inventory", "purchases", "item_embeddings", "visual_clusters",
-            "train_test_split"} <= selected
+    assert {
+        "inventory",
+        "purchases",
+        "item_embeddings",
+        "visual_clusters",
+        "train_test_split",
+    } <= selected
     assert not selected & {"triplets", "models", "evaluation_report"}
 
 
@@ -55,10 +60,14 @@ def test_downstream_assets_follow_by_automation() -> None:
 
 
 def test_sensor_appends_a_good_file(dataset: Path) -> None:
-    before = len(read_purchases(dataset / "purchases.csv", read_inventory(dataset / "inventory.csv"))[0])
+    before = len(
+        read_purchases(dataset / "purchases.csv", read_inventory(dataset / "inventory.csv"))[0]
+    )
     (dataset / "incoming" / "purchases-2026-11-27.csv").write_text(_new_purchase(dataset))
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def())
+        context = dg.build_sensor_context(
+            instance=instance, repository_def=defs.get_repository_def()
+        )
         result = automation.incoming_files(context)
     assert isinstance(result, dg.RunRequest)
     assert result.tags["curatornet/accepted"] == "purchases-2026-11-27.csv"
@@ -72,14 +81,20 @@ def test_sensor_appends_a_good_file(dataset: Path) -> None:
 def test_sensor_rejects_a_bad_file_whole(dataset: Path) -> None:
     original = (dataset / "purchases.csv").read_bytes()
     good_line = _new_purchase(dataset, "ok-user").splitlines()[1]
-    bad = ("user_id_hash,purchased_artwork_ids_hash,purchase_timestamp\n"
-           f"{good_line}\nbad-user,\"['no-such-artwork']\",1999999999\n")
+    bad = (
+        "user_id_hash,purchased_artwork_ids_hash,purchase_timestamp\n"
+        f"{good_line}\nbad-user,\"['no-such-artwork']\",1999999999\n"
+    )
     (dataset / "incoming" / "purchases-bad.csv").write_text(bad)
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def())
+        context = dg.build_sensor_context(
+            instance=instance, repository_def=defs.get_repository_def()
+        )
         result = automation.incoming_files(context)
     assert isinstance(result, dg.SkipReason)
-    assert (dataset / "purchases.csv").read_bytes() == original  # nothing appended, not even the good row
+    assert (
+        dataset / "purchases.csv"
+    ).read_bytes() == original  # nothing appended, not even the good row
     rejected = list((dataset / "incoming" / "rejected").iterdir())
     errors = [p for p in rejected if p.name.endswith(".error.txt")]
     assert len(rejected) == 2 and len(errors) == 1
@@ -91,10 +106,12 @@ def test_intake_takes_new_inventory_before_purchases_of_it(dataset: Path) -> Non
     incoming = dataset / "incoming"
     artist = read_inventory(dataset / "inventory.csv")["artist_id_hash"].iloc[0]
     (incoming / "inventory-new.csv").write_text(
-        f"artwork_id_hash,artist_id_hash,upload_timestamp\nfreshart01,{artist},1999999000\n")
+        f"artwork_id_hash,artist_id_hash,upload_timestamp\nfreshart01,{artist},1999999000\n"
+    )
     (incoming / "purchases-new.csv").write_text(
         "user_id_hash,purchased_artwork_ids_hash,purchase_timestamp\n"
-        "buyer,\"['freshart01']\",1999999999\n")
+        "buyer,\"['freshart01']\",1999999999\n"
+    )
     report = intake(incoming, DatasetPaths(dataset))
     assert report.rejected == {}
     assert report.new_items == 1 and report.new_purchase_rows == 1
@@ -103,5 +120,7 @@ def test_intake_takes_new_inventory_before_purchases_of_it(dataset: Path) -> Non
 
 def test_sensor_skips_when_nothing_arrived(dataset: Path) -> None:
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def())
+        context = dg.build_sensor_context(
+            instance=instance, repository_def=defs.get_repository_def()
+        )
         assert isinstance(automation.incoming_files(context), dg.SkipReason)

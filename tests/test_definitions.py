@@ -8,9 +8,21 @@ from curatornet_pipeline.runner import plan
 
 def test_definitions_load_with_every_stage() -> None:
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert {"inventory", "purchases", "image_manifest", "item_embeddings", "pca_embeddings",
-            "visual_clusters", "cluster_map", "train_test_split", "triplets", "training_set",
-            "models", "evaluation_report", "sampling_ablation"} <= keys
+    assert {
+        "inventory",
+        "purchases",
+        "image_manifest",
+        "item_embeddings",
+        "pca_embeddings",
+        "visual_clusters",
+        "cluster_map",
+        "train_test_split",
+        "triplets",
+        "training_set",
+        "models",
+        "evaluation_report",
+        "sampling_ablation",
+    } <= keys
     for name in ("nightly_retraining",):
         assert defs.get_schedule_def(name)
     assert defs.get_sensor_def("incoming_files")

@@ -82,14 +82,22 @@ def test_every_step_succeeds_and_every_check_passes(pipeline: Pipeline) -> None:
     assert all(r.success for r in pipeline.results)
     evaluations = [e for r in pipeline.results for e in r.get_asset_check_evaluations()]
     names = {(e.asset_key.to_user_string(), e.check_name) for e in evaluations}
-    for expected in [("inventory", "schema"), ("purchases", "referential_integrity"),
-                     ("visual_clusters", "no_empty_cluster"),
-                     ("triplets", "no_hidden_basket_items"), ("triplets", "strategy_invariants"),
-                     ("training_set", "disjoint"), ("evaluation_report", "oracle_is_perfect"),
-                     ("evaluation_report", "random_near_half_auc")]:
+    for expected in [
+        ("inventory", "schema"),
+        ("purchases", "referential_integrity"),
+        ("visual_clusters", "no_empty_cluster"),
+        ("triplets", "no_hidden_basket_items"),
+        ("triplets", "strategy_invariants"),
+        ("training_set", "disjoint"),
+        ("evaluation_report", "oracle_is_perfect"),
+        ("evaluation_report", "random_near_half_auc"),
+    ]:
         assert expected in names
-    failed = [(e.asset_key.to_user_string(), e.check_name, e.metadata) for e in evaluations
-              if not e.passed]
+    failed = [
+        (e.asset_key.to_user_string(), e.check_name, e.metadata)
+        for e in evaluations
+        if not e.passed
+    ]
     assert failed == []
 
 
@@ -114,8 +122,11 @@ def test_one_finished_mlflow_run_per_materialization(pipeline: Pipeline) -> None
 
 def test_figures_and_reports_are_written(pipeline: Pipeline) -> None:
     figures = pipeline.storage / "figures"
-    for rel in ["cluster_map/cluster_map.png", "sampling_ablation/sampling_ablation.png",
-                "models/curatornet-l0/training_curve.png"]:
+    for rel in [
+        "cluster_map/cluster_map.png",
+        "sampling_ablation/sampling_ablation.png",
+        "models/curatornet-l0/training_curve.png",
+    ]:
         assert (figures / rel).read_bytes().startswith(PNG), rel
     reports = pipeline.storage / "reports"
     for protocol in ("unbought", "in_stock"):
@@ -137,6 +148,12 @@ def test_same_seed_gives_the_same_data_version(pipeline: Pipeline) -> None:
     before = pipeline.version("triplets", "s3_artist_cluster")
     pipeline.materialize(["triplets"], "s3_artist_cluster")
     assert pipeline.version("triplets", "s3_artist_cluster") == before
+
+
+def test_retraining_on_unchanged_inputs_keeps_the_model_version(pipeline: Pipeline) -> None:
+    before = pipeline.version("models", "vbpr-random")
+    pipeline.materialize(["models"], "vbpr-random")
+    assert pipeline.version("models", "vbpr-random") == before
 
 
 def test_embeddings_are_reused_on_rematerialization(pipeline: Pipeline) -> None:
@@ -190,8 +207,11 @@ def test_bad_input_fails_and_keeps_what_was_materialized(pipeline: Pipeline, tmp
 
     res = build_resources(profile="tiny", data_root=str(bad))
     result = dg.materialize(
-        list(defs.assets), selection=[dg.AssetKey("purchases")], resources=res,
-        instance=pipeline.instance, raise_on_error=False,
+        list(defs.assets),
+        selection=[dg.AssetKey("purchases")],
+        resources=res,
+        instance=pipeline.instance,
+        raise_on_error=False,
     )
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error

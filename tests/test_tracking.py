@@ -35,7 +35,9 @@ def broken(context: dg.AssetExecutionContext, mlflow: MlflowTracking) -> None:
 
 
 def _runs(client, experiment_id: str, dagster_run_id: str):
-    return client.search_runs([experiment_id], filter_string=f"tags.`{TAG_RUN_ID}` = '{dagster_run_id}'")
+    return client.search_runs(
+        [experiment_id], filter_string=f"tags.`{TAG_RUN_ID}` = '{dagster_run_id}'"
+    )
 
 
 def test_one_finished_run_per_materialization(mlflow_store: str, tmp_path) -> None:
@@ -61,7 +63,9 @@ def test_partitions_get_their_own_runs(mlflow_store: str, tmp_path) -> None:
     instance = dg.DagsterInstance.ephemeral()
     seen = []
     for key in PARTS.get_partition_keys():
-        result = dg.materialize([per_part], partition_key=key, resources=resources, instance=instance)
+        result = dg.materialize(
+            [per_part], partition_key=key, resources=resources, instance=instance
+        )
         runs = _runs(tracking.client, tracking.experiment_id, result.run_id)
         assert [r.data.tags[TAG_PARTITION] for r in runs] == [key]
         seen.append(runs[0].info.status)

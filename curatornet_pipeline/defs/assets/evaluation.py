@@ -92,7 +92,7 @@ def evaluation_report(
     with mlflow.run_for(context, params=dataclasses.asdict(config)) as run:
         timeline = eval_core.build_timeline(item_embeddings.ids, inventory, purchases)
         methods = build_scorers(models, item_embeddings.vectors, train_test_split)
-        per_user, tables, md = [], {}, {}
+        per_user, tables, md, paths = [], {}, {}, {}
         for protocol in PROTOCOLS:
             cfg = dataclasses.replace(config, protocol=protocol)
             results = {
@@ -103,7 +103,7 @@ def evaluation_report(
                 per_user.append(r.per_user.assign(method=name, protocol=protocol))
             tables[protocol] = eval_core.table2(results)
             md[protocol] = eval_core.table2_markdown(tables[protocol], protocol)
-            paths = _write_reports(tables[protocol], md[protocol], protocol)
+            paths[protocol] = _write_reports(tables[protocol], md[protocol], protocol)
             run.log_text(md[protocol], f"reports/table2_{protocol}.md")
             run.log_text(tables[protocol].to_csv(), f"reports/table2_{protocol}.csv")
         primary = tables[config.protocol]

@@ -1,0 +1,379 @@
+"""The UIs, as a user sees them: the Dagster UI and the MLflow UI in headless Chromium.
+
+One temporary home per module: a tiny synthetic dataset, a Dagster instance in
+which every ancestor of TARGET is already materialized (in a subprocess, so the
+UI only has to run TARGET), and the MLflow store those runs wrote. Then:
+
+- ``dagster dev`` serves the instance; Chromium opens TARGET's page, clicks
+  "Materialize", waits for the run to succeed and shows the new
+  materialization's metadata (data_version, mlflow_run, tables).
+- ``mlflow ui`` serves the store; Chromium opens the "curatornet" experiment
+  and the runs table lists one run per asset materialization, which the REST
+  API shows FINISHED and tagged with the Dagster run, asset and partition.
+
+Screenshots go to ``test-output/browser/``.
+"""
+
+import json
+import os
+import re
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from browser_support import (
+    VENV_BIN,
+    free_port,
+    graphql,
+    http_json,
+    launch_chromium,
+    project_env,
+    run_python,
+    server,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+#: The asset the Dagster UI materializes. While it is not defined yet, the test
+#: falls back to the last unpartitioned asset of the plan (see PREPARE).
+#: CURATORNET_BROWSER_TARGET picks another one (e.g. while debugging).
+TARGET = os.environ.get("CURATORNET_BROWSER_TARGET", "evaluation_report")
+
+EXPERIMENT = "curatornet"
+RUN_TIMEOUT_S = 300
+
+# Runs in a subprocess with the test's environment: picks the target, then
+# materializes all of its ancestors (and nothing else) in the persistent instance.
+PREPARE = textwrap.dedent(
+    """
+    import json, sys
+    import dagster as dg
+    from curatornet_pipeline.definitions import defs
+    from curatornet_pipeline.runner import materialize_all, plan
+
+    wanted = {target!r}
+    graph = defs.resolve_asset_graph()
+    keys = {{k.to_user_string() for k in graph.materializable_asset_keys}}
+    if wanted in keys:
+        target = wanted
+    else:
+        unpartitioned = [k for s in plan(defs) if s.partition is None for k in s.keys]
+        target = unpartitioned[-1].to_user_string()
+    key = dg.AssetKey.from_user_string(target)
+    upstream = dg.AssetSelection.assets(key).upstream().resolve(graph) - {{key}}
+    with dg.DagsterInstance.get() as instance:
+        results = materialize_all(
+            defs, instance, selection=upstream,
+            on_step=lambda step, s: print(f"{{step.label()}} {{s:.1f}}s", file=sys.stderr),
+        )
+    print(json.dumps({{"target": target, "upstream": sorted(k.to_user_string() for k in upstream),
+                      "runs": len(results)}}))
+    """
+)
+
+RUNS_QUERY = """
+query Runs {
+  runsOrError(limit: 50) {
+    __typename
+    ... on Runs { results { runId status assetSelection { path } } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+RUN_EVENTS_QUERY = """
+query RunEvents($runId: ID!) {
+  logsForRun(runId: $runId, limit: 500) {
+    __typename
+    ... on EventConnection {
+      events {
+        __typename
+        ... on MessageEvent { message stepKey }
+        ... on ExecutionStepFailureEvent { error { message stack } }
+        ... on RunFailureEvent { pipelineFailureError: error { message } }
+      }
+    }
+  }
+}
+"""
+
+LATEST_MATERIALIZATION_QUERY = """
+query Latest($key: AssetKeyInput!) {
+  assetOrError(assetKey: $key) {
+    ... on Asset {
+      assetMaterializations(limit: 1) {
+        runId
+        metadataEntries {
+          label
+          ... on UrlMetadataEntry { url }
+          ... on TextMetadataEntry { text }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def ui_home(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A home with the tiny dataset and every ancestor of the target materialized."""
+    from curatornet_pipeline.core.synth import SynthConfig, generate
+
+    root = tmp_path_factory.mktemp("browser")
+    home, data = root / "home", root / "data"
+    (home / "dagster").mkdir(parents=True)
+    generate(SynthConfig(scale="tiny", seed=0), data)
+    env = project_env(home, data)
+    started = time.perf_counter()
+    out = run_python(PREPARE.format(target=TARGET), env, timeout=900, log=home / "prepare.log")
+    prepared = json.loads(out.strip().splitlines()[-1])
+    prepared["prepare_s"] = time.perf_counter() - started
+    return {"home": home, "data": data, "env": env, **prepared}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        chromium = launch_chromium(p)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def shots(test_output_dir: Path) -> Path:
+    out = test_output_dir / "browser"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _new_page(browser):
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    context.set_default_timeout(60_000)
+    return context, context.new_page()
+
+
+def _failure_screenshot(page, path: Path) -> None:
+    """What the page showed when the test failed (best effort)."""
+    try:
+        page.screenshot(path=str(path), full_page=True)
+    except Exception:  # noqa: BLE001 - never hide the test's own error
+        pass
+
+
+def _runs(base: str) -> list[dict]:
+    answer = graphql(base, RUNS_QUERY)["runsOrError"]
+    assert answer["__typename"] == "Runs", answer
+    return answer["results"]
+
+
+def _failure_details(base: str, run_id: str) -> str:
+    events = graphql(base, RUN_EVENTS_QUERY, {"runId": run_id})["logsForRun"].get("events", [])
+    lines = []
+    for e in events:
+        if e["__typename"] in ("ExecutionStepFailureEvent", "RunFailureEvent", "EngineEvent"):
+            lines.append(json.dumps(e)[:3000])
+    return "\n".join(lines[-10:])
+
+
+def _wait_for_new_run(base: str, before: set[str], timeout: float) -> dict:
+    """The run launched since ``before``, once it has finished (any final status)."""
+    deadline = time.monotonic() + timeout
+    run = None
+    while time.monotonic() < deadline:
+        new = [r for r in _runs(base) if r["runId"] not in before]
+        if new:
+            run = new[0]
+            if run["status"] in ("SUCCESS", "FAILURE", "CANCELED"):
+                return run
+        time.sleep(2)
+    raise AssertionError(f"no finished run after {timeout}s; last seen: {run}")
+
+
+def test_dagster_ui_materializes_the_target(browser, ui_home: dict, shots: Path) -> None:
+    home, env, target = ui_home["home"], ui_home["env"], ui_home["target"]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [
+        str(VENV_BIN / "dagster"),
+        "dev",
+        "-w",
+        "workspace.yaml",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
+    with server(cmd, env, home / "logs" / "dagster-dev.log", f"{base}/server_info", 120):
+        # The code location loads after the webserver answers: wait for the asset.
+        deadline = time.monotonic() + 120
+        while True:
+            answer = graphql(base, "query { assetNodes { assetKey { path } } }")
+            keys = {"/".join(n["assetKey"]["path"]) for n in answer["assetNodes"]}
+            if target in keys:
+                break
+            assert time.monotonic() < deadline, f"{target} not in the code location: {keys}"
+            time.sleep(2)
+        # The "Join the Dagster community" dialog, once per instance.
+        graphql(base, "mutation { setNuxSeen }")
+        before = {r["runId"] for r in _runs(base)}
+        assert before, "the upstream runs of the prepared instance are missing"
+
+        context, page = _new_page(browser)
+        try:
+            page.goto(f"{base}/assets/{target}", wait_until="domcontentloaded")
+            button = page.get_by_role("button").filter(has_text=re.compile(r"^\s*Materialize\s*$"))
+            button.first.wait_for(state="visible", timeout=90_000)
+            # Only the target is left to materialize: its ancestors are done.
+            page.get_by_text("Never materialized").first.wait_for(state="visible")
+            page.screenshot(path=str(shots / "dagster_asset_before.png"), full_page=True)
+            button.first.click()
+            # A launchpad or confirmation dialog, if this Dagster shows one.
+            dialog = page.get_by_role("dialog")
+            try:
+                dialog.first.wait_for(state="visible", timeout=5_000)
+            except Exception:  # noqa: BLE001 - no dialog: the run was launched directly
+                pass
+            else:
+                page.screenshot(path=str(shots / "dagster_launch_dialog.png"))
+                launch = dialog.get_by_role("button").filter(
+                    has_text=re.compile(r"^\s*(Launch run|Materialize|Launch)")
+                )
+                launch.last.click()
+
+            run = _wait_for_new_run(base, before, RUN_TIMEOUT_S)
+            assert run["status"] == "SUCCESS", (
+                f"run {run['runId']} ended {run['status']}:\n{_failure_details(base, run['runId'])}"
+            )
+            assert ["/".join(a["path"]) for a in run["assetSelection"]] == [target]
+
+            # GraphQL: the newest materialization is this run's, with its metadata.
+            latest = graphql(base, LATEST_MATERIALIZATION_QUERY, {"key": {"path": [target]}})
+            mats = latest["assetOrError"]["assetMaterializations"]
+            assert mats and mats[0]["runId"] == run["runId"]
+            entries = {e["label"]: e for e in mats[0]["metadataEntries"]}
+            assert {"data_version", "mlflow_run", "mlflow_run_id"} <= set(entries), entries
+            data_version = entries["data_version"]["text"]
+            mlflow_url = entries["mlflow_run"]["url"]
+            assert entries["mlflow_run_id"]["text"] in mlflow_url
+
+            # The run page, as a user sees it after clicking the toast's link.
+            page.goto(f"{base}/runs/{run['runId']}", wait_until="domcontentloaded")
+            page.get_by_text("RUN_SUCCESS", exact=True).first.wait_for(state="visible")
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(shots / "dagster_run.png"))
+
+            # The latest materialization's metadata in the asset's events view.
+            page.goto(f"{base}/assets/{target}?view=events", wait_until="domcontentloaded")
+            page.get_by_text(re.compile(r"^Materialized in run")).first.wait_for(state="visible")
+            for label in ("data_version", "mlflow_run", data_version, mlflow_url):
+                page.get_by_text(label, exact=True).first.wait_for(state="visible")
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(shots / "dagster_materialization.png"), full_page=True)
+            shown = " ".join(page.inner_text("body").split())
+            assert f"Materialized in run {run['runId'][:8]}" in shown, shown[:2000]
+            if target == "evaluation_report":
+                # Table 2 opens behind the entry's "[Show Markdown]" link.
+                row = page.get_by_role("row").filter(has_text="table2_unbought")
+                row.first.get_by_text("[Show Markdown]").click()
+                dialog = page.get_by_role("dialog").filter(has_text="Table 2")
+                dialog.first.wait_for(state="visible")
+                table = dialog.first.inner_text()
+                for method in ("Oracle", "Random", "VisRank", "CuratorNet", "VBPR"):
+                    assert method in table, table
+                page.screenshot(path=str(shots / "dagster_table2.png"))
+                dialog.first.get_by_role("button", name="Close").click()
+
+            # The asset's overview: latest materialization and its metadata.
+            page.goto(f"{base}/assets/{target}", wait_until="domcontentloaded")
+            page.get_by_text(data_version, exact=True).first.wait_for(state="visible")
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(shots / "dagster_asset_overview.png"), full_page=True)
+        except Exception:
+            _failure_screenshot(page, shots / "dagster_FAILED.png")
+            raise
+        finally:
+            context.close()
+
+
+def test_mlflow_ui_lists_asset_runs(browser, ui_home: dict, shots: Path) -> None:
+    home, env = ui_home["home"], ui_home["env"]
+    uri = run_python(
+        "from curatornet_pipeline import settings\n"
+        "print(settings.mlflow_tracking_uri()); print(settings.mlflow_artifact_root())",
+        env,
+        timeout=60,
+        log=home / "logs" / "mlflow-uri.log",
+    ).split()
+    tracking_uri, artifact_root = uri[0], uri[1]
+    assert tracking_uri == f"sqlite:///{home / 'mlflow.db'}"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [
+        str(VENV_BIN / "mlflow"),
+        "ui",
+        "--backend-store-uri",
+        tracking_uri,
+        "--default-artifact-root",
+        artifact_root,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with server(cmd, env, home / "logs" / "mlflow-ui.log", f"{base}/health", 120):
+        api = f"{base}/api/2.0/mlflow"
+        experiment = http_json(f"{api}/experiments/get-by-name?experiment_name={EXPERIMENT}")
+        experiment_id = experiment["experiment"]["experiment_id"]
+        runs = http_json(
+            f"{api}/runs/search", {"experiment_ids": [experiment_id], "max_results": 1000}
+        )["runs"]
+        assert runs, "no MLflow runs in the experiment"
+        by_name = {}
+        for r in runs:
+            tags = {t["key"]: t["value"] for t in r["data"].get("tags", [])}
+            by_name[tags.get("mlflow.runName", "")] = (r["info"], tags)
+            assert r["info"]["status"] == "FINISHED", (r["info"], tags)
+            assert {"dagster.run_id", "dagster.asset_key", "dagster.partition_key"} <= set(tags)
+            assert tags["dagster.run_id"]
+            name = tags["dagster.asset_key"]
+            if tags["dagster.partition_key"]:
+                name += f"[{tags['dagster.partition_key']}]"
+            assert tags["mlflow.runName"] == name
+        assert "inventory" in by_name
+        assert "triplets[s1_user_profile]" in by_name
+        assert by_name["triplets[s1_user_profile]"][1]["dagster.partition_key"] == "s1_user_profile"
+        # one MLflow run per materialized asset (partition) of the prepared instance
+        assert {t["dagster.asset_key"] for _, t in by_name.values()} >= set(ui_home["upstream"])
+
+        context, page = _new_page(browser)
+        try:
+            page.goto(f"{base}/#/experiments/{experiment_id}/runs", wait_until="domcontentloaded")
+            for name in ("inventory", "triplets[s1_user_profile]"):
+                page.get_by_text(name, exact=True).first.wait_for(state="visible", timeout=90_000)
+            page.get_by_text(f"{len(runs)} matching runs").first.wait_for(state="visible")
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(shots / "mlflow_runs.png"), full_page=True)
+            assert EXPERIMENT in page.inner_text("body")
+
+            info, _ = by_name["triplets[s1_user_profile]"]
+            page.goto(
+                f"{base}/#/experiments/{experiment_id}/runs/{info['run_id']}",
+                wait_until="domcontentloaded",
+            )
+            page.get_by_text("dagster.partition_key", exact=False).first.wait_for(
+                state="visible", timeout=60_000
+            )
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(shots / "mlflow_run.png"), full_page=True)
+        except Exception:
+            _failure_screenshot(page, shots / "mlflow_FAILED.png")
+            raise
+        finally:
+            context.close()

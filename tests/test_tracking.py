@@ -89,3 +89,37 @@ def test_unreachable_server_fails_at_setup(monkeypatch: pytest.MonkeyPatch) -> N
     tracking = MlflowTracking(tracking_uri="http://127.0.0.1:9")
     with pytest.raises(TrackingError, match="not reachable"):
         tracking.client  # noqa: B018
+
+
+def test_unreachable_server_fails_before_the_asset_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    ran = []
+
+    @dg.asset
+    def expensive(context: dg.AssetExecutionContext, mlflow: MlflowTracking) -> int:
+        ran.append(True)
+        return 1
+
+    result = dg.materialize(
+        [expensive],
+        resources={
+            "mlflow": MlflowTracking(tracking_uri="http://127.0.0.1:9"),
+            "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path)),
+        },
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert ran == []
+    errors = [
+        e.event_specific_data.error
+        for e in result.all_events
+        if e.is_failure
+        and e.event_specific_data is not None
+        and getattr(e.event_specific_data, "error", None)
+    ]
+    assert any(
+        "not reachable" in (err.cause.message if err.cause else err.message) for err in errors
+    )

@@ -113,13 +113,22 @@ class MlflowTracking(dg.ConfigurableResource):
 
     tracking_uri: str = ""  # empty: MLFLOW_TRACKING_URI, else SQLite in the home folder
     experiment_name: str = "curatornet"
-    ui_url: str = "http://127.0.0.1:5000"  # where `curatornet ui` serves the MLflow UI
+    ui_url: str = ""  # MLflow UI for links; empty: the tracking server, else `curatornet ui`'s
 
     _client: Any = PrivateAttr(default=None)
     _experiment_id: str = PrivateAttr(default="")
 
     def resolved_uri(self) -> str:
         return self.tracking_uri or settings.mlflow_tracking_uri()
+
+    def resolved_ui_url(self) -> str:
+        """Where the metadata links point: a tracking server serves its own UI."""
+        if self.ui_url:
+            return self.ui_url
+        uri = self.resolved_uri()
+        if uri.startswith(("http://", "https://")):
+            return uri
+        return os.environ.get("CURATORNET_MLFLOW_UI", "http://127.0.0.1:5000")
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Connect before any asset work starts, so an unreachable server fails fast."""
@@ -184,7 +193,7 @@ class MlflowTracking(dg.ConfigurableResource):
             **(tags or {}),
         }
         run = client.create_run(self.experiment_id, tags={k: str(v) for k, v in run_tags.items()})
-        tracked = TrackedRun(client, run.info.run_id, self.experiment_id, self.ui_url)
+        tracked = TrackedRun(client, run.info.run_id, self.experiment_id, self.resolved_ui_url())
         try:
             if params:
                 tracked.log_params(params)

@@ -162,7 +162,7 @@ def _log_to_model_runs(
             continue
         row = table.loc[name]
         tracked = TrackedRun(
-            mlflow.client, info["mlflow_run_id"], mlflow.experiment_id, mlflow.ui_url
+            mlflow.client, info["mlflow_run_id"], mlflow.experiment_id, mlflow.resolved_ui_url()
         )
         tracked.log_metrics(
             {

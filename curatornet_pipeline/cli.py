@@ -211,6 +211,43 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from curatornet_pipeline.core.recommend import recommendations_frame
+    from curatornet_pipeline.serving import embed_images, load_recommender
+
+    items = [i.strip() for text in args.items for i in text.split(",") if i.strip()]
+    if not items and not args.image:
+        print(
+            "curatornet recommend: give liked artworks with --items and/or --image", file=sys.stderr
+        )
+        return 2
+    try:
+        recommender = load_recommender(args.model)
+        images = [*args.add_image, *args.image]  # one backbone load for all new images
+        vectors = embed_images(images, recommender.catalogue.meta) if images else None
+        if args.add_image:
+            new_ids = [f"new:{Path(p).name}" for p in args.add_image]
+            recommender.add_items(new_ids, vectors[: len(args.add_image)])
+        liked = vectors[len(args.add_image) :] if args.image else None
+        recs = recommender.recommend(
+            items,
+            k=args.k,
+            in_stock_only=args.in_stock_only,
+            extra_profile_features=liked,
+            extra_profile_names=[f"image:{Path(p).name}" for p in args.image],
+        )
+    except (ValueError, LookupError, FileNotFoundError) as exc:
+        print(f"curatornet recommend: {exc}", file=sys.stderr)
+        return 2
+    table = recommendations_frame(recs)[
+        ["rank", "item_id", "score", "because", "similarity", "same_artist", "same_cluster"]
+    ].rename(
+        columns={"item_id": "artwork", "same_artist": "same artist", "same_cluster": "same cluster"}
+    )
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curatornet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -247,9 +284,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lineage", help="trace a metric of the evaluation report to raw files")
     p.add_argument("--metric", default="auc", help="e.g. auc, recall@20, ndcg@100")
-    p.add_argument("--model", default="CuratorNet (0.0001)",
-                   help="a Table 2 row label, e.g. 'CuratorNet (0.0001)', 'VBPR (0)', 'VisRank'")
+    p.add_argument(
+        "--model",
+        default="CuratorNet (0.0001)",
+        help="a Table 2 row label, e.g. 'CuratorNet (0.0001)', 'VBPR (0)', 'VisRank'",
+    )
     p.set_defaults(func=cmd_lineage)
+
+    p = sub.add_parser(
+        "recommend", help="top-k artworks for liked artworks/images, with explanations"
+    )
+    p.add_argument(
+        "--items",
+        action="append",
+        default=[],
+        metavar="ID[,ID...]",
+        help="liked catalogue artworks (artwork_id_hash), comma-separated",
+    )
+    p.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a liked image file outside the catalogue (repeatable)",
+    )
+    p.add_argument(
+        "--add-image",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a new artwork image added to the candidates (repeatable)",
+    )
+    p.add_argument("--k", type=int, default=20)
+    p.add_argument(
+        "--in-stock-only",
+        action="store_true",
+        help="only items on sale now (sold one-of-a-kind items are always dropped)",
+    )
+    p.add_argument(
+        "--model",
+        default="champion",
+        help="alias or version of the registered model 'curatornet', a run id, or a file",
+    )
+    p.set_defaults(func=cmd_recommend)
 
     p = sub.add_parser("ui", help="serve the Dagster UI and the MLflow UI on 127.0.0.1")
     p.add_argument("--dagster-port", type=int, default=3000)

@@ -6,12 +6,19 @@ import dagster as dg
 
 from curatornet_pipeline import settings
 from curatornet_pipeline.defs import automation
-from curatornet_pipeline.defs.assets import evaluation, ingest, sampling, training, visual
+from curatornet_pipeline.defs.assets import (
+    evaluation,
+    ingest,
+    recommend,
+    sampling,
+    training,
+    visual,
+)
 from curatornet_pipeline.defs.io_managers import io_managers
 from curatornet_pipeline.defs.resources import DatasetResource, PipelineSettings
 from curatornet_pipeline.defs.tracking import MlflowTracking
 
-ASSET_MODULES = [ingest, visual, sampling, training, evaluation]
+ASSET_MODULES = [ingest, visual, sampling, training, evaluation, recommend]
 
 
 def build_resources(profile: str | None = None, data_root: str = "", **dataset_options) -> dict:
@@ -25,6 +32,16 @@ def build_resources(profile: str | None = None, data_root: str = "", **dataset_o
         ),
         "mlflow": MlflowTracking(),
     }
+
+
+def executor() -> dg.ExecutorDefinition:
+    """``CURATORNET_EXECUTOR``: ``in_process`` (default: fastest for one machine) or
+    ``multiprocess`` (one process per step; see docs/scaling.md for cluster executors)."""
+    name = os.environ.get("CURATORNET_EXECUTOR", "in_process")
+    choices = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
+    if name not in choices:
+        raise ValueError(f"CURATORNET_EXECUTOR={name!r}: choose one of {sorted(choices)}")
+    return choices[name]
 
 
 def all_assets() -> list:
@@ -42,5 +59,5 @@ defs = dg.Definitions(
     schedules=[automation.nightly_retraining],
     sensors=[automation.incoming_files, automation.automation_sensor],
     resources=build_resources(),
-    executor=dg.in_process_executor,
+    executor=executor(),
 )

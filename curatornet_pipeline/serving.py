@@ -1,0 +1,209 @@
+"""The edge layer of recommendation: a model from the MLflow registry, the catalogue from
+the asset storage, new images embedded exactly as the catalogue's were.
+
+Storage layout (see :mod:`curatornet_pipeline.defs.io_managers`):
+``<storage>/bundles/item_embeddings.npz``, ``<storage>/bundles/visual_clusters.npz``,
+``<storage>/tables/inventory.parquet``, ``<storage>/tables/purchases.parquet``.
+Registry: the model ``curatornet`` with the alias ``champion``, whose run holds the
+artifact ``model/model.pt`` (see :func:`curatornet_pipeline.defs.tracking.register_version`).
+MLflow is imported only when the model comes from the registry.
+"""
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from upath import UPath
+
+from curatornet_pipeline import settings
+from curatornet_pipeline.core.bundle import load_bundle
+from curatornet_pipeline.core.embed import EmbedConfig, embed_manifest, weights_id
+from curatornet_pipeline.core.hashing import content_hash
+from curatornet_pipeline.core.models import CuratorNet, load_model
+from curatornet_pipeline.core.recommend import Catalogue, Recommender, build_catalogue
+from curatornet_pipeline.core.scorers import CuratorNetScorer
+from curatornet_pipeline.core.types import ItemVectors, VisualClusters
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "curatornet"  # registered model served by default
+MODEL_ARTIFACT = "model/model.pt"  # artifact path of the model file in its training run
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def fetch_model_file(
+    model: str, dst: Path, name: str = MODEL_NAME, tracking_uri: str | None = None
+) -> tuple[Path, str]:
+    """The model file for ``model`` and a description of where it came from.
+
+    ``model``: a path to a model file, an MLflow run id (32 hex digits), a version
+    number of the registered model ``name``, or an alias of it (``champion``).
+    """
+    if Path(model).is_file():
+        return Path(model), f"file {model}"
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri or settings.mlflow_tracking_uri()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        if _RUN_ID.fullmatch(model):
+            run_id, origin = model, f"run {model}"
+        else:
+            if model.isdigit():
+                version = client.get_model_version(name, model)
+            else:
+                version = client.get_model_version_by_alias(name, model)
+            run_id, origin = version.run_id, f"{name} v{version.version} ({model})"
+        path = client.download_artifacts(run_id, MODEL_ARTIFACT, str(dst))
+    except MlflowException as exc:
+        raise LookupError(
+            f"cannot get model {model!r} (registered model {name!r}, artifact {MODEL_ARTIFACT}) "
+            f"from the MLflow store {uri}: {exc.message}"
+        ) from exc
+    return Path(path), f"{origin}, run {run_id}"
+
+
+# ----------------------------------------------------------------------------- catalogue
+
+
+def _read_bundle(storage: str, asset: str) -> object:
+    path = UPath(storage) / "bundles" / f"{asset}.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: materialize the asset {asset} first")
+    with path.open("rb") as f:
+        return load_bundle(f)
+
+
+def _read_table(storage: str, asset: str) -> pd.DataFrame:
+    path = UPath(storage) / "tables" / f"{asset}.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: materialize the asset {asset} first")
+    with path.open("rb") as f:
+        return pd.read_parquet(f)
+
+
+def load_catalogue(storage: str | None = None) -> tuple[Catalogue, ItemVectors]:
+    """The catalogue from the asset storage (default: ``settings.storage_uri()``).
+
+    Sold-out state follows :func:`curatornet_pipeline.core.evaluate.build_timeline`
+    over the whole purchase history. Returns the catalogue and the embeddings bundle.
+    """
+    storage = storage or settings.storage_uri()
+    embeddings = _read_bundle(storage, "item_embeddings")
+    clusters = _read_bundle(storage, "visual_clusters")
+    if not isinstance(embeddings, ItemVectors) or not isinstance(clusters, VisualClusters):
+        raise ValueError(f"{storage}: unexpected item_embeddings / visual_clusters bundles")
+    inventory = _read_table(storage, "inventory")
+    purchases = _read_table(storage, "purchases")
+    catalogue = build_catalogue(embeddings, clusters, inventory, purchases)
+    return catalogue, embeddings
+
+
+def load_recommender(
+    model: str = "champion",
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    name: str = MODEL_NAME,
+) -> Recommender:
+    """A :class:`Recommender` of the CuratorNet ``model`` over the stored catalogue.
+
+    ``model``: ``champion`` (or another alias / version number of the registered
+    model ``name``), an MLflow run id, or a model file. Locations default to
+    :mod:`curatornet_pipeline.settings`.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        path, origin = fetch_model_file(model, Path(tmp), name, tracking_uri)
+        net, extra = load_model(path)  # weights_only=True
+    if not isinstance(net, CuratorNet):
+        raise ValueError(
+            f"{origin} is a {net.kind} model: only CuratorNet serves users and items unseen "
+            "in training"
+        )
+    catalogue, embeddings = load_catalogue(storage)
+    trained_on = extra.get("inputs", {}).get("item_embeddings", {}).get("data_version")
+    if trained_on and trained_on != content_hash(embeddings):
+        logger.warning(
+            "%s was trained on item_embeddings %s, the storage holds %s: the catalogue changed "
+            "since training (new items are served by the item tower, no retraining needed)",
+            origin,
+            trained_on,
+            content_hash(embeddings),
+        )
+    logger.info("serving %s over %d items", origin, len(catalogue))
+    return Recommender(CuratorNetScorer(net, catalogue.features), catalogue)
+
+
+# ----------------------------------------------------------------------------- new images
+
+
+def embedding_config(meta: dict) -> EmbedConfig:
+    """The :class:`EmbedConfig` that produced the catalogue's vectors (``ItemVectors.meta``).
+
+    Raises ValueError when those weights cannot be reproduced here (changed weights
+    file, another torchvision default, imported vectors of unknown preprocessing).
+    """
+    if meta.get("source") == "imported":
+        raise ValueError(
+            "the catalogue's vectors were imported (published resnet_embeddings.npy): their "
+            "preprocessing is unknown, so new images cannot be embedded consistently"
+        )
+    if "backbone" not in meta or "weights_id" not in meta:
+        raise ValueError(f"item_embeddings meta lacks backbone/weights_id: {sorted(meta)}")
+    wid = str(meta["weights_id"])
+    if wid.startswith("none"):
+        weights = "none"
+    elif wid.startswith("imagenet:"):
+        weights = "imagenet"
+    else:  # "file:<path> sha256:<hex>" in meta["weights"]
+        found = re.match(r"file:(.*) sha256:[0-9a-f]+$", str(meta.get("weights", "")))
+        if not found:
+            raise ValueError(f"cannot find the weights file of {meta.get('weights')!r}")
+        weights = found.group(1)
+        if not Path(weights).is_file():
+            raise ValueError(f"the catalogue's weights file {weights} is missing")
+    config = EmbedConfig(
+        backbone=str(meta["backbone"]),
+        weights=weights,
+        image_size=int(meta.get("image_size", 224)),
+        num_workers=0,
+        on_unreadable="error",
+    )
+    if weights_id(config) != wid:
+        raise ValueError(
+            f"the catalogue was embedded with {wid}, this machine would use {weights_id(config)}"
+        )
+    return config
+
+
+def embed_images(paths: Sequence[str | Path], meta: dict) -> np.ndarray:
+    """(len(paths), d) raw vectors of image files, with the catalogue's backbone and weights.
+
+    ``meta`` is the catalogue's embedding meta (``Recommender.catalogue.meta``).
+    An image that is missing or cannot be decoded raises ValueError naming the file.
+    """
+    config = embedding_config(meta)
+    rows = []
+    for j, p in enumerate(paths):
+        path = Path(p)
+        if not path.is_file():
+            raise ValueError(f"image file {path} not found")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        rows.append({"artwork_id_hash": f"image-{j}", "path": str(path), "content_hash": digest})
+    manifest = pd.DataFrame(rows, columns=["artwork_id_hash", "path", "content_hash"])
+    if manifest.empty:
+        return np.zeros((0, int(meta.get("dim", 0))), np.float32)
+    vectors = embed_manifest(manifest, config).vectors.vectors  # ValueError names the file
+    if "dim" in meta and vectors.shape[1] != int(meta["dim"]):
+        raise ValueError(f"new vectors have {vectors.shape[1]} dims, the catalogue {meta['dim']}")
+    return vectors

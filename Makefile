@@ -37,6 +37,10 @@ ui: $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
 	$(VENV)/bin/curatornet ui
 
+## the speed benchmarks (figures and ratios; see docs/benchmarks.md)
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check curatornet_pipeline tests benchmarks
 	$(VENV)/bin/ruff format --check curatornet_pipeline tests benchmarks

@@ -93,6 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     weights = resolve_weights(args.weights or embed.get("weights", "auto"), backbone)
     overrides.setdefault("embed", {})["weights"] = weights
     os.environ["CURATORNET_OVERRIDES"] = json.dumps(overrides)
+    settings.save_run_settings(args.profile, overrides)
 
     import dagster as dg
 
@@ -143,6 +144,15 @@ def cmd_ui(args: argparse.Namespace) -> int:
     dagster_home()
     env = dict(os.environ)
     bindir = Path(sys.executable).parent
+    uri = settings.mlflow_tracking_uri()
+    mlflow_cmd = [
+        str(bindir / "mlflow"), "ui", "--backend-store-uri", uri,
+        "--default-artifact-root", settings.mlflow_artifact_root(),
+        "--host", "127.0.0.1", "--port", str(args.mlflow_port),
+    ]  # fmt: skip
+    if uri.startswith(("http://", "https://")):
+        print(f"MLflow tracking server {uri} serves its own UI; not starting one")
+        mlflow_cmd = []
     procs = [
         _popen(
             [
@@ -157,22 +167,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
             ],
             env,
         ),
-        _popen(
-            [
-                str(bindir / "mlflow"),
-                "ui",
-                "--backend-store-uri",
-                settings.mlflow_tracking_uri(),
-                "--default-artifact-root",
-                settings.mlflow_artifact_root(),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(args.mlflow_port),
-            ],
-            env,
-        ),
     ]
+    if mlflow_cmd:
+        procs.append(_popen(mlflow_cmd, env))
     print(
         f"Dagster UI: http://127.0.0.1:{args.dagster_port}   "
         f"MLflow UI: http://127.0.0.1:{args.mlflow_port}   (Ctrl-C stops both)"

@@ -27,8 +27,8 @@ def build_resources(profile: str | None = None, data_root: str = "", **dataset_o
         **io_managers(settings.storage_uri()),
         "dataset": DatasetResource(root=data_root, **dataset_options),
         "pipeline": PipelineSettings(
-            profile=profile or os.environ.get("CURATORNET_PROFILE", "demo"),
-            overrides=os.environ.get("CURATORNET_OVERRIDES", "{}"),
+            profile=profile or settings.run_profile(),
+            overrides=settings.run_overrides(),
         ),
         "mlflow": MlflowTracking(),
     }

@@ -94,8 +94,18 @@ def _split_label(label: str) -> tuple[str, str | None]:
     return label, None
 
 
-_ORDER = ("models", "training_set", "triplets", "train_test_split", "visual_clusters",
-          "pca_embeddings", "item_embeddings", "image_manifest", "purchases", "inventory")
+_ORDER = (
+    "models",
+    "training_set",
+    "triplets",
+    "train_test_split",
+    "visual_clusters",
+    "pca_embeddings",
+    "item_embeddings",
+    "image_manifest",
+    "purchases",
+    "inventory",
+)
 
 
 def _priority(label: str) -> tuple[int, str]:
@@ -103,9 +113,14 @@ def _priority(label: str) -> tuple[int, str]:
     return (_ORDER.index(asset) if asset in _ORDER else -1, label)
 
 
-def trace(instance: dg.DagsterInstance, asset: str, partition: str | None = None,
-          data_version: str | None = None, run_id: str | None = None,
-          _memo: dict | None = None) -> Node | None:
+def trace(
+    instance: dg.DagsterInstance,
+    asset: str,
+    partition: str | None = None,
+    data_version: str | None = None,
+    run_id: str | None = None,
+    _memo: dict | None = None,
+) -> Node | None:
     """The lineage tree of one materialization (the newest one if no version is given)."""
     memo = _memo if _memo is not None else {}
     key = (asset, partition, data_version, run_id)
@@ -116,15 +131,27 @@ def trace(instance: dg.DagsterInstance, asset: str, partition: str | None = None
         return None
     mat = record.asset_materialization
     metadata = {k: _value(v) for k, v in mat.metadata.items()}
-    node = Node(asset, partition, (mat.tags or {}).get(DATA_VERSION_TAG, ""), record.run_id,
-                record.timestamp, metadata)
+    node = Node(
+        asset,
+        partition,
+        (mat.tags or {}).get(DATA_VERSION_TAG, ""),
+        record.run_id,
+        record.timestamp,
+        metadata,
+    )
     memo[key] = node
     inputs = metadata.get("input_versions") or {}
     for label in sorted(inputs, key=_priority):
         info = inputs[label]
         up_asset, up_partition = _split_label(label)
-        child = trace(instance, up_asset, up_partition, info.get("data_version"),
-                      info.get("dagster_run_id"), memo)
+        child = trace(
+            instance,
+            up_asset,
+            up_partition,
+            info.get("data_version"),
+            info.get("dagster_run_id"),
+            memo,
+        )
         if child is not None:
             node.inputs.append(child)
     return node
@@ -139,16 +166,19 @@ def metric_value(report: Node, variant: str, metric: str) -> float | None:
     return row.get(metric)
 
 
-def render(node: Node, depth: int = 0, only_model: str | None = None,
-           _printed: set | None = None) -> list[str]:
+def render(
+    node: Node, depth: int = 0, only_model: str | None = None, _printed: set | None = None
+) -> list[str]:
     """Indented text lines, one block per materialization; repeats are referenced."""
     import datetime as _dt
 
     printed = _printed if _printed is not None else set()
     when = _dt.datetime.fromtimestamp(node.timestamp, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
     pad = "  " * depth
-    head = (f"{pad}<- {node.label}  version {node.data_version}  dagster run "
-            f"{node.run_id[:8]}  {when} UTC")
+    head = (
+        f"{pad}<- {node.label}  version {node.data_version}  dagster run "
+        f"{node.run_id[:8]}  {when} UTC"
+    )
     if id(node) in printed:
         return [f"{head}  (shown above)"]
     printed.add(id(node))

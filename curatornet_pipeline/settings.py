@@ -36,3 +36,40 @@ def mlflow_tracking_uri() -> str:
 def mlflow_artifact_root() -> str:
     """Where a local tracking store keeps run artifacts."""
     return str(home_dir() / "mlartifacts")
+
+
+def _run_settings_file() -> Path:
+    return home_dir() / "run_settings.json"
+
+
+def save_run_settings(profile: str, overrides: dict) -> None:
+    """Remember the profile and overrides of the last `curatornet run`.
+
+    The Dagster UI, the schedule and the sensor load the code location later
+    and in other processes: they take these unless CURATORNET_PROFILE or
+    CURATORNET_OVERRIDES say otherwise, so a re-materialization from the UI
+    uses the same weights and settings as the run that built the assets.
+    """
+    import json
+
+    _run_settings_file().write_text(json.dumps({"profile": profile, "overrides": overrides}))
+
+
+def run_profile() -> str:
+    """``CURATORNET_PROFILE``, else the last run's profile, else ``demo``."""
+    import json
+
+    if os.environ.get("CURATORNET_PROFILE"):
+        return os.environ["CURATORNET_PROFILE"]
+    path = _run_settings_file()
+    return json.loads(path.read_text())["profile"] if path.exists() else "demo"
+
+
+def run_overrides() -> str:
+    """``CURATORNET_OVERRIDES`` (JSON), else the last run's overrides, else ``{}``."""
+    import json
+
+    if os.environ.get("CURATORNET_OVERRIDES"):
+        return os.environ["CURATORNET_OVERRIDES"]
+    path = _run_settings_file()
+    return json.dumps(json.loads(path.read_text())["overrides"]) if path.exists() else "{}"

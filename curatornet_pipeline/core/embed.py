@@ -8,6 +8,7 @@ re-run only forwards new or changed images.
 """
 
 import hashlib
+import io
 import logging
 import os
 import time
@@ -23,6 +24,7 @@ import torchvision
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
+from upath import UPath
 
 from curatornet_pipeline.core.types import ItemVectors
 
@@ -168,6 +170,11 @@ def build_backbone(config: EmbedConfig) -> tuple[torch.nn.Module, str]:
 # --------------------------------------------------------------------------- store
 
 
+def _load_npz(path: "UPath"):
+    with path.open("rb") as f:
+        return np.load(io.BytesIO(f.read()), allow_pickle=False)
+
+
 class EmbeddingStore:
     """A folder of immutable ``.npz`` shards of keyed float32 vectors.
 
@@ -179,10 +186,10 @@ class EmbeddingStore:
     _COLUMNS = ("artwork_id_hash", "content_hash", "backbone", "weights_id")
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        self.root = UPath(root)  # a local folder or any fsspec URI (s3://, gs://, ...)
         self.root.mkdir(parents=True, exist_ok=True)
         self._index: dict[EmbeddingKey, tuple[int, int]] = {}  # key -> (shard, row)
-        self._shards: list[Path] = []
+        self._shards: list[UPath] = []
         self._cache: dict[int, np.ndarray] = {}
 
     def _refresh(self) -> None:
@@ -190,7 +197,7 @@ class EmbeddingStore:
         for path in sorted(self.root.glob("shard-*.npz")):
             if path in known:
                 continue
-            with np.load(path, allow_pickle=False) as npz:
+            with _load_npz(path) as npz:
                 columns = [npz[c].tolist() for c in self._COLUMNS]
             shard = len(self._shards)
             self._shards.append(path)
@@ -199,7 +206,7 @@ class EmbeddingStore:
 
     def _vectors(self, shard: int) -> np.ndarray:
         if shard not in self._cache:
-            with np.load(self._shards[shard], allow_pickle=False) as npz:
+            with _load_npz(self._shards[shard]) as npz:
                 self._cache[shard] = npz["vectors"]
         return self._cache[shard]
 
@@ -231,10 +238,15 @@ class EmbeddingStore:
             return None
         arrays = {c: np.array([k[j] for k in keys], dtype=str) for j, c in enumerate(self._COLUMNS)}
         name = f"shard-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.npz"
-        tmp = self.root / f".{name}.tmp"
-        with tmp.open("wb") as f:
-            np.savez(f, vectors=vectors, **arrays)
-        os.replace(tmp, self.root / name)
+        buffer = io.BytesIO()
+        np.savez(buffer, vectors=vectors, **arrays)
+        if self.root.protocol in ("", "file", "local"):
+            tmp = Path(self.root) / f".{name}.tmp"  # rename: readers never see half a shard
+            tmp.write_bytes(buffer.getvalue())
+            os.replace(tmp, Path(self.root) / name)
+        else:  # object stores publish an object whole
+            with (self.root / name).open("wb") as f:
+                f.write(buffer.getvalue())
         return self.root / name
 
 
@@ -301,7 +313,8 @@ def embed_manifest(
     ids = rows["artwork_id_hash"].astype(str).to_numpy()
     paths = rows["path"].astype(str).to_numpy()
     model, description = build_backbone(config)
-    wid = weights_id(config)
+    # the input resolution changes the vector as much as the weights do
+    wid = f"{weights_id(config)}@{config.image_size}px"
     keys = [
         (a, str(h), config.backbone, wid) for a, h in zip(ids, rows["content_hash"], strict=True)
     ]
@@ -345,7 +358,7 @@ def embed_manifest(
     meta = {
         "backbone": config.backbone,
         "weights": description,
-        "weights_id": wid,
+        "weights_id": weights_id(config),
         "image_size": config.image_size,
         "dim": dim,
     }

@@ -51,6 +51,34 @@ def pending(incoming: Path) -> list[Path]:
     return inv + pur + extra
 
 
+def _check_image(path: Path, inventory: pd.DataFrame, dataset: data.DatasetPaths) -> None:
+    """A new image must name a known artwork, have a known extension and decode."""
+    from PIL import Image
+
+    if path.suffix.lower().lstrip(".") not in data.IMAGE_EXTENSIONS:
+        raise data.DataError(
+            f"extension {path.suffix!r} is not one of {data.IMAGE_EXTENSIONS}",
+            path,
+            field="file name",
+        )
+    if path.stem not in set(inventory["artwork_id_hash"]):
+        raise data.DataError(
+            "image of an artwork id absent from inventory", path, field="file name"
+        )
+    existing = [p for p in dataset.images.glob(f"{path.stem}.*") if p.name != path.name]
+    if existing:
+        raise data.DataError(
+            f"artwork {path.stem!r} already has an image ({existing[0].name})",
+            path,
+            field="file name",
+        )
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as exc:  # PIL raises many types for broken files
+        raise data.DataError(f"cannot decode image: {exc}", path) from exc
+
+
 def _append_csv(target: Path, new_file: Path, columns: tuple[str, ...]) -> int:
     """Append ``new_file``'s rows to ``target`` in target's column order, atomically."""
     with target.open(newline="", encoding="utf-8-sig") as f:
@@ -99,11 +127,7 @@ def intake(incoming: Path, dataset: data.DatasetPaths) -> IntakeReport:
     for path in pending(incoming):
         try:
             if path.parent.name == "images":
-                item = path.stem
-                if item not in set(inventory["artwork_id_hash"]):
-                    raise data.DataError(
-                        "image of an artwork id absent from inventory", path, field="file name"
-                    )
+                _check_image(path, inventory, dataset)
                 dataset.images.mkdir(exist_ok=True)
                 shutil.move(str(path), dataset.images / path.name)
                 report.new_images += 1

@@ -47,6 +47,9 @@ class TrainConfig:
     batch_triples: int = 4096  # cap on triples per batch
     seed: int = 0  # shuffling of the triples
     device: str = "auto"  # "auto": cuda when available, else cpu
+    # bit-identical weights for identical inputs (CPU), so an unchanged nightly
+    # re-run keeps the model's data version; costs little on CPU
+    deterministic: bool = True
     bf16: bool = False  # bfloat16 autocast of the matmuls (not in the paper; ~4x on AVX512-BF16)
 
 
@@ -192,7 +195,7 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)  # atomic: a kill during the write keeps the previous checkpoint
 
 
-def train(
+def _train(
     model: CuratorNet | VBPR,
     train: Triplets,
     validation: Triplets,
@@ -341,3 +344,22 @@ def train(
         triples_per_second=n_trained / max(train_seconds, 1e-9),
         model=model,
     )
+
+
+def train(
+    model: CuratorNet | VBPR,
+    train: Triplets,
+    validation: Triplets,
+    features: np.ndarray,
+    config: TrainConfig = TrainConfig(),
+    callback: Callable[[EpochStats], None] | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = True,
+) -> TrainResult:
+    """Train ``model`` (see :func:`_train`), with deterministic kernels when configured."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(config.deterministic, warn_only=True)
+    try:
+        return _train(model, train, validation, features, config, callback, checkpoint_dir, resume)
+    finally:
+        torch.use_deterministic_algorithms(previous)

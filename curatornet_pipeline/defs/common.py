@@ -98,7 +98,11 @@ def _text(value: Any) -> str:
 
 def input_tags(versions: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
     """MLflow tags naming the data version of each input."""
-    return {TAG_INPUT_PREFIX + name: v["data_version"] for name, v in versions.items()}
+    # MLflow tag keys allow no brackets: triplets[s1_user_profile] -> triplets:s1_user_profile
+    return {
+        TAG_INPUT_PREFIX + name.replace("[", ":").rstrip("]"): v["data_version"]
+        for name, v in versions.items()
+    }
 
 
 def finish(
@@ -131,6 +135,7 @@ def finish(
         run.log_text(text, f"tables/{name}.md")
     if upstream:
         md["input_versions"] = dg.MetadataValue.json(dict(upstream))
+        run.set_tags(input_tags(upstream))
     md["data_version"] = data_version
     md["mlflow_run_id"] = run.run_id
     md["mlflow_run"] = dg.MetadataValue.url(run.url)

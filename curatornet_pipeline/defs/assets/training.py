@@ -1,12 +1,12 @@
 """Trained models, one partition per variant (model kind x L2 weight x sampling)."""
 
 import dataclasses
-import os
 import time
 from dataclasses import dataclass
 
 import dagster as dg
 import numpy as np
+import torch
 
 from curatornet_pipeline import settings
 from curatornet_pipeline.core import models as models_core
@@ -38,7 +38,7 @@ class Variant:
 
 def variants(profile: str | None = None) -> dict[str, Variant]:
     """The model variants of a settings profile (configuration, not code)."""
-    spec = PROFILES[profile or os.environ.get("CURATORNET_PROFILE", "demo")]["models"]
+    spec = PROFILES[profile or settings.run_profile()]["models"]
     out: list[Variant] = []
     for kind in ("curatornet", "vbpr"):
         for l2 in spec[f"{kind}_l2"]:
@@ -101,6 +101,7 @@ def models(
     params = {**dataclasses.asdict(config), **dataclasses.asdict(variant)}
     checkpoints = settings.home_dir() / "checkpoints" / context.run.run_id / variant.name
     with mlflow.run_for(context, params=params, tags={"model_kind": variant.kind}) as run:
+        torch.manual_seed(config.seed)  # the initial weights: same inputs, same model version
         model = _build(variant, features, len(train_test_split.user_ids))
 
         def on_epoch(stats: train_core.EpochStats) -> None:

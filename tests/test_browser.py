@@ -280,7 +280,10 @@ def test_dagster_ui_materializes_the_target(browser, ui_home: dict, shots: Path)
             assert f"Materialized in run {run['runId'][:8]}" in shown, shown[:2000]
             if target == "evaluation_report":
                 # Table 2 opens behind the entry's "[Show Markdown]" link.
-                row = page.get_by_role("row").filter(has_text="table2_unbought")
+                # the row whose label cell is exactly the entry's name (report_files
+                # mentions table2_unbought too, in its file paths)
+                label = page.get_by_role("cell", name="table2_unbought", exact=True)
+                row = page.get_by_role("row").filter(has=label)
                 row.first.get_by_text("[Show Markdown]").click()
                 dialog = page.get_by_role("dialog").filter(has_text="Table 2")
                 dialog.first.wait_for(state="visible")

@@ -22,7 +22,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "pca": {"n_components": 32},
         "cluster": {"k": 6, "restarts": 3},
         "sampling": {"n_per_strategy": 1500},
-        "train": {"epochs": 3, "lr": 1e-3, "patience": 2},
+        "train": {"epochs": 3, "lr": 1e-3, "patience": 2, "batch_triples": 4096},
         "models": {"curatornet_l2": [0.0, 1e-4], "vbpr_l2": [1e-4], "ablation_l2": 1e-4},
         "evaluation": {},
     },
@@ -32,7 +32,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "pca": {"n_components": 200},
         "cluster": {"k": 30, "restarts": 10},
         "sampling": {"n_per_strategy": 25_000},
-        "train": {"epochs": 3, "lr": 1e-3},
+        "train": {"epochs": 3, "lr": 1e-3, "batch_triples": 4096},
         "models": {
             "curatornet_l2": [0.0, 1e-4, 1e-3, 1e-2],
             "vbpr_l2": [0.0, 1e-4, 1e-3, 1e-2],

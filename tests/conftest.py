@@ -55,3 +55,14 @@ def test_output_dir() -> Path:
     out = Path(__file__).resolve().parent.parent / "test-output"
     out.mkdir(exist_ok=True)
     return out
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: OpenMP threads only spin against the other processes of a shared box."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -23,14 +23,7 @@ from curatornet_pipeline.core.scorers import (
 )
 from curatornet_pipeline.core.types import TrainTestSplit
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: OpenMP threads only spin against the other processes of a shared box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 D_IN = 16

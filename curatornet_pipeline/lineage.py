@@ -31,11 +31,11 @@ SHOWN = {
         "mlflow_run_id",
     ),
     "training_set": ("triples", "validation_triples", "rejected_cross_strategy"),
-    "triplets": ("triples", "target", "seed", "rejected_duplicates"),
+    "triplets": ("triples", "target", "seed", "rejected_duplicates", "config"),
     "train_test_split": ("users", "test_users", "hidden_items"),
     "visual_clusters": ("k", "silhouette"),
     "pca_embeddings": ("dims",),
-    "item_embeddings": ("weights", "dims", "items", "source"),
+    "item_embeddings": ("backbone", "weights", "dims", "items", "source"),
     "image_manifest": ("images", "source", "total_megabytes"),
     "inventory": ("file", "file_sha256", "items", "artists"),
     "purchases": ("file", "file_sha256", "purchases", "users", "baskets"),
@@ -185,7 +185,9 @@ def render(
     lines = [head]
     for key in SHOWN.get(node.asset, ()):
         if key in node.metadata and node.metadata[key] not in (None, ""):
-            lines.append(f"{pad}     {key}: {node.metadata[key]}")
+            value = node.metadata[key]
+            shown = f"{value:.4g}" if isinstance(value, float) else value
+            lines.append(f"{pad}     {key}: {shown}")
     for child in node.inputs:
         if only_model and child.asset == "models" and child.partition != only_model:
             continue

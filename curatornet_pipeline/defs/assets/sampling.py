@@ -137,6 +137,7 @@ def triplets(
                 ),
                 "profiles": len(result.profile_offsets) - 1,
                 "seed": config.seed,
+                "config": dg.MetadataValue.json(dataclasses.asdict(config)),
             },
             tables={"profile_sizes": markdown_table(hist_df)},
             checks=[

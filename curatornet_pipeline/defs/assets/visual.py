@@ -102,6 +102,7 @@ def item_embeddings(
             metadata={
                 **stats,
                 "weights": weights,
+                "backbone": config.backbone,
                 "dims": int(vectors.vectors.shape[1]),
                 "items": len(vectors.ids),
             },

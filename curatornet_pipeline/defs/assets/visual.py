@@ -89,7 +89,7 @@ def item_embeddings(
                 context.log.warning(
                     f"dropped {len(result.dropped)} unreadable images: {result.dropped[:5]}"
                 )
-        if "none" in weights.lower() or "random" in weights.lower():
+        if weights.startswith("none"):  # core.embed.RANDOM_WEIGHTS
             context.log.warning(f"EMBEDDINGS USE RANDOM WEIGHTS ({weights}): demo/test only")
             run.set_tags({"weights_warning": "RANDOM WEIGHTS"})
         run.log_params({"weights_resolved": weights})

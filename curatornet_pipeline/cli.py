@@ -82,6 +82,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     data_root = Path(args.data or settings.data_dir()).resolve()
     os.environ["CURATORNET_DATA"] = str(data_root)
     os.environ["CURATORNET_PROFILE"] = args.profile
+    for name in ("on_unknown_items", "on_missing_images", "on_unreadable_images"):
+        if getattr(args, name):
+            os.environ[f"CURATORNET_{name.upper()}"] = getattr(args, name)
     scale = args.scale or {"paper": "ugallery"}.get(args.profile, args.profile)
     _ensure_dataset(data_root, scale, args.seed)
 
@@ -274,6 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="dataset folder (default: data/)")
+    for option in ("on-unknown-items", "on-missing-images", "on-unreadable-images"):
+        p.add_argument(
+            f"--{option}",
+            choices=["error", "drop"],
+            default=None,
+            help="drop (and count) instead of failing; see docs/data-format.md",
+        )
     p.add_argument(
         "--weights", default=None, help="imagenet | none | auto | /path/to/state_dict.pth"
     )

@@ -21,11 +21,21 @@ from curatornet_pipeline.defs.tracking import MlflowTracking
 ASSET_MODULES = [ingest, visual, sampling, training, evaluation, recommend]
 
 
+def _dataset_env() -> dict[str, str]:
+    """``CURATORNET_ON_UNKNOWN_ITEMS`` and friends: the dataset resource's drop options."""
+    names = ("on_unknown_items", "on_missing_images", "on_unreadable_images")
+    return {
+        n: os.environ[f"CURATORNET_{n.upper()}"]
+        for n in names
+        if os.environ.get(f"CURATORNET_{n.upper()}")
+    }
+
+
 def build_resources(profile: str | None = None, data_root: str = "", **dataset_options) -> dict:
     """The resources of a deployment: storage, dataset, settings profile, tracking."""
     return {
         **io_managers(settings.storage_uri()),
-        "dataset": DatasetResource(root=data_root, **dataset_options),
+        "dataset": DatasetResource(root=data_root, **{**_dataset_env(), **dataset_options}),
         "pipeline": PipelineSettings(
             profile=profile or settings.run_profile(),
             overrides=settings.run_overrides(),

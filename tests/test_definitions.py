@@ -48,3 +48,16 @@ def test_plan_runs_each_partition_after_its_upstream() -> None:
     assert max(order["models"]) < min(order["evaluation_report"])
     partitioned = {s.partition for s in steps if s.keys == (dg.AssetKey("models"),)}
     assert "curatornet-random" in partitioned and "vbpr-random" in partitioned
+
+
+def test_drop_options_come_from_the_environment(monkeypatch) -> None:
+    from curatornet_pipeline.definitions import build_resources
+
+    monkeypatch.setenv("CURATORNET_ON_UNKNOWN_ITEMS", "drop")
+    dataset = build_resources(profile="tiny")["dataset"]
+    assert dataset.on_unknown_items == "drop"
+    assert dataset.on_missing_images == "error"
+    assert (
+        build_resources(profile="tiny", on_unknown_items="error")["dataset"].on_unknown_items
+        == "error"
+    )

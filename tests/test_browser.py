@@ -135,9 +135,12 @@ def ui_home(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright import sync_api
+
+    # .ci/run installs it; a missing browser is a failure, never a silent skip
+    assert Path("/usr/bin/chromium").exists(), (
+        "Debian's chromium is not installed: apt-get install chromium (as .ci/run does)"
+    )
     with sync_api.sync_playwright() as p:
         chromium = launch_chromium(p)
         try:

@@ -31,8 +31,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "embed": {"backbone": "resnet50"},
         "pca": {"n_components": 200},
         "cluster": {"k": 30, "restarts": 10},
-        "sampling": {"n_per_strategy": 25_000},
-        "train": {"epochs": 3, "lr": 1e-3, "batch_triples": 4096},
+        "sampling": {"n_per_strategy": 60_000},
+        "train": {"epochs": 5, "lr": 1e-3, "batch_triples": 4096},
         "models": {
             "curatornet_l2": [0.0, 1e-4, 1e-3, 1e-2],
             "vbpr_l2": [0.0, 1e-4, 1e-3, 1e-2],

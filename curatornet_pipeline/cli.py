@@ -194,6 +194,37 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed_shard(args: argparse.Namespace) -> int:
+    """Embed shard i of n of the dataset's images into the shared embedding store."""
+    import dataclasses
+
+    from curatornet_pipeline.core import data
+    from curatornet_pipeline.core.embed import EmbedConfig, EmbeddingStore, embed_manifest
+    from curatornet_pipeline.definitions import build_resources
+
+    if not 0 <= args.shard < args.of:
+        print(
+            f"curatornet embed-shard: need 0 <= shard < of, got {args.shard}/{args.of}",
+            file=sys.stderr,
+        )
+        return 2
+    resources = build_resources()  # the profile, overrides and options the asset will use
+    dataset, pipeline = resources["dataset"], resources["pipeline"]
+    config = dataclasses.replace(
+        pipeline.build("embed", EmbedConfig), on_unreadable=dataset.on_unreadable_images
+    )
+    paths = dataset.paths()
+    options = dataset.read_options()
+    manifest, _ = data.image_manifest(paths.images, data.read_inventory(paths.inventory), options)
+    store = EmbeddingStore(f"{settings.storage_uri()}/embedding_store")
+    result = embed_manifest(manifest, config, store=store, shard=(args.shard, args.of))
+    print(
+        f"shard {args.shard}/{args.of}: embedded {result.n_embedded}, reused "
+        f"{result.n_reused}, dropped {len(result.dropped)} ({result.weights})"
+    )
+    return 0
+
+
 def cmd_lineage(args: argparse.Namespace) -> int:
     from curatornet_pipeline.runner import dagster_home
 
@@ -288,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights", default=None, help="imagenet | none | auto | /path/to/state_dict.pth"
     )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "embed-shard", help="embed one shard of the images into the shared store (a worker)"
+    )
+    p.add_argument("--shard", type=int, required=True, help="this worker's index i")
+    p.add_argument("--of", type=int, required=True, help="number of workers n")
+    p.set_defaults(func=cmd_embed_shard)
 
     p = sub.add_parser("lineage", help="trace a metric of the evaluation report to raw files")
     p.add_argument("--metric", default="auc", help="e.g. auc, recall@20, ndcg@100")

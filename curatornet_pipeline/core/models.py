@@ -14,6 +14,7 @@ Regularisation follows the reference TensorFlow code: ``tf.nn.l2_loss`` over the
 weights only (no biases), i.e. ``l2 * sum(0.5 * ||W||^2)``.
 """
 
+import copy
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -304,6 +305,183 @@ class VBPR(_ScaledInput):
             )  # (B,)
             loss = loss + l2 * 0.5 * (rows.mean() + self.embedding.pow(2).sum())
         return loss
+
+
+# ----------------------------------------------------------------------------- stacks
+
+
+class _Stack(nn.Module):
+    """M models of one kind and shape as stacked parameters (leading dim M), trained as one.
+
+    The variants of a grid (e.g. the four L2 weights) read the same triples in the same
+    order; stacked, every batch is gathered once and each layer is one wider product.
+    Gradients stay separate (the summed loss of disjoint parameters), and Adam is
+    elementwise, so one Adam over the stack updates each variant as its own Adam would.
+    """
+
+    names: tuple[str, ...] = ()
+
+    def _source_params(self, model: nn.Module) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def _stack_from(self, models: list[nn.Module]) -> None:
+        first = models[0]
+        for m in models[1:]:
+            if type(m) is not type(first) or m.config != first.config:
+                raise ValueError("a grid stacks models of one kind and one configuration")
+            if not (
+                torch.equal(m.feature_mean, first.feature_mean)
+                and torch.equal(m.feature_std, first.feature_std)
+            ):
+                raise ValueError("a grid stacks models with one feature scaler")
+        self.config = first.config
+        self.register_buffer("feature_mean", first.feature_mean.detach().clone())
+        self.register_buffer("feature_std", first.feature_std.detach().clone())
+        per_model = [self._source_params(m) for m in models]
+        self.stacked = nn.ParameterList(
+            nn.Parameter(torch.stack([p[k].detach() for p in per_model]).clone())
+            for k in range(len(per_model[0]))
+        )
+
+    def __len__(self) -> int:
+        return int(self.stacked[0].shape[0])
+
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.feature_mean) / self.feature_std
+
+    @torch.no_grad()
+    def write_back(self, j: int, model: nn.Module) -> None:
+        """Copy variant ``j``'s weights into ``model`` (a model of the stacked kind)."""
+        for dst, src in zip(self._source_params(model), self.stacked, strict=True):
+            dst.copy_(src[j])
+
+    def select(self, keep: list[int]) -> "_Stack":
+        """A stack of the variants ``keep`` only (same device), sharing no storage."""
+        new = copy.copy(self)
+        new._parameters, new._buffers, new._modules = {}, dict(self._buffers), {}
+        new.stacked = nn.ParameterList(nn.Parameter(p.detach()[keep].clone()) for p in self.stacked)
+        return new
+
+    def losses(self, batch: TripletBatch, l2: torch.Tensor) -> torch.Tensor:
+        """(M,) per-variant losses, each as the single model's ``loss(batch, l2[j])``."""
+        raise NotImplementedError
+
+
+class CuratorNetStack(_Stack):
+    """M CuratorNets: the item tower's first layer is one (U, F) @ (F, M*D) product, the
+    further layers batched products (bmm); profiles pooled once over (U, M*D)."""
+
+    kind = "curatornet"
+    needs_profiles = True
+
+    def __init__(self, models: list[CuratorNet]):
+        super().__init__()
+        self._stack_from(models)
+        self.n_item = sum(isinstance(m, nn.Linear) for m in models[0].item_tower)
+        self.n_user = sum(isinstance(m, nn.Linear) for m in models[0].user_tower)
+
+    def _source_params(self, model: CuratorNet) -> list[torch.Tensor]:
+        out = []
+        for tower in (model.item_tower, model.user_tower):
+            for m in tower:
+                if isinstance(m, nn.Linear):
+                    out += [m.weight, m.bias]
+        return out
+
+    def _layer(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        w, b = self.stacked[2 * k], self.stacked[2 * k + 1]  # (M, out, in), (M, out)
+        return _SELUFunction.apply(torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)))
+
+    def embed_items(self, x: torch.Tensor) -> torch.Tensor:
+        """(U, F) raw features -> (M, U, D) item vectors of every variant."""
+        w, b = self.stacked[0], self.stacked[1]
+        m, d1 = w.shape[0], w.shape[1]
+        h = F.linear(self.scale(x), w.reshape(m * d1, -1), b.reshape(-1))  # (U, M*D1)
+        h = _SELUFunction.apply(h).view(-1, m, d1).transpose(0, 1).contiguous()  # (M, U, D1)
+        for k in range(1, self.n_item):
+            h = self._layer(k, h)
+        return h
+
+    def score_pairs(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(s_pos, s_neg), each (M, B)."""
+        h = self.embed_items(batch.x)  # (M, U, D)
+        m, n_u, d = h.shape
+        wide = h.transpose(0, 1).reshape(n_u, m * d)  # (U, M*D): pooling is per column
+        pooled = pool_profiles(wide, batch.profile_items, batch.profile_offsets)  # (B, 2*M*D)
+        b = pooled.shape[0]
+        mean, amax = pooled.view(b, 2, m, d).unbind(1)  # (B, M, D) each
+        z = torch.cat([mean, amax], dim=2).transpose(0, 1).contiguous()  # (M, B, 2D)
+        for k in range(self.n_item, self.n_item + self.n_user):
+            z = self._layer(k, z)
+        s_pos = (z * h[:, batch.positive]).sum(dim=2)
+        s_neg = (z * h[:, batch.negative]).sum(dim=2)
+        return s_pos, s_neg
+
+    def l2_penalties(self) -> torch.Tensor:
+        """(M,) sum(0.5 * ||W||^2) over each variant's weight matrices (biases excluded)."""
+        return sum(0.5 * w.pow(2).sum(dim=(1, 2)) for w in list(self.stacked)[0::2])
+
+    def losses(self, batch: TripletBatch, l2: torch.Tensor) -> torch.Tensor:
+        s_pos, s_neg = self.score_pairs(batch)
+        return F.softplus(s_neg - s_pos).mean(dim=1) + l2 * self.l2_penalties()
+
+
+class VBPRStack(_Stack):
+    """M VBPRs: E f_i of every variant in one (U, F) @ (F, M*K') product."""
+
+    kind = "vbpr"
+    needs_profiles = False
+
+    def __init__(self, models: list[VBPR]):
+        super().__init__()
+        self._stack_from(models)
+
+    def _source_params(self, model: VBPR) -> list[torch.Tensor]:
+        return [
+            model.gamma_user, model.theta_user, model.gamma_item,
+            model.beta_item, model.embedding, model.beta_visual,
+        ]  # fmt: skip
+
+    def _tables(self):
+        return tuple(self.stacked)
+
+    def score_pairs(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_ui, x_uj), each (M, B)."""
+        g_u, t_u, g_i, b_i, e, b_v = self._tables()
+        m, k_vis = e.shape[0], e.shape[1]
+        if batch.users.numel() and int(batch.users.min()) < 0:
+            raise ValueError("VBPR has no vector for unknown users (user index -1)")
+        f = self.scale(batch.x)  # (U, F)
+        visual = (f @ e.reshape(m * k_vis, -1).T).view(-1, m, k_vis).transpose(0, 1)  # (M, U, K')
+        vectors = torch.cat([g_i[:, batch.items], visual], dim=2)  # (M, U, K+K')
+        bias = b_i[:, batch.items] + (f @ b_v.T).T  # (M, U)
+        w_u = torch.cat([g_u[:, batch.users], t_u[:, batch.users]], dim=2)  # (M, B, K+K')
+        s_pos = (w_u * vectors[:, batch.positive]).sum(2) + bias[:, batch.positive]
+        s_neg = (w_u * vectors[:, batch.negative]).sum(2) + bias[:, batch.negative]
+        return s_pos, s_neg
+
+    def losses(self, batch: TripletBatch, l2: torch.Tensor) -> torch.Tensor:
+        s_pos, s_neg = self.score_pairs(batch)
+        loss = F.softplus(s_neg - s_pos).mean(dim=1)
+        g_u, t_u, g_i, _, e, _ = self._tables()
+        u = batch.users
+        i, j = batch.items[batch.positive], batch.items[batch.negative]
+        rows = (
+            g_u[:, u].pow(2).sum(2) + t_u[:, u].pow(2).sum(2)
+            + g_i[:, i].pow(2).sum(2) + g_i[:, j].pow(2).sum(2)
+        )  # (M, B)  # fmt: skip
+        return loss + l2 * 0.5 * (rows.mean(dim=1) + e.pow(2).sum(dim=(1, 2)))
+
+
+def stack_models(models: list[CuratorNet | VBPR]) -> CuratorNetStack | VBPRStack:
+    """The stack of ``models`` (one kind, one configuration, one scaler)."""
+    if not models:
+        raise ValueError("a grid needs at least one model")
+    if isinstance(models[0], CuratorNet):
+        return CuratorNetStack(models)
+    if isinstance(models[0], VBPR):
+        return VBPRStack(models)
+    raise TypeError(f"cannot stack {type(models[0]).__name__}")
 
 
 # ----------------------------------------------------------------------------- model files

@@ -106,6 +106,7 @@ def models(
 
         def on_epoch(stats: train_core.EpochStats) -> None:
             row = dataclasses.asdict(stats)
+            row.update(row.pop("metrics"))  # the evaluator's figures, flat
             run.log_metrics(
                 {k: v for k, v in row.items() if k not in ("epoch", "improved")}, step=stats.epoch
             )

@@ -337,3 +337,29 @@ def test_grid_calls_the_evaluator_per_variant_with_that_variants_weights():
         for ha, hg in zip(a.history, g.history, strict=True):
             assert hg.metrics["val_margin"] == pytest.approx(ha.metrics["val_margin"], rel=1e-3)
     assert grid[0].history[-1].metrics != grid[1].history[-1].metrics
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_vbpr_sparse_rows_move_only_the_rows_of_the_batch(sparse):
+    from curatornet_pipeline.core.train import _Optimizer
+
+    triplets, features = _planted(400)
+    model = _vbpr(features)
+    config = replace(FAST, sparse_rows=sparse, lr=1e-2)
+    optimizer = _Optimizer(model, config)
+    ts = _TripleSet(triplets, ~triplets.is_validation, True, True)
+    first = np.flatnonzero(ts.user < N_USERS // 2)
+    second = np.flatnonzero(ts.user >= N_USERS // 2)
+    x = torch.from_numpy(features)
+    for idx in (first, second):
+        batch = ts.batch(idx, x, torch.device("cpu"))
+        optimizer.zero_grad()
+        model.loss(batch, 1e-3).backward()
+        optimizer.step()
+        if idx is first:
+            after_first = model.gamma_user.detach().clone()
+    moved = ~torch.isclose(model.gamma_user.detach(), after_first).all(dim=1)
+    # step 2 touches only the second half's users; dense Adam's momentum also moves the first
+    assert moved[N_USERS // 2 :].all()
+    assert bool(moved[: N_USERS // 2].any()) is (not sparse)
+    assert (model.gamma_user.grad.is_sparse) is sparse

@@ -265,21 +265,35 @@ class VBPR(_ScaledInput):
         self.beta_item = nn.Parameter(torch.zeros(c.n_items))
         self.embedding = nn.Parameter(torch.randn(c.visual_dim, c.input_dim) * c.init_std)  # E
         self.beta_visual = nn.Parameter(torch.zeros(c.input_dim))  # beta'
+        # sparse row gradients of the latent tables (training sets it; see sparse_parameters)
+        self.sparse_grad = False
         self._init_scaler(c.input_dim, feature_mean, feature_std)
 
     def item_terms(self, items: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """([gamma_i || E f_i], beta_i + beta'.f_i) for (N,) items with (N, input_dim) features."""
         f = self.scale(x)  # (N, F)
         visual = f @ self.embedding.T  # (N, K')
-        vectors = torch.cat([self.gamma_item[items], visual], dim=1)  # (N, K + K')
+        vectors = torch.cat([self._rows(self.gamma_item, items), visual], dim=1)  # (N, K + K')
         bias = self.beta_item[items] + f @ self.beta_visual  # (N,)
         return vectors, bias
+
+    SPARSE = ("gamma_user", "theta_user", "gamma_item")  # the (rows x K) latent tables
+
+    def _rows(self, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``table[index]``; with ``sparse_grad`` the gradient holds only the used rows."""
+        return F.embedding(index, table, sparse=self.sparse_grad)
+
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        """The latent tables, whose gradients are sparse when ``sparse_grad`` is set."""
+        return [getattr(self, name) for name in self.SPARSE]
 
     def user_terms(self, users: torch.Tensor) -> torch.Tensor:
         """[gamma_u || theta_u]: (B,) user indices -> (B, K + K')."""
         if users.numel() and int(users.min()) < 0:
             raise ValueError("VBPR has no vector for unknown users (user index -1)")
-        return torch.cat([self.gamma_user[users], self.theta_user[users]], dim=1)
+        return torch.cat(
+            [self._rows(self.gamma_user, users), self._rows(self.theta_user, users)], 1
+        )
 
     def score_pairs(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_ui, x_uj), each (B,)."""
@@ -298,10 +312,10 @@ class VBPR(_ScaledInput):
             i = batch.items[batch.positive]
             j = batch.items[batch.negative]
             rows = (
-                self.gamma_user[u].pow(2).sum(1)
-                + self.theta_user[u].pow(2).sum(1)
-                + self.gamma_item[i].pow(2).sum(1)
-                + self.gamma_item[j].pow(2).sum(1)
+                self._rows(self.gamma_user, u).pow(2).sum(1)
+                + self._rows(self.theta_user, u).pow(2).sum(1)
+                + self._rows(self.gamma_item, i).pow(2).sum(1)
+                + self._rows(self.gamma_item, j).pow(2).sum(1)
             )  # (B,)
             loss = loss + l2 * 0.5 * (rows.mean() + self.embedding.pow(2).sum())
         return loss
@@ -319,7 +333,10 @@ class _Stack(nn.Module):
     elementwise, so one Adam over the stack updates each variant as its own Adam would.
     """
 
-    names: tuple[str, ...] = ()
+    # parameters stacked along their columns, (rows, M*K), not a leading dim: embedding
+    # tables, so that F.embedding gathers a row of every variant at once (sparse gradients)
+    column_stacked: tuple[int, ...] = ()
+    sparse_grad = False
 
     def _source_params(self, model: nn.Module) -> list[torch.Tensor]:
         raise NotImplementedError
@@ -335,16 +352,27 @@ class _Stack(nn.Module):
             ):
                 raise ValueError("a grid stacks models with one feature scaler")
         self.config = first.config
+        self.n_variants = len(models)
         self.register_buffer("feature_mean", first.feature_mean.detach().clone())
         self.register_buffer("feature_std", first.feature_std.detach().clone())
         per_model = [self._source_params(m) for m in models]
-        self.stacked = nn.ParameterList(
-            nn.Parameter(torch.stack([p[k].detach() for p in per_model]).clone())
-            for k in range(len(per_model[0]))
-        )
+        stacked = []
+        for k in range(len(per_model[0])):
+            parts = [p[k].detach() for p in per_model]
+            t = torch.cat(parts, dim=1) if k in self.column_stacked else torch.stack(parts)
+            stacked.append(nn.Parameter(t.clone()))
+        self.stacked = nn.ParameterList(stacked)
 
     def __len__(self) -> int:
-        return int(self.stacked[0].shape[0])
+        return self.n_variants
+
+    def take(self, k: int, t: torch.Tensor, keep: list[int] | int) -> torch.Tensor:
+        """Variants ``keep`` (a list: still stacked; an int: one variant's tensor) of a
+        tensor shaped as stacked parameter ``k`` (the parameter or its optimizer state)."""
+        if k in self.column_stacked:
+            v = t.view(t.shape[0], self.n_variants, -1)[:, keep]
+            return v.reshape(t.shape[0], -1) if isinstance(keep, list) else v
+        return t[keep]
 
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.feature_mean) / self.feature_std
@@ -352,15 +380,21 @@ class _Stack(nn.Module):
     @torch.no_grad()
     def write_back(self, j: int, model: nn.Module) -> None:
         """Copy variant ``j``'s weights into ``model`` (a model of the stacked kind)."""
-        for dst, src in zip(self._source_params(model), self.stacked, strict=True):
-            dst.copy_(src[j])
+        for k, (dst, src) in enumerate(zip(self._source_params(model), self.stacked, strict=True)):
+            dst.copy_(self.take(k, src.detach(), j))
 
     def select(self, keep: list[int]) -> "_Stack":
         """A stack of the variants ``keep`` only (same device), sharing no storage."""
         new = copy.copy(self)
         new._parameters, new._buffers, new._modules = {}, dict(self._buffers), {}
-        new.stacked = nn.ParameterList(nn.Parameter(p.detach()[keep].clone()) for p in self.stacked)
+        new.stacked = nn.ParameterList(
+            nn.Parameter(self.take(k, p.detach(), keep).clone()) for k, p in enumerate(self.stacked)
+        )
+        new.n_variants = len(keep)
         return new
+
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        return [self.stacked[k] for k in self.column_stacked]
 
     def losses(self, batch: TripletBatch, l2: torch.Tensor) -> torch.Tensor:
         """(M,) per-variant losses, each as the single model's ``loss(batch, l2[j])``."""
@@ -442,20 +476,24 @@ class VBPRStack(_Stack):
             model.beta_item, model.embedding, model.beta_visual,
         ]  # fmt: skip
 
-    def _tables(self):
-        return tuple(self.stacked)
+    column_stacked = (0, 1, 2)  # gamma_user, theta_user, gamma_item: (rows, M*K)
+
+    def _rows(self, k: int, index: torch.Tensor) -> torch.Tensor:
+        """(M, N, K) rows ``index`` of every variant's table k, one gather for all."""
+        t = F.embedding(index, self.stacked[k], sparse=self.sparse_grad)  # (N, M*K)
+        return t.view(len(index), self.n_variants, -1).transpose(0, 1)
 
     def score_pairs(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_ui, x_uj), each (M, B)."""
-        g_u, t_u, g_i, b_i, e, b_v = self._tables()
+        _, _, _, b_i, e, b_v = tuple(self.stacked)
         m, k_vis = e.shape[0], e.shape[1]
         if batch.users.numel() and int(batch.users.min()) < 0:
             raise ValueError("VBPR has no vector for unknown users (user index -1)")
         f = self.scale(batch.x)  # (U, F)
         visual = (f @ e.reshape(m * k_vis, -1).T).view(-1, m, k_vis).transpose(0, 1)  # (M, U, K')
-        vectors = torch.cat([g_i[:, batch.items], visual], dim=2)  # (M, U, K+K')
+        vectors = torch.cat([self._rows(2, batch.items), visual], dim=2)  # (M, U, K+K')
         bias = b_i[:, batch.items] + (f @ b_v.T).T  # (M, U)
-        w_u = torch.cat([g_u[:, batch.users], t_u[:, batch.users]], dim=2)  # (M, B, K+K')
+        w_u = torch.cat([self._rows(0, batch.users), self._rows(1, batch.users)], dim=2)
         s_pos = (w_u * vectors[:, batch.positive]).sum(2) + bias[:, batch.positive]
         s_neg = (w_u * vectors[:, batch.negative]).sum(2) + bias[:, batch.negative]
         return s_pos, s_neg
@@ -463,12 +501,12 @@ class VBPRStack(_Stack):
     def losses(self, batch: TripletBatch, l2: torch.Tensor) -> torch.Tensor:
         s_pos, s_neg = self.score_pairs(batch)
         loss = F.softplus(s_neg - s_pos).mean(dim=1)
-        g_u, t_u, g_i, _, e, _ = self._tables()
+        e = self.stacked[4]
         u = batch.users
         i, j = batch.items[batch.positive], batch.items[batch.negative]
         rows = (
-            g_u[:, u].pow(2).sum(2) + t_u[:, u].pow(2).sum(2)
-            + g_i[:, i].pow(2).sum(2) + g_i[:, j].pow(2).sum(2)
+            self._rows(0, u).pow(2).sum(2) + self._rows(1, u).pow(2).sum(2)
+            + self._rows(2, i).pow(2).sum(2) + self._rows(2, j).pow(2).sum(2)
         )  # (M, B)  # fmt: skip
         return loss + l2 * 0.5 * (rows.mean(dim=1) + e.pow(2).sum(dim=(1, 2)))
 

@@ -54,6 +54,9 @@ class TrainConfig:
     # re-run keeps the model's data version; costs little on CPU
     deterministic: bool = True
     bf16: bool = False  # bfloat16 autocast of the matmuls (not in the paper; ~4x on AVX512-BF16)
+    # VBPR: sparse gradients of the user/item latent tables, updated by SparseAdam (only the
+    # rows of a batch move, as in BPR's per-sample SGD); dense Adam for the rest
+    sparse_rows: bool = True
     # the validation figure that drives early stopping and the best epoch (higher is better):
     # "auto" is "val_auc" when an evaluator is given, else "val_accuracy"
     monitor: str = "auto"
@@ -344,8 +347,7 @@ def _train(
 
     model.to(device).train()
     features_t = torch.as_tensor(np.asarray(features, dtype=np.float32), device=device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: _lr_factor(config, e))
+    optimizer = _Optimizer(model, config)
     rng = np.random.default_rng(config.seed)
     tracker = _Tracker(monitor)
     seconds, train_seconds, n_trained = 0.0, 0.0, 0
@@ -362,7 +364,6 @@ def _train(
             raise ValueError(f"{ckpt_path}: checkpoint of another configuration; delete it")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["torch_rng"].cpu())
         rng.bit_generator.state = ckpt["numpy_rng"]
         tracker.load(ckpt["tracker"])
@@ -376,7 +377,8 @@ def _train(
         if tracker.stale >= config.patience:
             break
         t0 = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
+        lr = config.lr * _lr_factor(config, epoch)
+        optimizer.set_lr(lr)
         order = rng.permutation(len(train_set))
         loss_sum = torch.zeros((), device=device)
         for batch in train_set.batches(order, config, features_t, device):
@@ -391,7 +393,6 @@ def _train(
         t_train = time.perf_counter() - t0
         val_acc = accuracy(model, val_set, config, features_t, device)
         metrics = _evaluate(model, evaluator)
-        scheduler.step()
         epoch_seconds = time.perf_counter() - t0
         seconds += epoch_seconds
         train_seconds += t_train
@@ -418,7 +419,6 @@ def _train(
                     "epoch": epoch + 1,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
                     "torch_rng": torch.get_rng_state(),
                     "numpy_rng": rng.bit_generator.state,
                     "tracker": tracker.state(),
@@ -430,7 +430,59 @@ def _train(
         if callback is not None:
             callback(stats)
 
+    if isinstance(model, VBPR):
+        model.sparse_grad = False
     return _result(model, tracker, seconds, n_trained, train_seconds)
+
+
+class _Optimizer:
+    """Adam, or for VBPR with ``sparse_rows`` SparseAdam on the latent tables + Adam on the rest."""
+
+    def __init__(self, model, config: TrainConfig):
+        sparse = model.kind == "vbpr" and config.sparse_rows
+        if model.kind == "vbpr":
+            model.sparse_grad = sparse
+        tables = {id(p) for p in model.sparse_parameters()} if sparse else set()
+        params = list(model.parameters())
+        # the parameter indices each part holds (their state is sliced when a grid shrinks)
+        self.index = [[k for k, p in enumerate(params) if id(p) not in tables]]
+        self.parts = [torch.optim.Adam([params[k] for k in self.index[0]], lr=config.lr)]
+        if sparse:
+            self.index.append([k for k, p in enumerate(params) if id(p) in tables])
+            self.parts.append(
+                torch.optim.SparseAdam([params[k] for k in self.index[1]], lr=config.lr)
+            )
+
+    def shrink(self, old_stack, new_stack, keep: list[int], config: TrainConfig) -> "_Optimizer":
+        """The optimizer of ``new_stack`` (``old_stack.select(keep)``), its state sliced."""
+        states = self.state_dict()
+        for index, state in zip(self.index, states, strict=True):
+            for pos, s in state["state"].items():
+                for key in ("exp_avg", "exp_avg_sq"):
+                    s[key] = old_stack.take(index[pos], s[key], keep)
+        new = _Optimizer(new_stack, config)
+        new.load_state_dict(states)
+        return new
+
+    def set_lr(self, lr: float) -> None:
+        for part in self.parts:
+            for group in part.param_groups:
+                group["lr"] = lr
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for part in self.parts:
+            part.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for part in self.parts:
+            part.step()
+
+    def state_dict(self) -> list[dict]:
+        return [part.state_dict() for part in self.parts]
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        for part, state in zip(self.parts, states, strict=True):
+            part.load_state_dict(state)
 
 
 def _log_epoch(name: str, stats: EpochStats) -> None:
@@ -517,7 +569,7 @@ def _train_grid(
     features_t = torch.as_tensor(np.asarray(features, dtype=np.float32), device=device)
     stack = stack_models(list(models)).to(device).train()
     active = list(range(n))  # variants still training, in stack order
-    optimizer = torch.optim.Adam(stack.parameters(), lr=config.lr)
+    optimizer = _Optimizer(stack, config)
     rng = np.random.default_rng(config.seed)
     trackers = [_Tracker(monitor) for _ in models]
     seconds, train_seconds, n_trained = 0.0, 0.0, [0] * n
@@ -532,7 +584,7 @@ def _train_grid(
         active = list(ckpt["active"])
         stack = stack.select(active)
         stack.load_state_dict(ckpt["stack"])
-        optimizer = torch.optim.Adam(stack.parameters(), lr=config.lr)
+        optimizer = _Optimizer(stack, config)
         optimizer.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["torch_rng"].cpu())
         rng.bit_generator.state = ckpt["numpy_rng"]
@@ -548,20 +600,15 @@ def _train_grid(
     for epoch in range(start_epoch, config.epochs):
         keep = [k for k, i in enumerate(active) if trackers[i].stale < config.patience]
         if len(keep) < len(active):  # stopped variants leave the stack with their Adam state
-            state = optimizer.state_dict()
-            stack = stack.select(keep)
-            for s in state["state"].values():
-                for key in ("exp_avg", "exp_avg_sq"):
-                    s[key] = s[key][keep]
-            optimizer = torch.optim.Adam(stack.parameters(), lr=config.lr)
-            optimizer.load_state_dict(state)
+            smaller = stack.select(keep)
+            optimizer = optimizer.shrink(stack, smaller, keep, config)
+            stack = smaller
             active = [active[k] for k in keep]
         if not active:
             break
         t0 = time.perf_counter()
         lr = config.lr * _lr_factor(config, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        optimizer.set_lr(lr)
         l2 = torch.tensor([l2s[i] for i in active], dtype=torch.float32, device=device)
         order = rng.permutation(len(train_set))
         loss_sum = torch.zeros(len(active), device=device)

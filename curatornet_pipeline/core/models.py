@@ -40,6 +40,7 @@ class TripletBatch:
     positive: torch.Tensor  # (B,) int64 local index into ``items``
     negative: torch.Tensor  # (B,) int64 local index into ``items``
     users: torch.Tensor  # (B,) int64 user index, -1 for artificial profiles
+    scaled: bool = False  # x already z-scored by the model's scaler (training pre-scales once)
 
     def __len__(self) -> int:
         return int(self.positive.shape[0])
@@ -92,36 +93,6 @@ class CuratorNetConfig:
             )
 
 
-_SELU_LAMBDA = 1.0507009873554804934193349852946  # Klambauer et al. (2017)
-_SELU_ALPHA = 1.6732632423543772848170429916717
-
-
-class _SELUFunction(torch.autograd.Function):
-    """SELU with exp instead of expm1: PyTorch's CPU ``elu`` runs a scalar expm1 and is
-    5x slower than the matmuls it follows. Absolute error ~1e-7 near 0, as fp32 itself."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        neg = torch.exp(torch.clamp(x, max=0.0)).sub_(1.0).mul_(_SELU_ALPHA)
-        y = torch.where(x > 0, x, neg).mul_(_SELU_LAMBDA)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (y,) = ctx.saved_tensors
-        # dy/dx = lambda for x > 0, lambda*alpha*e^x = y + lambda*alpha otherwise
-        slope = torch.where(y > 0, _SELU_LAMBDA, y + _SELU_LAMBDA * _SELU_ALPHA)
-        return grad * slope
-
-
-class SELU(nn.Module):
-    """Scaled exponential linear unit (Klambauer et al., 2017), same values as ``nn.SELU``."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _SELUFunction.apply(x)
-
-
 def _selu_mlp(sizes: list[int]) -> nn.Sequential:
     """Dense + SELU on every layer, the last included (as ``tf.layers.dense(activation=selu)``
     on every layer of the reference code). LeCun-normal weights, zero biases, as SELU's
@@ -131,51 +102,25 @@ def _selu_mlp(sizes: list[int]) -> nn.Sequential:
         linear = nn.Linear(n_in, n_out)
         nn.init.normal_(linear.weight, std=1.0 / math.sqrt(n_in))
         nn.init.zeros_(linear.bias)
-        layers += [linear, SELU()]
+        layers += [linear, nn.SELU()]
     return nn.Sequential(*layers)
-
-
-class _PoolProfiles(torch.autograd.Function):
-    """[mean || max] over ragged profiles read straight from the unique item vectors.
-
-    Forward gathers the profile rows once and uses segment reductions; backward scatters
-    into the (U, D) item vectors with one ``index_add_`` (autograd's generic gather and
-    segment-max backward are 3x slower on CPU). Ties of the max share the gradient evenly.
-    Pools in fp32 under bf16 autocast (CPU segment reductions are slow in bf16).
-    """
-
-    @staticmethod
-    def forward(ctx, h: torch.Tensor, profile_items: torch.Tensor, offsets: torch.Tensor):
-        ctx.in_dtype = h.dtype
-        h = h.float()
-        lengths = offsets[1:] - offsets[:-1]  # (B,)
-        h_p = h.index_select(0, profile_items)  # (S, D)
-        mean = torch.segment_reduce(h_p, "mean", lengths=lengths, axis=0)  # (B, D)
-        amax = torch.segment_reduce(h_p, "max", lengths=lengths, axis=0)  # (B, D)
-        seg = torch.repeat_interleave(torch.arange(len(lengths), device=h.device), lengths)  # (S,)
-        is_max = h_p == amax.index_select(0, seg)  # (S, D)
-        ctx.save_for_backward(profile_items, lengths, seg, is_max)
-        ctx.n_items = h.shape[0]
-        return torch.cat([mean, amax], dim=1)  # (B, 2D)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        profile_items, lengths, seg, is_max = ctx.saved_tensors
-        g_mean, g_max = grad.chunk(2, dim=1)  # (B, D) each
-        n_max = torch.segment_reduce(is_max.to(grad.dtype), "sum", lengths=lengths, axis=0)
-        g_p = (g_mean / lengths.unsqueeze(1).to(grad.dtype)).index_select(0, seg)  # (S, D)
-        g_p.addcmul_(is_max.to(grad.dtype), (g_max / n_max.clamp(min=1)).index_select(0, seg))
-        g_h = torch.zeros(ctx.n_items, g_mean.shape[1], dtype=grad.dtype, device=grad.device)
-        g_h.index_add_(0, profile_items, g_p)
-        return g_h.to(ctx.in_dtype), None, None
 
 
 def pool_profiles(
     h: torch.Tensor, profile_items: torch.Tensor, profile_offsets: torch.Tensor
 ) -> torch.Tensor:
     """[mean || max] of ragged profiles: h (U, D) item vectors, profile k is the rows
-    ``profile_items[offsets[k]:offsets[k+1]]`` of h (non-empty). Returns (B, 2D); no padding."""
-    return _PoolProfiles.apply(h, profile_items, profile_offsets)
+    ``profile_items[offsets[k]:offsets[k+1]]`` of h (non-empty). Returns (B, 2D); no padding.
+
+    ``F.embedding_bag`` reads the rows straight from h (no (S, D) gather) and its autograd
+    backward beat a hand-written one (benchmarks/bench_kernels.py). Pools in fp32 under
+    bf16 autocast. Ties of the max send the gradient to one of the tied rows.
+    """
+    h = h.float()
+    starts = profile_offsets[:-1]
+    mean = F.embedding_bag(profile_items, h, starts, mode="mean")  # (B, D)
+    amax = F.embedding_bag(profile_items, h, starts, mode="max")  # (B, D)
+    return torch.cat([mean, amax], dim=1)
 
 
 class CuratorNet(_ScaledInput):
@@ -198,9 +143,9 @@ class CuratorNet(_ScaledInput):
         self.user_tower = _selu_mlp([2 * d_item, *config.user_layers])
         self._init_scaler(config.input_dim, feature_mean, feature_std)
 
-    def embed_items(self, x: torch.Tensor) -> torch.Tensor:
-        """f(x): (N, input_dim) raw features -> (N, D) item vectors."""
-        return self.item_tower(self.scale(x))
+    def embed_items(self, x: torch.Tensor, scaled: bool = False) -> torch.Tensor:
+        """f(x): (N, input_dim) raw (or already ``scaled``) features -> (N, D) item vectors."""
+        return self.item_tower(x if scaled else self.scale(x))
 
     def embed_users(
         self, h: torch.Tensor, profile_items: torch.Tensor, profile_offsets: torch.Tensor
@@ -210,7 +155,7 @@ class CuratorNet(_ScaledInput):
 
     def score_pairs(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(s_pos, s_neg), each (B,): x_ui and x_uj of every triple."""
-        h = self.embed_items(batch.x)  # (U, D) once per unique item
+        h = self.embed_items(batch.x, batch.scaled)  # (U, D) once per unique item
         u = self.embed_users(h, batch.profile_items, batch.profile_offsets)  # (B, D)
         s_pos = (u * h.index_select(0, batch.positive)).sum(dim=1)  # (B,)
         s_neg = (u * h.index_select(0, batch.negative)).sum(dim=1)  # (B,)
@@ -269,9 +214,11 @@ class VBPR(_ScaledInput):
         self.sparse_grad = False
         self._init_scaler(c.input_dim, feature_mean, feature_std)
 
-    def item_terms(self, items: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def item_terms(
+        self, items: torch.Tensor, x: torch.Tensor, scaled: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """([gamma_i || E f_i], beta_i + beta'.f_i) for (N,) items with (N, input_dim) features."""
-        f = self.scale(x)  # (N, F)
+        f = x if scaled else self.scale(x)  # (N, F)
         visual = f @ self.embedding.T  # (N, K')
         vectors = torch.cat([self._rows(self.gamma_item, items), visual], dim=1)  # (N, K + K')
         bias = self.beta_item[items] + f @ self.beta_visual  # (N,)
@@ -297,7 +244,7 @@ class VBPR(_ScaledInput):
 
     def score_pairs(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_ui, x_uj), each (B,)."""
-        v, b = self.item_terms(batch.items, batch.x)  # (U, K+K'), (U,)
+        v, b = self.item_terms(batch.items, batch.x, batch.scaled)  # (U, K+K'), (U,)
         w_u = self.user_terms(batch.users)  # (B, K+K')
         s_pos = (w_u * v[batch.positive]).sum(dim=1) + b[batch.positive]  # (B,)
         s_neg = (w_u * v[batch.negative]).sum(dim=1) + b[batch.negative]  # (B,)
@@ -424,21 +371,22 @@ class CuratorNetStack(_Stack):
 
     def _layer(self, k: int, h: torch.Tensor) -> torch.Tensor:
         w, b = self.stacked[2 * k], self.stacked[2 * k + 1]  # (M, out, in), (M, out)
-        return _SELUFunction.apply(torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)))
+        return F.selu(torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)))
 
-    def embed_items(self, x: torch.Tensor) -> torch.Tensor:
-        """(U, F) raw features -> (M, U, D) item vectors of every variant."""
+    def embed_items(self, x: torch.Tensor, scaled: bool = False) -> torch.Tensor:
+        """(U, F) raw (or ``scaled``) features -> (M, U, D) item vectors of every variant."""
         w, b = self.stacked[0], self.stacked[1]
         m, d1 = w.shape[0], w.shape[1]
-        h = F.linear(self.scale(x), w.reshape(m * d1, -1), b.reshape(-1))  # (U, M*D1)
-        h = _SELUFunction.apply(h).view(-1, m, d1).transpose(0, 1).contiguous()  # (M, U, D1)
+        x = x if scaled else self.scale(x)
+        h = F.linear(x, w.reshape(m * d1, -1), b.reshape(-1))  # (U, M*D1)
+        h = F.selu(h).view(-1, m, d1).transpose(0, 1).contiguous()  # (M, U, D1)
         for k in range(1, self.n_item):
             h = self._layer(k, h)
         return h
 
     def score_pairs(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(s_pos, s_neg), each (M, B)."""
-        h = self.embed_items(batch.x)  # (M, U, D)
+        h = self.embed_items(batch.x, batch.scaled)  # (M, U, D)
         m, n_u, d = h.shape
         wide = h.transpose(0, 1).reshape(n_u, m * d)  # (U, M*D): pooling is per column
         pooled = pool_profiles(wide, batch.profile_items, batch.profile_offsets)  # (B, 2*M*D)
@@ -489,7 +437,7 @@ class VBPRStack(_Stack):
         m, k_vis = e.shape[0], e.shape[1]
         if batch.users.numel() and int(batch.users.min()) < 0:
             raise ValueError("VBPR has no vector for unknown users (user index -1)")
-        f = self.scale(batch.x)  # (U, F)
+        f = batch.x if batch.scaled else self.scale(batch.x)  # (U, F)
         visual = (f @ e.reshape(m * k_vis, -1).T).view(-1, m, k_vis).transpose(0, 1)  # (M, U, K')
         vectors = torch.cat([self._rows(2, batch.items), visual], dim=2)  # (M, U, K+K')
         bias = b_i[:, batch.items] + (f @ b_v.T).T  # (M, U)

@@ -363,3 +363,34 @@ def test_vbpr_sparse_rows_move_only_the_rows_of_the_batch(sparse):
     assert moved[N_USERS // 2 :].all()
     assert bool(moved[: N_USERS // 2].any()) is (not sparse)
     assert (model.gamma_user.grad.is_sparse) is sparse
+
+
+def test_device_from_settings_auto_picks_cuda_only_when_present(monkeypatch):
+    from curatornet_pipeline.core.train import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    # the one place the loop branches on CUDA: with it present, "auto" means cuda
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert TrainConfig().device == "auto"
+
+
+def test_the_training_step_runs_on_the_meta_device():
+    """Device-agnostic step: model, batch and Adam on "meta" (shapes only, no data)."""
+    from curatornet_pipeline.core.train import _Optimizer
+
+    triplets, features = _planted(200)
+    ts = _TripleSet(triplets, ~triplets.is_validation, True, False)
+    batch = ts.batch(np.arange(32), torch.from_numpy(features), torch.device("cpu"))
+    meta = torch.device("meta")
+    for name, value in vars(batch).items():
+        if isinstance(value, torch.Tensor):
+            setattr(batch, name, value.to(meta))
+    model = _curatornet(features).to(meta)
+    optimizer = _Optimizer(model, FAST)
+    loss = model.loss(batch, 1e-3)
+    loss.backward()
+    optimizer.step()
+    assert loss.device == meta and all(p.device == meta for p in model.parameters())

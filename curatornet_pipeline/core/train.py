@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from curatornet_pipeline.core import ragged
 from curatornet_pipeline.core.models import VBPR, CuratorNet, TripletBatch, stack_models
 from curatornet_pipeline.core.types import Triplets
 
@@ -220,12 +221,7 @@ class _TripleSet:
         b = len(idx)
         if self.with_profiles:
             p = self.profile[idx]
-            lengths = self.sizes[idx]
-            offsets = np.zeros(b + 1, dtype=np.int64)
-            np.cumsum(lengths, out=offsets[1:])
-            # flat positions of every profile's items in t.profile_items
-            flat = np.repeat(self.offsets[p] - offsets[:-1], lengths) + np.arange(offsets[-1])
-            prof = self.items[flat]
+            offsets, prof = ragged.take_rows(self.offsets, self.items, p)
         else:
             offsets = np.zeros(b + 1, dtype=np.int64)
             prof = np.zeros(0, dtype=np.int64)

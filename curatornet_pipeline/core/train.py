@@ -7,8 +7,13 @@ mini-batches cut by a budget of profile items. VBPR (He & McAuley, AAAI 2016) go
 the same loop on the triples of real users.
 
 Batches hold every unique item once (see :class:`~curatornet_pipeline.core.models.TripletBatch`).
-Checkpoints after every epoch carry all state (weights, Adam, scheduler, RNGs, history), so a
-killed run resumed from its checkpoint ends with the same weights as an uninterrupted one.
+Checkpoints after every epoch carry all state (weights, Adam, RNGs, history, best epoch), so
+a killed run resumed from its checkpoint ends with the same weights as an uninterrupted one.
+
+:func:`train_grid` trains the variants of one model that differ only in L2 in one pass (the
+paper's lambda grid), each with its own Adam state and early stopping. An optional
+``evaluator`` (model -> named validation figures, e.g. a ranking AUC over held-out baskets)
+runs after every epoch; ``TrainConfig.monitor`` names the figure that picks the best epoch.
 """
 
 import copy

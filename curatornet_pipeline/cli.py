@@ -75,9 +75,15 @@ def _ensure_dataset(data_root: Path, scale: str, seed: int) -> None:
     generate(SynthConfig(scale=scale, seed=seed), data_root)
 
 
+def _terminate_as_interrupt(signum, frame) -> None:
+    """SIGTERM (a service manager, `timeout`) unwinds like Ctrl-C: children are stopped."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from curatornet_pipeline.runner import dagster_home
 
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     dagster_home()
     data_root = Path(args.data or settings.data_dir()).resolve()
     os.environ["CURATORNET_DATA"] = str(data_root)

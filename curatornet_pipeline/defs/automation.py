@@ -16,6 +16,10 @@ import dagster as dg
 
 #: Tag naming what launched a run: cli, ui, schedule, sensor, automation.
 TRIGGER_TAG = "curatornet/trigger"
+#: Runs that use every core (torch): the queued run coordinator runs a limited number
+#: of them at once (``tag_concurrency_limits`` in dagster.yaml), so that two trainings
+#: never oversubscribe the machine's cores.
+HEAVY_TAG = "curatornet/heavy"
 
 _deps_data_changed = dg.AutomationCondition.any_deps_match(
     dg.AutomationCondition.data_version_changed() | dg.AutomationCondition.will_be_requested()
@@ -51,9 +55,10 @@ TRAINING_JOBS = {
 REPORT_ASSETS = ("evaluation_report", "sampling_ablation", "sample_recommendations")
 
 
-def _job(name: str, keys, description: str):
+def _job(name: str, keys, description: str, heavy: bool = True):
     selection = dg.AssetSelection.assets(*keys)
-    return dg.define_asset_job(name, selection=selection, description=description)
+    tags = {HEAVY_TAG: "true"} if heavy else {}
+    return dg.define_asset_job(name, selection=selection, description=description, tags=tags)
 
 
 refresh_upstream = _job(
@@ -66,6 +71,7 @@ sample_triplets = _job(
     "sample_triplets",
     ["triplets"],
     "Training and validation triples, one partition per sampling strategy.",
+    heavy=False,  # numpy on one core: two partitions side by side use the machine
 )
 training_jobs = [
     _job(job, [asset], f"Train the {asset.replace('_', ' ')}, one partition per variant.")

@@ -82,7 +82,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     data_root = Path(args.data or settings.data_dir()).resolve()
     os.environ["CURATORNET_DATA"] = str(data_root)
     os.environ["CURATORNET_PROFILE"] = args.profile
-    for name in ("on_unknown_items", "on_missing_images", "on_unreadable_images"):
+    for name in (
+        "on_unknown_items",
+        "on_missing_images",
+        "on_unreadable_images",
+        "on_missing_vectors",
+    ):
         if getattr(args, name):
             os.environ[f"CURATORNET_{name.upper()}"] = getattr(args, name)
     scale = args.scale or {"paper": "ugallery"}.get(args.profile, args.profile)
@@ -292,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser(
-        "import-embeddings", help="convert a TRUSTED published resnet_embeddings.npy (pickle!)"
+        "import-embeddings",
+        help="convert the published resnet_embeddings.npy (read without running code from it)",
     )
     p.add_argument("file")
     p.add_argument("--data", default=None, help="dataset folder (default: data/)")
@@ -308,7 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="dataset folder (default: data/)")
-    for option in ("on-unknown-items", "on-missing-images", "on-unreadable-images"):
+    for option in (
+        "on-unknown-items",
+        "on-missing-images",
+        "on-unreadable-images",
+        "on-missing-vectors",
+    ):
         p.add_argument(
             f"--{option}",
             choices=["error", "drop"],

@@ -23,7 +23,7 @@ ASSET_MODULES = [ingest, visual, sampling, training, evaluation, recommend]
 
 def _dataset_env() -> dict[str, str]:
     """``CURATORNET_ON_UNKNOWN_ITEMS`` and friends: the dataset resource's drop options."""
-    names = ("on_unknown_items", "on_missing_images", "on_unreadable_images")
+    names = ("on_unknown_items", "on_missing_images", "on_unreadable_images", "on_missing_vectors")
     return {
         n: os.environ[f"CURATORNET_{n.upper()}"]
         for n in names

@@ -5,7 +5,7 @@ import os
 import dagster as dg
 
 from curatornet_pipeline import settings
-from curatornet_pipeline.defs import automation
+from curatornet_pipeline.defs import automation, intake
 from curatornet_pipeline.defs.assets import (
     evaluation,
     ingest,
@@ -55,7 +55,7 @@ def executor() -> dg.ExecutorDefinition:
 
 
 def all_assets() -> list:
-    return dg.load_assets_from_modules(ASSET_MODULES)
+    return [*dg.load_assets_from_modules(ASSET_MODULES), *intake.ASSETS]
 
 
 def all_checks() -> list:
@@ -65,9 +65,9 @@ def all_checks() -> list:
 defs = dg.Definitions(
     assets=all_assets(),
     asset_checks=all_checks(),
-    jobs=[automation.refresh_upstream],
+    jobs=[automation.refresh_upstream, *intake.JOBS],
     schedules=[automation.nightly_retraining],
-    sensors=[automation.incoming_files, automation.automation_sensor],
+    sensors=[*intake.SENSORS, automation.automation_sensor],
     resources=build_resources(),
     executor=executor(),
 )

@@ -33,6 +33,7 @@ def _describe(series: pd.Series) -> dict[str, float]:
     dagster_type=pd.DataFrame,
     group_name=GROUP,
     code_version="1",
+    deps=["applied_batches"],  # incoming batches are applied before the files are read
     check_specs=[
         dg.AssetCheckSpec("schema", asset="inventory"),
         dg.AssetCheckSpec("unique_ids", asset="inventory"),

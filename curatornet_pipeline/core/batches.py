@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curatornet_pipeline.core import data
-from curatornet_pipeline.core.incoming import LOOSE, Batch, Validated, validate_batch
+from curatornet_pipeline.core.incoming import LOOSE, Batch, Validated, file_key, validate_batch
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +159,12 @@ class History:
         return self._epoch(self.entries())[1]
 
     def applied_files(self) -> dict[str, str]:
-        """sha256 of every file in force -> the entry that applied it."""
-        return {f["sha256"]: e.id for e in self.active() for f in e.manifest["files"]}
+        """:func:`file_key` of every file in force -> the entry that applied it."""
+        return {
+            file_key(f["kind"], f["name"], f["sha256"]): e.id
+            for e in self.active()
+            for f in e.manifest["files"]
+        }
 
     def applied_batches(self) -> dict[str, str]:
         """content hash of every batch in force -> its entry."""

@@ -97,6 +97,11 @@ def _hash_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_key(kind: str, name: str, sha256: str) -> str:
+    """What makes a file "already applied": a CSV's content; an image's content and file name."""
+    return f"{Path(name).name}:{sha256}" if kind == "image" else sha256
+
+
 def content_hash(pairs: list[tuple[str, str]]) -> str:
     """sha256 over sorted ``(name, sha256)`` pairs."""
     h = hashlib.sha256()
@@ -275,8 +280,8 @@ def validate_batch(
 ) -> Validated:
     """Check a batch against the dataset as it is plus the batch itself; reads only.
 
-    ``applied_files`` maps the sha256 of every file already applied to the
-    batch it came in: such files are skipped (and listed), not applied again.
+    ``applied_files`` maps the :func:`file_key` of every file already applied
+    to the batch it came in: such files are skipped (and listed), not applied again.
     Raises :class:`~curatornet_pipeline.core.data.DataError` naming the file,
     line and field of the first problem.
     """
@@ -290,9 +295,10 @@ def validate_batch(
     out = Validated()
     fresh: list[BatchFile] = []
     for f in batch.files:
-        if f.sha256 in applied_files:
+        key = file_key(f.kind, f.name, f.sha256)
+        if key in applied_files:
             out.skipped.append(
-                {"name": f.name, "sha256": f.sha256, "applied_in": applied_files[f.sha256]}
+                {"name": f.name, "sha256": f.sha256, "applied_in": applied_files[key]}
             )
         else:
             fresh.append(f)

@@ -25,7 +25,7 @@ def test_definitions_load_with_every_stage() -> None:
     } <= keys
     for name in ("nightly_retraining",):
         assert defs.get_schedule_def(name)
-    assert defs.get_sensor_def("incoming_files")
+    assert defs.get_sensor_def("incoming_batches")
 
 
 def test_every_asset_has_a_group_and_a_description() -> None:

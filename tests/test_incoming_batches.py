@@ -321,3 +321,18 @@ def test_bad_batches_are_rejected_whole_with_a_located_error(dataset: Path, buil
     assert dataset_files(dataset) == before
     assert not (dataset / "incoming" / "bad").exists()
     assert History(DatasetPaths(dataset)).entries() == []
+
+
+def test_batches_command_lists_and_rolls_back(dataset: Path, capsys) -> None:
+    from curatornet_pipeline.cli import main
+
+    before = dataset_files(dataset)
+    make_batch(dataset, "cli", items=["newC"], purchases=[("uc", ["newC"])])
+    outcome = apply(dataset, "cli")
+    assert main(["batches", "list", "--data", str(dataset)]) == 0
+    listing = capsys.readouterr().out
+    assert outcome.entry in listing and "applied" in listing and "+1 items" in listing
+    assert main(["batches", "rollback", outcome.entry, "--data", str(dataset)]) == 0
+    assert dataset_files(dataset) == before
+    assert main(["batches", "rollback", "nope", "--data", str(dataset)]) == 2
+    assert "no history entry 'nope'" in capsys.readouterr().err

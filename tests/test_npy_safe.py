@@ -121,3 +121,16 @@ def test_truncated_and_malformed_npy_are_data_errors(tmp_path):
         assert words in str(info.value), (name, str(info.value))
     with pytest.raises(DataError, match="file not found"):
         data.import_embeddings(tmp_path / "absent.npy", tmp_path / "out.npz")
+
+
+def test_import_command_refuses_a_crafted_file_with_exit_2(tmp_path, capsys):
+    from curatornet_pipeline.cli import main
+
+    marker = tmp_path / "pwned"
+    rows = genuine_rows(2, dims=8)
+    rows[0] = ("art0", CreatesFileReturnsVector(marker, dims=8))
+    npy = tmp_path / "resnet_embeddings.npy"
+    np.save(npy, object_array(rows), allow_pickle=True)
+    assert main(["import-embeddings", str(npy), "--data", str(tmp_path / "data")]) == 2
+    assert "builtins.eval" in capsys.readouterr().err
+    assert not marker.exists() and not (tmp_path / "data" / "embeddings.npz").exists()

@@ -16,7 +16,9 @@ import dagster as dg
 
 from curatornet_pipeline.core import batches as batches_core
 from curatornet_pipeline.core import incoming as incoming_core
+from curatornet_pipeline.defs.common import finish
 from curatornet_pipeline.defs.resources import DatasetResource
+from curatornet_pipeline.defs.tracking import MlflowTracking
 
 GROUP = "ingestion"
 TAG_BATCH = "curatornet/batch"
@@ -42,8 +44,16 @@ class IntakeConfig(dg.Config):
     description="History of applied incoming batches (data/batches/); applies the run's batch.",
 )
 def applied_batches(
-    context: dg.AssetExecutionContext, config: IntakeConfig, dataset: DatasetResource
+    context: dg.AssetExecutionContext,
+    config: IntakeConfig,
+    dataset: DatasetResource,
+    mlflow: MlflowTracking,
 ) -> dg.MaterializeResult:
+    with mlflow.run_for(context, params=config.model_dump()) as run:
+        return _intake(context, config, dataset, run)
+
+
+def _intake(context, config: IntakeConfig, dataset: DatasetResource, run) -> dg.MaterializeResult:
     paths = dataset.paths()
     history = batches_core.History(paths)
     outcome = None
@@ -85,10 +95,13 @@ def applied_batches(
         )
         if skipped:
             context.log.warning(f"skipped, applied before: {skipped} ({outcome.entry})")
-    return dg.MaterializeResult(
-        data_version=dg.DataVersion(history.state()),
+    return finish(
+        context,
+        run,
+        None,
+        version_of=history.state(),
         metadata=metadata,
-        check_results=[
+        checks=[
             dg.AssetCheckResult(
                 check_name="no_resent_files",
                 passed=not skipped,

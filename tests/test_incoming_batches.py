@@ -62,8 +62,8 @@ def make_batch(
     if items:
         rows = "".join(f"{i},{artist},{1_700_000_000 + n}\n" for n, i in enumerate(items))
         (folder / f"inventory-{name}.csv").write_text(INV_HEADER + rows)
-    sample = sorted((root / "images").iterdir())[0]
     for item in items if images is None else images:
+        sample = sorted((root / "images").iterdir())[0]
         (folder / "images").mkdir(exist_ok=True)
         shutil.copyfile(sample, folder / "images" / f"{item}.jpg")
     if purchases_text is not None:

@@ -134,3 +134,21 @@ def test_import_command_refuses_a_crafted_file_with_exit_2(tmp_path, capsys):
     assert main(["import-embeddings", str(npy), "--data", str(tmp_path / "data")]) == 2
     assert "builtins.eval" in capsys.readouterr().err
     assert not marker.exists() and not (tmp_path / "data" / "embeddings.npz").exists()
+
+
+class OtherCodec:
+    """Allowed global, disallowed argument: _codecs.encode with a codec other than latin-1."""
+
+    def __reduce__(self):
+        import _codecs
+
+        return (_codecs.encode, ("x", "rot13"))
+
+
+def test_codec_other_than_latin1_is_refused(tmp_path):
+    rows = genuine_rows(2, dims=4)
+    rows[1] = ("art1", OtherCodec())
+    npy = tmp_path / "codec.npy"
+    np.save(npy, object_array(rows), allow_pickle=True)
+    with pytest.raises(DataError, match=r"_codecs\.encode\(\.\.\., 'rot13'\)"):
+        load_object_array(npy)

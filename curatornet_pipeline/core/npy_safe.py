@@ -43,14 +43,19 @@ class RefusedGlobal(pickle.UnpicklingError):
         super().__init__(self.qualified)
 
 
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it for bytes; no other codec is looked up."""
+    if encoding.lower().replace("-", "").replace("_", "") not in ("latin1", "iso88591"):
+        raise RefusedGlobal("_codecs", f"encode(..., {encoding!r})")
+    return text.encode("latin1")
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) not in ALLOWED_GLOBALS:
             raise RefusedGlobal(module, name)
         if module == "_codecs":
-            import codecs
-
-            return codecs.encode
+            return _latin1_encode
         if name in ("ndarray", "dtype"):
             return getattr(np, name)
         try:

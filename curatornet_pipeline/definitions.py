@@ -5,7 +5,7 @@ import os
 import dagster as dg
 
 from curatornet_pipeline import settings
-from curatornet_pipeline.defs import automation, intake
+from curatornet_pipeline.defs import automation, crash, intake
 from curatornet_pipeline.defs.assets import (
     evaluation,
     ingest,
@@ -14,8 +14,8 @@ from curatornet_pipeline.defs.assets import (
     training,
     visual,
 )
-from curatornet_pipeline.defs.io_managers import io_managers
-from curatornet_pipeline.defs.resources import DatasetResource, PipelineSettings
+from curatornet_pipeline.defs.io_managers import ArtifactStorage, io_managers
+from curatornet_pipeline.defs.resources import DatasetResource, pipeline_settings
 from curatornet_pipeline.defs.tracking import MlflowTracking
 
 ASSET_MODULES = [ingest, visual, sampling, training, evaluation, recommend]
@@ -23,7 +23,7 @@ ASSET_MODULES = [ingest, visual, sampling, training, evaluation, recommend]
 
 def _dataset_env() -> dict[str, str]:
     """``CURATORNET_ON_UNKNOWN_ITEMS`` and friends: the dataset resource's drop options."""
-    names = ("on_unknown_items", "on_missing_images", "on_unreadable_images", "on_missing_vectors")
+    names = ("on_unknown_items", "on_missing_images", "on_unreadable_images")
     return {
         n: os.environ[f"CURATORNET_{n.upper()}"]
         for n in names
@@ -31,14 +31,21 @@ def _dataset_env() -> dict[str, str]:
     }
 
 
-def build_resources(profile: str | None = None, data_root: str = "", **dataset_options) -> dict:
-    """The resources of a deployment: storage, dataset, settings profile, tracking."""
+def build_resources(
+    profile: str | None = None,
+    data_root: str = "",
+    overrides: dict | None = None,
+    **dataset_options,
+) -> dict:
+    """The resources of a deployment: storage, dataset, stage settings, tracking."""
+    storage = settings.storage_uri()
     return {
-        **io_managers(settings.storage_uri()),
+        **io_managers(storage),
+        "storage": ArtifactStorage(root=storage, local_root=str(settings.home_dir() / "local")),
         "dataset": DatasetResource(root=data_root, **{**_dataset_env(), **dataset_options}),
-        "pipeline": PipelineSettings(
-            profile=profile or settings.run_profile(),
-            overrides=settings.run_overrides(),
+        "pipeline": pipeline_settings(
+            profile or settings.run_profile(),
+            settings.run_overrides() if overrides is None else overrides,
         ),
         "mlflow": MlflowTracking(),
     }
@@ -59,15 +66,15 @@ def all_assets() -> list:
 
 
 def all_checks() -> list:
-    return dg.load_asset_checks_from_modules(ASSET_MODULES)
+    return [*dg.load_asset_checks_from_modules(ASSET_MODULES), *intake.ASSET_CHECKS]
 
 
 defs = dg.Definitions(
     assets=all_assets(),
     asset_checks=all_checks(),
-    jobs=[automation.refresh_upstream, *intake.JOBS],
+    jobs=[*automation.JOBS, *intake.JOBS],
     schedules=[automation.nightly_retraining],
-    sensors=[*intake.SENSORS, automation.automation_sensor],
+    sensors=[automation.automation_sensor, crash.end_mlflow_runs_of_failed_runs, *intake.SENSORS],
     resources=build_resources(),
     executor=executor(),
 )

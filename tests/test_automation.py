@@ -27,10 +27,10 @@ def test_nightly_schedule_requests_the_upstream_refresh() -> None:
         "visual_clusters",
         "train_test_split",
     } <= selected
-    assert not selected & {"triplets", "models", "evaluation_report"}
+    assert not selected & {"triplets", "curatornet_models", "evaluation_report"}
 
 
 def test_downstream_assets_follow_by_automation() -> None:
     graph = defs.resolve_asset_graph()
-    for name in ("triplets", "training_set", "models", "evaluation_report", "sampling_ablation"):
+    for name in ("triplets", "curatornet_models", "evaluation_report", "sampling_ablation"):
         assert graph.get(dg.AssetKey(name)).automation_condition is not None, name

@@ -16,6 +16,7 @@ import dagster as dg
 
 from curatornet_pipeline.core import batches as batches_core
 from curatornet_pipeline.core import incoming as incoming_core
+from curatornet_pipeline.defs.automation import TRIGGER_TAG, UPSTREAM_ASSETS
 from curatornet_pipeline.defs.common import finish
 from curatornet_pipeline.defs.resources import DatasetResource
 from curatornet_pipeline.defs.tracking import MlflowTracking
@@ -114,8 +115,7 @@ def _intake(context, config: IntakeConfig, dataset: DatasetResource, run) -> dg.
 
 incoming_batch = dg.define_asset_job(
     "incoming_batch",
-    selection=dg.AssetSelection.keys("applied_batches").downstream()
-    - dg.AssetSelection.keys("triplets").downstream(),
+    selection=dg.AssetSelection.assets("applied_batches", *UPSTREAM_ASSETS),
     description="Apply one incoming batch, then refresh ingestion to the split.",
 )
 
@@ -133,7 +133,7 @@ def _request(batch: incoming_core.Batch) -> dg.RunRequest:
             }
         },
         tags={
-            "curatornet/trigger": "incoming",
+            TRIGGER_TAG: "sensor",
             TAG_BATCH: batch.name,
             TAG_HASH: batch.content_hash,
         },
@@ -170,5 +170,6 @@ def incoming_batches(context: dg.SensorEvaluationContext, dataset: DatasetResour
 
 
 ASSETS = [applied_batches]
+ASSET_CHECKS: list = []  # applied_batches' check is part of the asset (check_specs)
 JOBS = [incoming_batch]
 SENSORS = [incoming_batches]

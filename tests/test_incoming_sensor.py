@@ -137,13 +137,14 @@ def test_batch_missing_an_image_fails_its_run_and_the_next_refresh_succeeds(
     assert all(c.passed for c in nightly.get_asset_check_evaluations())
 
 
-def test_intake_job_refreshes_ingestion_to_the_split() -> None:
+def test_sensor_runs_refresh_ingestion_to_the_split() -> None:
     from curatornet_pipeline.definitions import defs
 
-    job = defs.resolve_job_def("incoming_batch")
+    assert intake.incoming_batches.job_name == "refresh_upstream"
+    job = defs.resolve_job_def("refresh_upstream")
     selected = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
     assert {"applied_batches", "inventory", "purchases", "train_test_split"} <= selected
-    assert not selected & {"triplets", "models", "evaluation_report"}
+    assert not selected & {"triplets", "curatornet_models", "evaluation_report"}
     graph = defs.resolve_asset_graph()
     assert dg.AssetKey("applied_batches") in graph.get(dg.AssetKey("inventory")).parent_keys
     assert "incoming_batches" in {s.name for s in defs.sensors}

@@ -2,11 +2,12 @@
 
 The ``incoming_batches`` sensor looks at ``incoming/`` (reading only, so
 ``dagster sensor preview`` changes nothing) and requests one run of
-``incoming_batch`` per ready batch, with the batch's folder and content hash
-in the run config and tags. The run materializes ``applied_batches`` (the
-history of applied batches; validating and applying happen here, so they
-show in the UI and leave lineage), then the ingestion-to-split assets, which
-depend on it; the automation sensor takes it from there.
+``refresh_upstream`` per ready batch, with the batch's folder and content
+hash in the run config and tags. The run materializes ``applied_batches``
+(the history of applied batches; validating and applying happen here, so
+they show in the UI and leave lineage), then the ingestion-to-split assets,
+which depend on it; the automation sensor takes it from there. Nightly runs
+of the same job carry no batch: ``applied_batches`` then applies nothing.
 """
 
 import os
@@ -16,10 +17,11 @@ import dagster as dg
 
 from curatornet_pipeline.core import batches as batches_core
 from curatornet_pipeline.core import incoming as incoming_core
-from curatornet_pipeline.defs.automation import TRIGGER_TAG, UPSTREAM_ASSETS
+from curatornet_pipeline.defs.automation import TRIGGER_TAG, refresh_upstream
 from curatornet_pipeline.defs.common import finish
 from curatornet_pipeline.defs.resources import DatasetResource
 from curatornet_pipeline.defs.tracking import MlflowTracking
+from curatornet_pipeline.defs.versioning import source_hash
 
 GROUP = "ingestion"
 TAG_BATCH = "curatornet/batch"
@@ -40,8 +42,14 @@ class IntakeConfig(dg.Config):
 
 @dg.asset(
     group_name=GROUP,
-    code_version="1",
-    check_specs=[dg.AssetCheckSpec("no_resent_files", asset="applied_batches")],
+    code_version=source_hash(batches_core, incoming_core, IntakeConfig),
+    check_specs=[
+        dg.AssetCheckSpec(
+            "no_resent_files",
+            asset="applied_batches",
+            description="WARN when files of the run's batch had been applied before (skipped).",
+        )
+    ],
     description="History of applied incoming batches (data/batches/); applies the run's batch.",
 )
 def applied_batches(
@@ -113,13 +121,6 @@ def _intake(context, config: IntakeConfig, dataset: DatasetResource, run) -> dg.
     )
 
 
-incoming_batch = dg.define_asset_job(
-    "incoming_batch",
-    selection=dg.AssetSelection.assets("applied_batches", *UPSTREAM_ASSETS),
-    description="Apply one incoming batch, then refresh ingestion to the split.",
-)
-
-
 def _request(batch: incoming_core.Batch) -> dg.RunRequest:
     return dg.RunRequest(
         # content hash + arrival time: one run per arrival; a re-sent batch gets its own
@@ -141,9 +142,11 @@ def _request(batch: incoming_core.Batch) -> dg.RunRequest:
 
 
 @dg.sensor(
-    job=incoming_batch,
+    job=refresh_upstream,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Detects ready batches in incoming/ (reads only) and launches refresh_upstream "
+    "with the batch in its config; applied_batches applies it.",
 )
 def incoming_batches(context: dg.SensorEvaluationContext, dataset: DatasetResource):
     """Request a run per ready batch in incoming/; reads only."""
@@ -171,5 +174,5 @@ def incoming_batches(context: dg.SensorEvaluationContext, dataset: DatasetResour
 
 ASSETS = [applied_batches]
 ASSET_CHECKS: list = []  # applied_batches' check is part of the asset (check_specs)
-JOBS = [incoming_batch]
+JOBS: list = []  # the sensor launches automation.refresh_upstream, which holds applied_batches
 SENSORS = [incoming_batches]

@@ -137,11 +137,16 @@ def test_batch_missing_an_image_fails_its_run_and_the_next_refresh_succeeds(
     assert all(c.passed for c in nightly.get_asset_check_evaluations())
 
 
-def test_sensor_runs_refresh_ingestion_to_the_split() -> None:
+def test_sensor_runs_refresh_ingestion_to_the_split(dataset: Path) -> None:
     from curatornet_pipeline.definitions import defs
 
-    assert intake.incoming_batches.job_name == "refresh_upstream"
+    make_batch(dataset, "b1", items=["new01"])
+    with dg.instance_for_test() as instance:
+        (request,) = evaluate_sensor(dataset, instance)
     job = defs.resolve_job_def("refresh_upstream")
+    assert dg.validate_run_config(job, request.run_config)  # the request fits the real job
+
+    assert intake.incoming_batches.job_name == "refresh_upstream"
     selected = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
     assert {"applied_batches", "inventory", "purchases", "train_test_split"} <= selected
     assert not selected & {"triplets", "curatornet_models", "evaluation_report"}

@@ -337,6 +337,13 @@ class History:
         rendered = self.render(entries)
         if rendered is None:
             return
+        for name in CSV_FILES:
+            if not (self.dataset.root / name).is_file():
+                raise data.DataError(
+                    f"file not found (`curatornet batches list`: the history in {self.folder} "
+                    "can tell what it held)",
+                    self.dataset.root / name,
+                )
         current = {n: (self.dataset.root / n).read_bytes() for n in CSV_FILES}
         if current == rendered:
             self.materialize()  # images too (cheap when nothing is missing)

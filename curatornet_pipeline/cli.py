@@ -1,4 +1,4 @@
-"""The ``curatornet`` command: synth, run, ui, import-embeddings, lineage, recommend."""
+"""The ``curatornet`` command: synth, run, ui, import-embeddings, batches, lineage, recommend."""
 
 import argparse
 import json
@@ -58,11 +58,47 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_import_embeddings(args: argparse.Namespace) -> int:
-    from curatornet_pipeline.core.data import DatasetPaths, import_embeddings
+    from curatornet_pipeline.core.data import DataError, DatasetPaths, import_embeddings
 
     out = DatasetPaths(Path(args.data or settings.data_dir())).imported_embeddings
-    vectors = import_embeddings(Path(args.file), out)
+    try:
+        vectors = import_embeddings(Path(args.file), out)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"imported {len(vectors.ids)} vectors of {vectors.vectors.shape[1]} dims into {out}")
+    return 0
+
+
+def cmd_batches(args: argparse.Namespace) -> int:
+    from curatornet_pipeline.core import batches
+    from curatornet_pipeline.core.data import DataError, DatasetPaths
+
+    dataset = DatasetPaths(Path(args.data or settings.data_dir()))
+    history = batches.History(dataset)
+    if args.action == "list":
+        rows = history.describe()
+        if not rows:
+            print(f"no batches applied yet ({history.folder})")
+        for r in rows:
+            print(
+                f"{r['id']:<22} {r['kind']:<8} {r['at']:<20} {r['source'] or '-':<16} "
+                f"+{r['new_items']} items +{r['new_purchase_rows']} purchase rows "
+                f"+{r['new_images']} images  {r['status']}"
+            )
+        return 0
+    if not args.batch_id:
+        print("error: rollback needs a BATCH_ID (see `curatornet batches list`)", file=sys.stderr)
+        return 2
+    try:
+        entry = batches.rollback(dataset, args.batch_id, reason=args.reason)
+    except (KeyError, ValueError, DataError) as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
+    print(
+        f"rolled back {entry.manifest['target']} (entry {entry.id}); {dataset.root} rebuilt "
+        "from the history. Refresh: the nightly run, or `dagster job launch -j refresh_upstream`"
+    )
     return 0
 
 
@@ -88,7 +124,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     data_root = Path(args.data or settings.data_dir()).resolve()
     os.environ["CURATORNET_DATA"] = str(data_root)
     os.environ["CURATORNET_PROFILE"] = args.profile
-    for name in ("on_unknown_items", "on_missing_images", "on_unreadable_images"):
+    for name in (
+        "on_unknown_items",
+        "on_missing_images",
+        "on_unreadable_images",
+        "on_missing_vectors",
+    ):
         if getattr(args, name):
             os.environ[f"CURATORNET_{name.upper()}"] = getattr(args, name)
     scale = args.scale or {"paper": "ugallery"}.get(args.profile, args.profile)
@@ -317,11 +358,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser(
-        "import-embeddings", help="convert a TRUSTED published resnet_embeddings.npy (pickle!)"
+        "import-embeddings",
+        help="convert the published resnet_embeddings.npy (read without running code from it)",
     )
     p.add_argument("file")
     p.add_argument("--data", default=None, help="dataset folder (default: data/)")
     p.set_defaults(func=cmd_import_embeddings)
+
+    p = sub.add_parser("batches", help="list applied incoming batches, or roll one back")
+    p.add_argument("action", choices=["list", "rollback"])
+    p.add_argument("batch_id", nargs="?", help="rollback: entry id, number or content-hash prefix")
+    p.add_argument("--reason", default="", help="rollback: recorded in the history")
+    p.add_argument("--data", default=None, help="dataset folder (default: data/)")
+    p.set_defaults(func=cmd_batches)
 
     p = sub.add_parser("run", help="materialize the whole asset graph through Dagster")
     p.add_argument("--profile", choices=["tiny", "demo", "paper"], default="demo")
@@ -333,7 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="dataset folder (default: data/)")
-    for option in ("on-unknown-items", "on-missing-images", "on-unreadable-images"):
+    for option in (
+        "on-unknown-items",
+        "on-missing-images",
+        "on-unreadable-images",
+        "on-missing-vectors",
+    ):
         p.add_argument(
             f"--{option}",
             choices=["error", "drop"],

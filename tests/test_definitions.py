@@ -33,6 +33,7 @@ def test_definitions_load_with_every_stage() -> None:
         "sample_recommendations",
     } <= keys
     assert defs.get_schedule_def("nightly_retraining").job_name == "refresh_upstream"
+    assert defs.get_sensor_def("incoming_batches")
 
 
 def test_every_asset_job_schedule_sensor_and_check_is_described() -> None:

@@ -37,6 +37,7 @@ ON_DATA_CHANGE = (
 ).with_label("on_data_change")
 
 UPSTREAM_ASSETS = (
+    "applied_batches",  # applies the incoming batch a sensor run carries; else a no-op
     "inventory",
     "purchases",
     "image_manifest",

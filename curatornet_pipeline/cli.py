@@ -98,8 +98,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     os.environ["CURATORNET_OVERRIDES"] = json.dumps(overrides)
     settings.save_run_settings(args.profile, overrides)
 
-    import dagster as dg
-
     from curatornet_pipeline.definitions import defs
     from curatornet_pipeline.runner import materialize_all
 
@@ -109,7 +107,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  [{time.perf_counter() - started:7.1f}s] {step.label()} ({seconds:.1f}s)")
 
     print(f"materializing the asset graph (profile {args.profile}, weights {weights})")
-    with dg.DagsterInstance.get() as instance:
+    from curatornet_pipeline.locks import open_instance
+
+    with open_instance() as instance:  # concurrent first runs: one creates the stores
         materialize_all(defs, instance, on_step=on_step)
     _summary(time.perf_counter() - started)
     return 0
@@ -131,20 +131,61 @@ def _summary(seconds: float) -> None:
     )
 
 
-def _popen(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
-    # A child started from a non-interactive shell may inherit ignored SIGINT;
-    # reset it so the servers stop on Ctrl-C.
+def _popen(cmd: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
+    """Start a server in its own session, so its whole process tree can be stopped.
+
+    A child started from a non-interactive shell may inherit an ignored SIGINT;
+    it is reset so the server stops on it.
+    """
+
     def reset() -> None:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
-    return subprocess.Popen(cmd, env=env, preexec_fn=reset)
+    return subprocess.Popen(cmd, env=env, preexec_fn=reset, start_new_session=True, **kwargs)
+
+
+def _serve_until_signal(procs: list[subprocess.Popen]) -> None:
+    """Wait until a server exits, Ctrl-C (SIGINT), SIGTERM or SIGHUP; then stop them all."""
+    from curatornet_pipeline.stack import stop_process_trees
+
+    def on_signal(signum: int, frame) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # one stop is enough
+        raise KeyboardInterrupt
+
+    previous = {
+        sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_process_trees([p.pid for p in procs])
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _prepare_mlflow_store(uri: str) -> None:
+    """Create or migrate a local MLflow store under the home folder's lock."""
+    if not uri.startswith("sqlite:"):
+        return
+    from mlflow import MlflowClient
+
+    from curatornet_pipeline.locks import first_use
+
+    with first_use("mlflow"):
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from curatornet_pipeline.locks import open_instance
     from curatornet_pipeline.runner import dagster_home
 
     dagster_home()
+    open_instance().dispose()  # concurrent first runs: one creates the stores, others wait
     env = dict(os.environ)
     bindir = Path(sys.executable).parent
     uri = settings.mlflow_tracking_uri()
@@ -156,6 +197,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if uri.startswith(("http://", "https://")):
         print(f"MLflow tracking server {uri} serves its own UI; not starting one")
         mlflow_cmd = []
+    else:
+        _prepare_mlflow_store(uri)
     procs = [
         _popen(
             [
@@ -175,22 +218,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
         procs.append(_popen(mlflow_cmd, env))
     print(
         f"Dagster UI: http://127.0.0.1:{args.dagster_port}   "
-        f"MLflow UI: http://127.0.0.1:{args.mlflow_port}   (Ctrl-C stops both)"
+        f"MLflow UI: http://127.0.0.1:{args.mlflow_port}   (Ctrl-C or SIGTERM stops both)",
+        flush=True,
     )
-    try:
-        while all(p.poll() is None for p in procs):
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    _serve_until_signal(procs)
     return 0
 
 

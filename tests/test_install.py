@@ -12,7 +12,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "install-system-deps.sh"
-DAGSTER_CORE = ("dagster", "dagster-webserver", "dagster-graphql", "dagster-pipes", "dagster-shared")
+DAGSTER_CORE = (
+    "dagster",
+    "dagster-webserver",
+    "dagster-graphql",
+    "dagster-pipes",
+    "dagster-shared",
+)
 
 
 def _constraints() -> dict[str, str]:

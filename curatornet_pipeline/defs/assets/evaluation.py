@@ -17,6 +17,7 @@ from curatornet_pipeline.core.types import ItemVectors, TrainTestSplit
 from curatornet_pipeline.defs.assets.training import variants
 from curatornet_pipeline.defs.automation import EAGER
 from curatornet_pipeline.defs.common import check, finish, markdown_table, upstream_versions
+from curatornet_pipeline.defs.executors import ComputeResource
 from curatornet_pipeline.defs.resources import PROFILES, PipelineSettings
 from curatornet_pipeline.defs.tracking import MlflowTracking
 
@@ -75,6 +76,7 @@ def evaluation_report(
     context: dg.AssetExecutionContext,
     pipeline: PipelineSettings,
     mlflow: MlflowTracking,
+    compute: ComputeResource,
     models: dict,
     item_embeddings: ItemVectors,
     train_test_split: TrainTestSplit,

@@ -12,6 +12,7 @@ from curatornet_pipeline.core.types import ItemVectors, TrainTestSplit, VisualCl
 from curatornet_pipeline.defs.assets.training import variants
 from curatornet_pipeline.defs.automation import EAGER
 from curatornet_pipeline.defs.common import check, finish, markdown_table, upstream_versions
+from curatornet_pipeline.defs.executors import ComputeResource
 from curatornet_pipeline.defs.tracking import MlflowTracking
 
 GROUP = "evaluation"
@@ -85,6 +86,7 @@ def _invariants(catalogue: rec_core.Catalogue, shown: list) -> tuple[bool, bool]
 def sample_recommendations(
     context: dg.AssetExecutionContext,
     mlflow: MlflowTracking,
+    compute: ComputeResource,
     models: dict,
     item_embeddings: ItemVectors,
     visual_clusters: VisualClusters,

@@ -16,6 +16,7 @@ from curatornet_pipeline.core.plots import training_curve
 from curatornet_pipeline.core.types import ItemVectors, TrainTestSplit, Triplets
 from curatornet_pipeline.defs.automation import EAGER
 from curatornet_pipeline.defs.common import check, finish, upstream_versions
+from curatornet_pipeline.defs.executors import ComputeResource
 from curatornet_pipeline.defs.resources import PROFILES, PipelineSettings
 from curatornet_pipeline.defs.tracking import MlflowTracking, register_version
 
@@ -85,6 +86,7 @@ def models(
     context: dg.AssetExecutionContext,
     pipeline: PipelineSettings,
     mlflow: MlflowTracking,
+    compute: ComputeResource,
     training_set: Triplets,
     random_triplets: Triplets,
     item_embeddings: ItemVectors,

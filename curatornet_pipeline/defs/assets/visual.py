@@ -12,6 +12,7 @@ from curatornet_pipeline.core import embed as embed_core
 from curatornet_pipeline.core.data import read_imported_embeddings
 from curatornet_pipeline.core.types import ItemVectors, VisualClusters
 from curatornet_pipeline.defs.common import check, finish, markdown_table, upstream_versions
+from curatornet_pipeline.defs.executors import ComputeResource
 from curatornet_pipeline.defs.resources import DatasetResource, PipelineSettings
 from curatornet_pipeline.defs.tracking import MlflowTracking
 
@@ -45,6 +46,7 @@ def item_embeddings(
     pipeline: PipelineSettings,
     dataset: DatasetResource,
     mlflow: MlflowTracking,
+    compute: ComputeResource,
     image_manifest: pd.DataFrame,
     inventory: pd.DataFrame,
 ) -> dg.MaterializeResult:

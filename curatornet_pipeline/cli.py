@@ -225,6 +225,33 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stack(args: argparse.Namespace) -> int:
+    from curatornet_pipeline import stack
+
+    if args.action == "up":
+        try:
+            state = stack.up(workers=args.workers, threads=args.threads)
+        except (RuntimeError, OSError) as exc:
+            print(f"curatornet stack up: {exc}", file=sys.stderr)
+            return 1
+        for name, url in stack.urls(state).items():
+            print(f"  {name:15s} {url}")
+        print(
+            f"up in {state['up_seconds']:.1f} s: {state['workers']} Dask workers x "
+            f"{state['threads_per_worker']} threads; logs in {stack.paths().logs}"
+        )
+    elif args.action == "run":
+        started = time.perf_counter()
+        stack.run_pipeline()
+        print(f"done in {time.perf_counter() - started:.1f} s")
+    elif args.action == "down":
+        result = stack.down()
+        print(f"stopped {', '.join(result['stopped']) or 'nothing'} in {result['down_seconds']} s")
+    else:
+        print(json.dumps(stack.status(), indent=2))
+    return 0
+
+
 def cmd_embed_shard(args: argparse.Namespace) -> int:
     """Embed shard i of n of the dataset's images into the shared embedding store."""
     import dataclasses
@@ -408,6 +435,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dagster-port", type=int, default=3000)
     p.add_argument("--mlflow-port", type=int, default=5000)
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser(
+        "stack", help="PostgreSQL, MLflow server, Dagster daemon+webserver, Dask workers"
+    )
+    p.add_argument(
+        "action",
+        choices=["up", "down", "status", "run"],
+        help="run: queue the whole asset graph on the running stack and wait",
+    )
+    p.add_argument("--workers", type=int, default=2, help="Dask worker processes")
+    p.add_argument(
+        "--threads", type=int, default=None, help="threads per worker (default: cores // workers)"
+    )
+    p.set_defaults(func=cmd_stack)
     return parser
 
 

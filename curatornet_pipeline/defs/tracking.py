@@ -143,9 +143,9 @@ class MlflowTracking(dg.ConfigurableResource):
         uri = self.resolved_uri()
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         try:
             with first_use("mlflow"):  # concurrent first runs: one migrates, the others wait
+                client = MlflowClient(tracking_uri=uri, registry_uri=uri)
                 experiment = client.get_experiment_by_name(self.experiment_name)
                 if experiment is None:
                     artifact_location = None

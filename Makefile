@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export CURATORNET_HOME ?= $(CURDIR)/.curatornet_home
 export DAGSTER_HOME ?= $(CURATORNET_HOME)/dagster
 
-.PHONY: install system-deps lock run test test-fast test-slow ui lint bench clean-home
+.PHONY: install system-deps lock stack stack-down run test test-fast test-slow ui lint bench clean-home
 
 # constraints.txt pins every package a clean install resolves to (scripts/lock.sh
 # regenerates it), so two installs a week apart get the same versions.
@@ -46,6 +46,14 @@ test-slow: $(STAMP) system-deps
 ui: $(STAMP)
 	mkdir -p $(DAGSTER_HOME)
 	$(VENV)/bin/curatornet ui
+
+## the production-shaped stack on 127.0.0.1 (PostgreSQL, MLflow server, Dagster daemon
+## and webserver, Dask workers; docs/scaling.md); stack-down stops it and keeps the data
+stack: $(STAMP) system-deps
+	$(VENV)/bin/curatornet stack up
+
+stack-down: $(STAMP)
+	$(VENV)/bin/curatornet stack down
 
 ## the speed benchmarks (figures and ratios; see docs/benchmarks.md)
 bench: $(STAMP)

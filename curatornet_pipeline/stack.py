@@ -540,66 +540,49 @@ def status() -> dict:
 
 # --- running the pipeline through the daemon --------------------------------------
 
-LOCATION = "curatornet_pipeline.definitions:defs"  # workspace.yaml's module:attribute
 
+def run_pipeline(profile: str = "tiny", overrides: dict | None = None, log=print) -> list:
+    """Queue the whole asset graph on the running stack, stage by stage, and wait.
 
-def run_pipeline(timeout_s: float = 3600.0, log=print) -> list[str]:
-    """Queue the whole asset graph on the running stack, wave by wave, and wait.
-
-    Each wave is one step of the runner's plan, or all partitions of one asset:
-    those runs are queued together, and the daemon starts them within the run
-    coordinator's limits; their steps execute on the Dask workers. Model runs
-    carry the training tag the coordinator limits. Returns the run ids.
+    The same named jobs and stages as ``curatornet run`` (``runner.plan``), submitted
+    to the stack's instance: the daemon starts them within the run coordinator's
+    limits and their steps execute on the Dask workers. Training runs carry the tag
+    the coordinator limits. Returns the finished runs.
     """
-    from dagster import DagsterRunStatus
-    from dagster_graphql import DagsterGraphQLClient
-
-    from curatornet_pipeline.definitions import defs
-    from curatornet_pipeline.runner import plan
-
     state = read_state()
     if state is None:
         raise RuntimeError("the stack is not up: run `curatornet stack up`")
-    client = DagsterGraphQLClient(HOST, port_number=state["ports"]["webserver"], timeout=60)
-    waves: list[list] = []
-    for step in plan(defs):
-        if waves and step.partition and waves[-1][0].partition and waves[-1][0].keys == step.keys:
-            waves[-1].append(step)
-        else:
-            waves.append([step])
-    done = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
-    run_ids: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    for wave in waves:
-        submitted = {}
-        for step in wave:
-            tags = {"curatornet/step": step.label()[:200]}
-            if step.partition:
-                tags["dagster/partition"] = step.partition
-            if any(k.to_user_string() == "models" for k in step.keys):
-                tags[TRAINING_TAG[0]] = TRAINING_TAG[1]
-            run_id = client.submit_job_execution(
-                "__ASSET_JOB",
-                repository_location_name=LOCATION,
-                repository_name="__repository__",
-                tags=tags,
-                asset_selection=list(step.keys),
+    os.environ.update(_env(state))
+    import dagster as dg
+
+    from curatornet_pipeline.definitions import defs
+    from curatornet_pipeline.defs.assets.training import add_grid_partitions
+    from curatornet_pipeline.defs.automation import TRAINING_JOBS
+    from curatornet_pipeline.defs.resources import pipeline_settings, run_config
+    from curatornet_pipeline.runner import daemon_alive, launch_all, plan
+
+    overrides = overrides or {}
+    started = time.monotonic()
+
+    def on_done(launch, run, seconds: float) -> None:
+        log(
+            f"  [{time.monotonic() - started:7.1f}s] {launch.label():<45} "
+            f"{run.status.value.lower():<8} ({seconds:.1f}s)  run {run.run_id[:8]}"
+        )
+
+    runs = []
+    with dg.DagsterInstance.get() as instance:
+        if not daemon_alive(instance, within=120):
+            raise RuntimeError("the stack's Dagster daemon sends no heartbeat: stack status")
+        add_grid_partitions(instance, pipeline_settings(profile, overrides).grid())
+        tags = {"curatornet/trigger": "stack", "curatornet/invocation": str(time.time_ns())}
+        for stage in plan(defs, instance):
+            training = any(launch.job in TRAINING_JOBS for launch in stage)
+            stage_tags = {**tags, TRAINING_TAG[0]: TRAINING_TAG[1]} if training else tags
+            runs += launch_all(
+                instance, [stage], run_config(profile, overrides), stage_tags, on_done
             )
-            submitted[run_id] = step
-        pending = dict(submitted)
-        while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"runs still pending after {timeout_s:.0f} s: {list(pending)}")
-            for run_id in list(pending):
-                status = client.get_run_status(run_id)
-                if status in done:
-                    step = pending.pop(run_id)
-                    log(f"  {status.value:8s} {step.label()}  (run {run_id[:8]})")
-                    if status != DagsterRunStatus.SUCCESS:
-                        raise RuntimeError(f"run {run_id} ({step.label()}) ended {status.value}")
-            time.sleep(1.0)
-        run_ids += list(submitted)
-    return run_ids
+    return runs
 
 
 def urls(state: dict) -> dict[str, str]:

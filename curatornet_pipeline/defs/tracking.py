@@ -9,6 +9,7 @@ run share the ``dagster.run_id`` tag, which the MLflow UI filters on.
 import json
 import logging
 import os
+import socket
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -30,6 +31,8 @@ TAG_PARTITION = "dagster.partition_key"
 TAG_CODE_VERSION = "dagster.code_version"
 TAG_DATA_VERSION = "dagster.data_version"
 TAG_INPUT_PREFIX = "dagster.input."
+TAG_HOST = "process.host"  # the machine and process that owns a RUNNING run (crash sweeps)
+TAG_PID = "process.pid"
 
 
 class TrackingError(RuntimeError):
@@ -191,6 +194,8 @@ class MlflowTracking(dg.ConfigurableResource):
             TAG_PARTITION: partition,
             TAG_CODE_VERSION: context.assets_def.code_versions_by_key.get(context.asset_key) or "",
             "dagster.job_name": context.run.job_name,
+            TAG_HOST: socket.gethostname(),
+            TAG_PID: os.getpid(),
             "mlflow.runName": f"{asset_key}[{partition}]" if partition else asset_key,
             **(tags or {}),
         }

@@ -33,28 +33,39 @@ def concurrent_steps() -> int:
     return 1  # in-process: one at a time; dask: one step per worker process
 
 
-def thread_budget() -> int:
-    """``CURATORNET_THREADS`` (set per worker by the stack), else cores // concurrent steps."""
+def thread_budget(concurrent_runs: int = 1) -> int:
+    """``CURATORNET_THREADS`` (set per worker by the stack), else
+    cores // (steps the executor runs at once x runs the instance runs at once)."""
     if os.environ.get("CURATORNET_THREADS"):
         threads = int(os.environ["CURATORNET_THREADS"])
         if threads < 1:
             raise ValueError(f"CURATORNET_THREADS={threads}: need a positive number of threads")
         return threads
-    return max(1, (os.cpu_count() or 1) // concurrent_steps())
+    cores = os.cpu_count() or 1
+    return max(1, cores // (concurrent_steps() * max(1, concurrent_runs)))
+
+
+def concurrent_runs(instance) -> int:
+    """How many runs the instance's queued run coordinator starts side by side (1 without one)."""
+    coordinator = getattr(instance, "run_coordinator", None) if instance is not None else None
+    if not hasattr(coordinator, "get_run_queue_config"):
+        return 1
+    limit = coordinator.get_run_queue_config().max_concurrent_runs
+    return os.cpu_count() or 1 if limit < 0 else max(1, limit)
 
 
 class ComputeResource(dg.ConfigurableResource):
     """The CPU threads a step may use; sets torch's thread pool before the step runs."""
 
-    threads: int = 0  # 0: thread_budget(), i.e. CURATORNET_THREADS or cores // concurrent steps
+    threads: int = 0  # 0: thread_budget(): CURATORNET_THREADS, else cores // concurrent steps
 
-    def budget(self) -> int:
-        return self.threads or thread_budget()
+    def budget(self, instance=None) -> int:
+        return self.threads or thread_budget(concurrent_runs(instance))
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         import torch
 
-        threads = self.budget()
+        threads = self.budget(context.instance)
         torch.set_num_threads(threads)
         if context.log is not None:
             context.log.debug(f"torch uses {threads} threads in process {os.getpid()}")

@@ -572,8 +572,11 @@ def run_pipeline(profile: str = "tiny", overrides: dict | None = None, log=print
 
     runs = []
     with dg.DagsterInstance.get() as instance:
-        if not daemon_alive(instance, within=120):
-            raise RuntimeError("the stack's Dagster daemon sends no heartbeat: stack status")
+        deadline = time.monotonic() + 300  # a daemon just started loads the code first
+        while not daemon_alive(instance, within=120):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the stack's Dagster daemon sends no heartbeat: stack status")
+            time.sleep(2)
         add_grid_partitions(instance, pipeline_settings(profile, overrides).grid())
         tags = {"curatornet/trigger": "stack", "curatornet/invocation": str(time.time_ns())}
         for stage in plan(defs, instance):

@@ -145,8 +145,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     os.environ["CURATORNET_OVERRIDES"] = json.dumps(overrides)
     settings.save_run_settings(args.profile, overrides)
 
-    import dagster as dg
-
     from curatornet_pipeline.definitions import defs
     from curatornet_pipeline.defs.assets.training import add_grid_partitions
     from curatornet_pipeline.defs.resources import pipeline_settings
@@ -161,7 +159,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
 
     print(f"launching the asset graph's jobs (profile {args.profile}, weights {weights})")
-    with dg.DagsterInstance.get() as instance:
+    from curatornet_pipeline.locks import open_instance
+
+    with open_instance() as instance:  # concurrent first runs: one creates the stores
         add_grid_partitions(instance, pipeline_settings(args.profile, overrides).grid())
         stages = plan(defs, instance)
         tags = {"curatornet/trigger": "cli", "curatornet/invocation": str(time.time_ns())}
@@ -197,20 +197,61 @@ def _summary(seconds: float) -> None:
     )
 
 
-def _popen(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
-    # A child started from a non-interactive shell may inherit ignored SIGINT;
-    # reset it so the servers stop on Ctrl-C.
+def _popen(cmd: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
+    """Start a server in its own session, so its whole process tree can be stopped.
+
+    A child started from a non-interactive shell may inherit an ignored SIGINT;
+    it is reset so the server stops on it.
+    """
+
     def reset() -> None:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
-    return subprocess.Popen(cmd, env=env, preexec_fn=reset)
+    return subprocess.Popen(cmd, env=env, preexec_fn=reset, start_new_session=True, **kwargs)
+
+
+def _serve_until_signal(procs: list[subprocess.Popen]) -> None:
+    """Wait until a server exits, Ctrl-C (SIGINT), SIGTERM or SIGHUP; then stop them all."""
+    from curatornet_pipeline.stack import stop_process_trees
+
+    def on_signal(signum: int, frame) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # one stop is enough
+        raise KeyboardInterrupt
+
+    previous = {
+        sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_process_trees([p.pid for p in procs])
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _prepare_mlflow_store(uri: str) -> None:
+    """Create or migrate a local MLflow store under the home folder's lock."""
+    if not uri.startswith("sqlite:"):
+        return
+    from mlflow import MlflowClient
+
+    from curatornet_pipeline.locks import first_use
+
+    with first_use("mlflow"):
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from curatornet_pipeline.locks import open_instance
     from curatornet_pipeline.runner import dagster_home
 
     dagster_home()
+    open_instance().dispose()  # concurrent first runs: one creates the stores, others wait
     env = dict(os.environ)
     bindir = Path(sys.executable).parent
     uri = settings.mlflow_tracking_uri()
@@ -222,6 +263,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if uri.startswith(("http://", "https://")):
         print(f"MLflow tracking server {uri} serves its own UI; not starting one")
         mlflow_cmd = []
+    else:
+        _prepare_mlflow_store(uri)
     procs = [
         _popen(
             [
@@ -241,22 +284,42 @@ def cmd_ui(args: argparse.Namespace) -> int:
         procs.append(_popen(mlflow_cmd, env))
     print(
         f"Dagster UI: http://127.0.0.1:{args.dagster_port}   "
-        f"MLflow UI: http://127.0.0.1:{args.mlflow_port}   (Ctrl-C stops both)"
+        f"MLflow UI: http://127.0.0.1:{args.mlflow_port}   (Ctrl-C or SIGTERM stops both)",
+        flush=True,
     )
-    try:
-        while all(p.poll() is None for p in procs):
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    _serve_until_signal(procs)
+    return 0
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from curatornet_pipeline import stack
+
+    if args.action == "up":
+        try:
+            state = stack.up(workers=args.workers, threads=args.threads)
+        except (RuntimeError, OSError) as exc:
+            print(f"curatornet stack up: {exc}", file=sys.stderr)
+            return 1
+        for name, url in stack.urls(state).items():
+            print(f"  {name:15s} {url}")
+        print(
+            f"up in {state['up_seconds']:.1f} s: {state['workers']} Dask workers x "
+            f"{state['threads_per_worker']} threads; logs in {stack.paths().logs}"
+        )
+    elif args.action == "run":
+        started = time.perf_counter()
+        try:
+            runs = stack.run_pipeline(profile=args.profile)
+        except Exception as exc:  # LaunchError, an unreachable stack: one line, exit 1
+            print(f"curatornet stack run: {exc}", file=sys.stderr)
+            return 1
+        print(f"{len(runs)} runs")
+        print(f"done in {time.perf_counter() - started:.1f} s")
+    elif args.action == "down":
+        result = stack.down()
+        print(f"stopped {', '.join(result['stopped']) or 'nothing'} in {result['down_seconds']} s")
+    else:
+        print(json.dumps(stack.status(), indent=2))
     return 0
 
 
@@ -456,6 +519,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dagster-port", type=int, default=3000)
     p.add_argument("--mlflow-port", type=int, default=5000)
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser(
+        "stack", help="PostgreSQL, MLflow server, Dagster daemon+webserver, Dask workers"
+    )
+    p.add_argument(
+        "action",
+        choices=["up", "down", "status", "run"],
+        help="run: queue the whole asset graph on the running stack and wait",
+    )
+    p.add_argument("--workers", type=int, default=2, help="Dask worker processes")
+    p.add_argument("--profile", choices=["tiny", "demo", "paper"], default="tiny", help="run")
+    p.add_argument(
+        "--threads", type=int, default=None, help="threads per worker (default: cores // workers)"
+    )
+    p.set_defaults(func=cmd_stack)
     return parser
 
 

@@ -14,6 +14,7 @@ from curatornet_pipeline.defs.assets import (
     training,
     visual,
 )
+from curatornet_pipeline.defs.executors import ComputeResource, executor
 from curatornet_pipeline.defs.io_managers import ArtifactStorage, io_managers
 from curatornet_pipeline.defs.resources import DatasetResource, pipeline_settings
 from curatornet_pipeline.defs.tracking import MlflowTracking
@@ -48,17 +49,8 @@ def build_resources(
             settings.run_overrides() if overrides is None else overrides,
         ),
         "mlflow": MlflowTracking(),
+        "compute": ComputeResource(),
     }
-
-
-def executor() -> dg.ExecutorDefinition:
-    """``CURATORNET_EXECUTOR``: ``in_process`` (default: fastest for one machine) or
-    ``multiprocess`` (one process per step; see docs/scaling.md for cluster executors)."""
-    name = os.environ.get("CURATORNET_EXECUTOR", "in_process")
-    choices = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
-    if name not in choices:
-        raise ValueError(f"CURATORNET_EXECUTOR={name!r}: choose one of {sorted(choices)}")
-    return choices[name]
 
 
 def all_assets() -> list:

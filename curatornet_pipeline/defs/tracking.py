@@ -20,6 +20,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from curatornet_pipeline import settings
+from curatornet_pipeline.locks import first_use
 
 logger = logging.getLogger(__name__)
 
@@ -145,18 +146,19 @@ class MlflowTracking(dg.ConfigurableResource):
         uri = self.resolved_uri()
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         try:
-            experiment = client.get_experiment_by_name(self.experiment_name)
-            if experiment is None:
-                artifact_location = None
-                if uri.startswith("sqlite:"):
-                    artifact_location = Path(settings.mlflow_artifact_root()).as_uri()
-                experiment_id = client.create_experiment(
-                    self.experiment_name, artifact_location=artifact_location
-                )
-            else:
-                experiment_id = experiment.experiment_id
+            with first_use("mlflow"):  # concurrent first runs: one migrates, the others wait
+                client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+                experiment = client.get_experiment_by_name(self.experiment_name)
+                if experiment is None:
+                    artifact_location = None
+                    if uri.startswith("sqlite:"):
+                        artifact_location = Path(settings.mlflow_artifact_root()).as_uri()
+                    experiment_id = client.create_experiment(
+                        self.experiment_name, artifact_location=artifact_location
+                    )
+                else:
+                    experiment_id = experiment.experiment_id
         except Exception as exc:  # any failure here means no tracking at all
             raise TrackingError(
                 f"MLflow tracking store {uri!r} is not reachable: {exc}. "

@@ -13,6 +13,7 @@ from curatornet_pipeline.core.recommend import Catalogue
 from curatornet_pipeline.core.types import TrainTestSplit
 from curatornet_pipeline.defs.automation import ON_DATA_CHANGE
 from curatornet_pipeline.defs.common import check, finish, markdown_table, upstream_versions
+from curatornet_pipeline.defs.executors import ComputeResource
 from curatornet_pipeline.defs.io_managers import ArtifactStorage
 from curatornet_pipeline.defs.resources import PipelineSettings
 from curatornet_pipeline.defs.tracking import MlflowTracking, TrackedRun
@@ -90,6 +91,7 @@ def evaluation_report(
     context: dg.AssetExecutionContext,
     pipeline: PipelineSettings,
     mlflow: MlflowTracking,
+    compute: ComputeResource,  # sets torch threads to the step budget
     storage: ArtifactStorage,
     curatornet_models: dict,
     vbpr_models: dict,

@@ -11,6 +11,7 @@ from curatornet_pipeline.core.scorers import CuratorNetScorer
 from curatornet_pipeline.core.types import TrainTestSplit
 from curatornet_pipeline.defs.automation import ON_DATA_CHANGE
 from curatornet_pipeline.defs.common import check, finish, markdown_table, upstream_versions
+from curatornet_pipeline.defs.executors import ComputeResource
 from curatornet_pipeline.defs.io_managers import ArtifactStorage
 from curatornet_pipeline.defs.tracking import MlflowTracking
 from curatornet_pipeline.defs.versioning import source_hash
@@ -48,6 +49,7 @@ def _best(models: dict) -> tuple[str, dict]:
 def sample_recommendations(
     context: dg.AssetExecutionContext,
     mlflow: MlflowTracking,
+    compute: ComputeResource,  # sets torch threads to the step budget
     storage: ArtifactStorage,
     curatornet_models: dict,
     catalogue: rec_core.Catalogue,

@@ -25,6 +25,7 @@ from curatornet_pipeline.core.types import TrainTestSplit, Triplets
 from curatornet_pipeline.defs import crash
 from curatornet_pipeline.defs.automation import ON_DATA_CHANGE
 from curatornet_pipeline.defs.common import check, finish, upstream_versions
+from curatornet_pipeline.defs.executors import ComputeResource
 from curatornet_pipeline.defs.io_managers import ArtifactStorage
 from curatornet_pipeline.defs.resources import PipelineSettings
 from curatornet_pipeline.defs.tracking import MlflowTracking, register_version
@@ -228,6 +229,7 @@ def _guideline_asset(family: str):
         context: dg.AssetExecutionContext,
         pipeline: PipelineSettings,
         mlflow: MlflowTracking,
+        compute: ComputeResource,  # sets torch threads to the step budget
         storage: ArtifactStorage,
         triplets: dict,
         catalogue: Catalogue,
@@ -266,6 +268,7 @@ def random_sampling_models(
     context: dg.AssetExecutionContext,
     pipeline: PipelineSettings,
     mlflow: MlflowTracking,
+    compute: ComputeResource,  # sets torch threads to the step budget
     storage: ArtifactStorage,
     triplets: Triplets,
     catalogue: Catalogue,

@@ -13,6 +13,7 @@ from curatornet_pipeline.core.data import align_imported_embeddings, read_import
 from curatornet_pipeline.core.recommend import Catalogue
 from curatornet_pipeline.core.types import ItemVectors, VisualClusters
 from curatornet_pipeline.defs.common import check, finish, markdown_table, upstream_versions
+from curatornet_pipeline.defs.executors import ComputeResource
 from curatornet_pipeline.defs.io_managers import ArtifactStorage
 from curatornet_pipeline.defs.resources import DatasetResource, PipelineSettings
 from curatornet_pipeline.defs.tracking import MlflowTracking
@@ -61,6 +62,7 @@ def item_embeddings(
     pipeline: PipelineSettings,
     dataset: DatasetResource,
     mlflow: MlflowTracking,
+    compute: ComputeResource,  # sets torch threads to the step budget
     storage: ArtifactStorage,
     image_manifest: pd.DataFrame,
     inventory: pd.DataFrame,

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from curatornet_pipeline.core import ragged
 from curatornet_pipeline.core.metrics import NDCG_VARIANTS, ranking_metrics, summarize
 from curatornet_pipeline.core.types import Scorer, TrainTestSplit
 
@@ -118,17 +119,6 @@ def build_timeline(
     )
 
 
-def _ragged(
-    starts: np.ndarray, stops: np.ndarray, values: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate ``values[starts[k]:stops[k]]``: returns (row of each value, values)."""
-    lengths = (stops - starts).astype(np.int64)
-    row = np.repeat(np.arange(len(lengths)), lengths)
-    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    flat = np.arange(lengths.sum()) - first[row] + starts[row]
-    return row, values[flat]
-
-
 def _unique_pairs(row: np.ndarray, item: np.ndarray, n_items: int) -> np.ndarray:
     """Sorted unique keys ``row * n_items + item``."""
     return np.unique(row.astype(np.int64) * n_items + item)
@@ -144,7 +134,7 @@ def _dense(row: np.ndarray, item: np.ndarray, shape: tuple[int, int]) -> np.ndar
 def _profiles(split: TrainTestSplit, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row, item) of the training items of test rows ``rows`` (duplicates kept)."""
     users = split.test_users[rows].astype(np.int64)
-    return _ragged(
+    return ragged.concat_ranges(
         split.basket_item_offsets[split.user_basket_offsets[users]],
         split.basket_item_offsets[split.user_basket_offsets[users + 1]],
         split.basket_items,
@@ -165,7 +155,7 @@ def user_masks(
     n = split.n_items
     shape = (len(rows), n)
     in_profile = _dense(*_profiles(split, rows), shape)  # (B, n)
-    h_row, h_item = _ragged(
+    h_row, h_item = ragged.concat_ranges(
         split.test_item_offsets[rows], split.test_item_offsets[rows + 1], split.test_items
     )
     relevant = _dense(h_row, h_item, shape) & ~in_profile  # (B, n)
@@ -183,8 +173,8 @@ def user_masks(
     elif protocol != "unbought":
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     p_row, p_items = np.nonzero(in_profile)
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(p_row, minlength=len(rows)))])
-    return offsets.astype(np.int64), p_items.astype(np.int32), candidates, relevant, forced
+    offsets = ragged.offsets_from_lengths(np.bincount(p_row, minlength=len(rows)))
+    return offsets, p_items.astype(np.int32), candidates, relevant, forced
 
 
 def evaluate(
@@ -204,7 +194,10 @@ def evaluate(
     all_rows = np.arange(len(split.test_users))
     profile_keys = _unique_pairs(*_profiles(split, all_rows), n)
     hidden_keys = _unique_pairs(
-        *_ragged(split.test_item_offsets[:-1], split.test_item_offsets[1:], split.test_items), n
+        *ragged.concat_ranges(
+            split.test_item_offsets[:-1], split.test_item_offsets[1:], split.test_items
+        ),
+        n,
     )
     relevant_keys = hidden_keys[~np.isin(hidden_keys, profile_keys)]
     kept = np.unique(relevant_keys // n)

@@ -134,6 +134,7 @@ def train_variant(
 
         def on_epoch(stats: train_core.EpochStats) -> None:
             row = dataclasses.asdict(stats)
+            row.update(row.pop("metrics"))  # the evaluator's figures, flat
             run.log_metrics(
                 {k: v for k, v in row.items() if k not in ("epoch", "improved")}, step=stats.epoch
             )

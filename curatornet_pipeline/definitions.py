@@ -10,6 +10,7 @@ from curatornet_pipeline.defs.assets import (
     evaluation,
     ingest,
     recommend,
+    registry,
     sampling,
     training,
     visual,
@@ -18,7 +19,7 @@ from curatornet_pipeline.defs.io_managers import io_managers
 from curatornet_pipeline.defs.resources import DatasetResource, PipelineSettings
 from curatornet_pipeline.defs.tracking import MlflowTracking
 
-ASSET_MODULES = [ingest, visual, sampling, training, evaluation, recommend]
+ASSET_MODULES = [ingest, visual, sampling, training, evaluation, recommend, registry]
 
 
 def _dataset_env() -> dict[str, str]:

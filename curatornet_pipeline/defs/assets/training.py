@@ -17,7 +17,7 @@ from curatornet_pipeline.core.types import ItemVectors, TrainTestSplit, Triplets
 from curatornet_pipeline.defs.automation import EAGER
 from curatornet_pipeline.defs.common import check, finish, upstream_versions
 from curatornet_pipeline.defs.resources import PROFILES, PipelineSettings
-from curatornet_pipeline.defs.tracking import MlflowTracking, register_version
+from curatornet_pipeline.defs.tracking import MlflowTracking
 
 GROUP = "models"
 
@@ -163,13 +163,5 @@ def models(
         model_file = checkpoints / "model.pt"
         models_core.save_model(model_file, result.model, payload["extra"])
         run.log_file(model_file, "model")
-        if variant.sampling == "guidelines":
-            version, promoted = register_version(
-                run,
-                variant.kind,
-                "model/model.pt",
-                "best_val_accuracy",
-                float(result.best_val_accuracy),
-            )
-            context.log.info(f"registered {variant.kind} v{version}; champion: {promoted}")
+        # registration and the champion rule: the `champion` asset (defs/assets/registry.py)
         return mat

@@ -17,7 +17,7 @@ from curatornet_pipeline.defs.assets import (
 )
 from curatornet_pipeline.defs.io_managers import io_managers
 from curatornet_pipeline.defs.resources import DatasetResource, PipelineSettings
-from curatornet_pipeline.defs.tracking import MlflowTracking
+from curatornet_pipeline.defs.tracking import MlflowTracking, with_definition_links
 
 ASSET_MODULES = [ingest, visual, sampling, training, evaluation, recommend, registry]
 
@@ -56,7 +56,7 @@ def executor() -> dg.ExecutorDefinition:
 
 
 def all_assets() -> list:
-    return dg.load_assets_from_modules(ASSET_MODULES)
+    return with_definition_links(dg.load_assets_from_modules(ASSET_MODULES))
 
 
 def all_checks() -> list:

@@ -43,7 +43,7 @@ class Decision:
         )
         verdict = "**promoted to champion**" if self.promote else "**not promoted**"
         return (
-            f"Test {metric.upper()}{where}, both re-scored on the same split and candidates: "
+            f"Test {metric.upper()}{where}, same split, candidates and evaluation code: "
             f"this version {self.candidate:.4f}, {champ}. {verdict}: {self.reason}."
         )
 
@@ -119,7 +119,11 @@ def apply_rule(
         score = score_version(champ) if champ is not None else None
         if champ is not None and score is None:
             decision = Decision(
-                True, candidate_score, None, str(champ.version), "the champion cannot be scored here"
+                True,
+                candidate_score,
+                None,
+                str(champ.version),
+                "the champion cannot be scored here",
             )
         else:
             decision = decide(candidate_score, score, str(champ.version) if champ else None)

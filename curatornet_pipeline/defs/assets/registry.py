@@ -90,10 +90,14 @@ def champion(
     trained = upstream.get(f"models[{best}]", {})
     variant = variants()[best]
     client = mlflow.client
-    with mlflow.run_for(context, params={"metric": registry.METRIC, **dataclasses.asdict(config)}) as run:
+    with mlflow.run_for(
+        context, params={"metric": registry.METRIC, **dataclasses.asdict(config)}
+    ) as run:
         registry.ensure_registered_model(client)
         catalogue = rec_core.build_catalogue(item_embeddings, visual_clusters, inventory, purchases)
-        version = registry.find_version(client, registry.MODEL_NAME, trained.get("data_version", ""))
+        version = registry.find_version(
+            client, registry.MODEL_NAME, trained.get("data_version", "")
+        )
         if version is None:
             with tempfile.TemporaryDirectory() as tmp:
                 model_file = Path(tmp) / "model.pt"
@@ -166,7 +170,9 @@ def champion(
                 "registered_version": dg.MetadataValue.text(str(version.version)),
                 "variant": best,
                 "test_auc": decision.candidate,
-                "decision": dg.MetadataValue.md(decision.markdown(registry.METRIC, config.protocol)),
+                "decision": dg.MetadataValue.md(
+                    decision.markdown(registry.METRIC, config.protocol)
+                ),
                 "champion_version": dg.MetadataValue.text(str(holder.version) if holder else ""),
             },
             checks=[check("alias_matches_run_tags", consistent)],

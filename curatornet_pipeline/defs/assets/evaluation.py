@@ -14,6 +14,7 @@ from curatornet_pipeline.core import metrics as metrics_core
 from curatornet_pipeline.core import models as models_core
 from curatornet_pipeline.core import scorers
 from curatornet_pipeline.core.types import ItemVectors, TrainTestSplit
+from curatornet_pipeline.defs import presentation
 from curatornet_pipeline.defs.assets.training import variants
 from curatornet_pipeline.defs.automation import EAGER
 from curatornet_pipeline.defs.common import check, finish, markdown_table, upstream_versions
@@ -136,11 +137,11 @@ def evaluation_report(
                 "protocol": config.protocol,
                 "ndcg": config.ndcg,
                 "test_users": int(primary["n_users"].max()),
-                "metrics_by_method": dg.MetadataValue.json(by_method),
-                "report_files": dg.MetadataValue.json(paths),
+                **presentation.report_metadata(
+                    context.instance, tables, upstream, label, mlflow.experiment_id
+                ),
             },
             metrics=metrics,
-            tables={f"table2_{p}": md[p] for p in PROTOCOLS},
             checks=[
                 check("oracle_is_perfect", perfect),
                 check("random_near_half_auc", near_half, auc=float(rand["auc"])),

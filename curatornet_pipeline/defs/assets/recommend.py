@@ -9,9 +9,10 @@ from curatornet_pipeline.core import recommend as rec_core
 from curatornet_pipeline.core.cluster import load_thumbnail
 from curatornet_pipeline.core.scorers import CuratorNetScorer
 from curatornet_pipeline.core.types import ItemVectors, TrainTestSplit, VisualClusters
+from curatornet_pipeline.defs import presentation
 from curatornet_pipeline.defs.assets.training import variants
 from curatornet_pipeline.defs.automation import EAGER
-from curatornet_pipeline.defs.common import check, finish, markdown_table, upstream_versions
+from curatornet_pipeline.defs.common import check, finish, upstream_versions
 from curatornet_pipeline.defs.tracking import MlflowTracking
 
 GROUP = "evaluation"
@@ -130,9 +131,9 @@ def sample_recommendations(
                 "hits": int(table["in_hidden_basket"].sum()),
                 "same_artist_share": float(table["same_artist"].mean()) if len(table) else 0.0,
                 "same_cluster_share": float(table["same_cluster"].mean()) if len(table) else 0.0,
+                "recommendations": presentation.recommendations_value(table),
             },
             figures={"sample_recommendations": png},
-            tables={"recommendations": markdown_table(table, max_rows=TOP * N_USERS)},
             checks=[
                 check("excludes_profile_and_sold_out", clean),
                 check("explained_by_profile_items", explained),

@@ -88,10 +88,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     scale = args.scale or {"paper": "ugallery"}.get(args.profile, args.profile)
     _ensure_dataset(data_root, scale, args.seed)
 
-    from curatornet_pipeline.defs.resources import PipelineSettings
+    from curatornet_pipeline.defs.resources import profile_values, run_config
 
     overrides = json.loads(os.environ.get("CURATORNET_OVERRIDES", "{}"))
-    embed = PipelineSettings(profile=args.profile).stage("embed")
+    embed = profile_values(args.profile, overrides)["embed"]
     backbone = embed.get("backbone", "resnet50")
     weights = resolve_weights(args.weights or embed.get("weights", "auto"), backbone)
     overrides.setdefault("embed", {})["weights"] = weights
@@ -101,16 +101,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from curatornet_pipeline.definitions import defs
-    from curatornet_pipeline.runner import materialize_all
+    from curatornet_pipeline.defs.assets.training import add_grid_partitions
+    from curatornet_pipeline.defs.resources import pipeline_settings
+    from curatornet_pipeline.runner import LaunchError, daemon, launch_all, plan
 
     started = time.perf_counter()
 
-    def on_step(step, seconds: float) -> None:
-        print(f"  [{time.perf_counter() - started:7.1f}s] {step.label()} ({seconds:.1f}s)")
+    def on_done(launch, run, seconds: float) -> None:
+        print(
+            f"  [{time.perf_counter() - started:7.1f}s] {launch.label():<45} "
+            f"{run.status.value.lower():<8} ({seconds:.1f}s)  run {run.run_id[:8]}"
+        )
 
-    print(f"materializing the asset graph (profile {args.profile}, weights {weights})")
+    print(f"launching the asset graph's jobs (profile {args.profile}, weights {weights})")
     with dg.DagsterInstance.get() as instance:
-        materialize_all(defs, instance, on_step=on_step)
+        add_grid_partitions(instance, pipeline_settings(args.profile, overrides).grid())
+        stages = plan(defs, instance)
+        tags = {"curatornet/trigger": "cli", "curatornet/invocation": str(time.time_ns())}
+        # automation off in a daemon of our own: this command launches every stage itself
+        with daemon(instance, {**os.environ, "CURATORNET_AUTOMATION": "off"}) as started_here:
+            if started_here:
+                print("  started a Dagster daemon for this run (none was running)")
+            try:
+                runs = launch_all(
+                    instance, stages, run_config(args.profile, overrides), tags, on_done
+                )
+            except LaunchError as exc:
+                print(f"\nFAILED: {exc}", file=sys.stderr)
+                return 1
+    print(f"{len(runs)} runs")
     _summary(time.perf_counter() - started)
     return 0
 

@@ -10,7 +10,7 @@ import pytest
 from curatornet_pipeline.core.data import DatasetPaths, read_inventory, read_purchases
 from curatornet_pipeline.core.incoming import intake
 from curatornet_pipeline.definitions import defs
-from curatornet_pipeline.defs import automation
+from curatornet_pipeline.defs import intake as intake_defs
 
 
 @pytest.fixture
@@ -50,12 +50,12 @@ def test_nightly_schedule_requests_the_upstream_refresh() -> None:
         "visual_clusters",
         "train_test_split",
     } <= selected
-    assert not selected & {"triplets", "models", "evaluation_report"}
+    assert not selected & {"triplets", "curatornet_models", "evaluation_report"}
 
 
 def test_downstream_assets_follow_by_automation() -> None:
     graph = defs.resolve_asset_graph()
-    for name in ("triplets", "training_set", "models", "evaluation_report", "sampling_ablation"):
+    for name in ("triplets", "curatornet_models", "evaluation_report", "sampling_ablation"):
         assert graph.get(dg.AssetKey(name)).automation_condition is not None, name
 
 
@@ -68,7 +68,7 @@ def test_sensor_appends_a_good_file(dataset: Path) -> None:
         context = dg.build_sensor_context(
             instance=instance, repository_def=defs.get_repository_def()
         )
-        result = automation.incoming_files(context)
+        result = intake_defs.incoming_files(context)
     assert isinstance(result, dg.RunRequest)
     assert result.tags["curatornet/accepted"] == "purchases-2026-11-27.csv"
     inventory = read_inventory(dataset / "inventory.csv")
@@ -90,7 +90,7 @@ def test_sensor_rejects_a_bad_file_whole(dataset: Path) -> None:
         context = dg.build_sensor_context(
             instance=instance, repository_def=defs.get_repository_def()
         )
-        result = automation.incoming_files(context)
+        result = intake_defs.incoming_files(context)
     assert isinstance(result, dg.SkipReason)
     assert (
         dataset / "purchases.csv"
@@ -123,4 +123,4 @@ def test_sensor_skips_when_nothing_arrived(dataset: Path) -> None:
         context = dg.build_sensor_context(
             instance=instance, repository_def=defs.get_repository_def()
         )
-        assert isinstance(automation.incoming_files(context), dg.SkipReason)
+        assert isinstance(intake_defs.incoming_files(context), dg.SkipReason)

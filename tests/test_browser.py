@@ -36,7 +36,7 @@ from browser_support import (
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 #: The asset the Dagster UI materializes. While it is not defined yet, the test
-#: falls back to the last unpartitioned asset of the plan (see PREPARE).
+#: falls back to evaluation_report (see PREPARE).
 #: CURATORNET_BROWSER_TARGET picks another one (e.g. while debugging).
 TARGET = os.environ.get("CURATORNET_BROWSER_TARGET", "evaluation_report")
 
@@ -49,23 +49,19 @@ PREPARE = textwrap.dedent(
     """
     import json, sys
     import dagster as dg
-    from curatornet_pipeline.definitions import defs
-    from curatornet_pipeline.runner import materialize_all, plan
+    sys.path.insert(0, {repo!r})
+    from curatornet_pipeline.definitions import build_resources, defs
+    from tests.graph_support import materialize_graph
 
     wanted = {target!r}
     graph = defs.resolve_asset_graph()
     keys = {{k.to_user_string() for k in graph.materializable_asset_keys}}
-    if wanted in keys:
-        target = wanted
-    else:
-        unpartitioned = [k for s in plan(defs) if s.partition is None for k in s.keys]
-        target = unpartitioned[-1].to_user_string()
+    target = wanted if wanted in keys else "evaluation_report"
     key = dg.AssetKey.from_user_string(target)
     upstream = dg.AssetSelection.assets(key).upstream().resolve(graph) - {{key}}
     with dg.DagsterInstance.get() as instance:
-        results = materialize_all(
-            defs, instance, selection=upstream,
-            on_step=lambda step, s: print(f"{{step.label()}} {{s:.1f}}s", file=sys.stderr),
+        results = materialize_graph(
+            instance, build_resources(), {{k.to_user_string() for k in upstream}}
         )
     print(json.dumps({{"target": target, "upstream": sorted(k.to_user_string() for k in upstream),
                       "runs": len(results)}}))
@@ -127,7 +123,12 @@ def ui_home(tmp_path_factory: pytest.TempPathFactory) -> dict:
     generate(SynthConfig(scale="tiny", seed=0), data)
     env = project_env(home, data)
     started = time.perf_counter()
-    out = run_python(PREPARE.format(target=TARGET), env, timeout=900, log=home / "prepare.log")
+    out = run_python(
+        PREPARE.format(target=TARGET, repo=str(Path(__file__).resolve().parent.parent)),
+        env,
+        timeout=900,
+        log=home / "prepare.log",
+    )
     prepared = json.loads(out.strip().splitlines()[-1])
     prepared["prepare_s"] = time.perf_counter() - started
     return {"home": home, "data": data, "env": env, **prepared}

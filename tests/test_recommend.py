@@ -428,7 +428,7 @@ def test_sample_recommendations_asset_and_cli(
     from curatornet_pipeline import cli
     from curatornet_pipeline.core.bundle import load_bundle
     from curatornet_pipeline.definitions import build_resources, defs
-    from curatornet_pipeline.runner import materialize_all
+    from tests.graph_support import materialize_graph
 
     storage = tmp_path / "storage"
     monkeypatch.setenv("CURATORNET_STORAGE", str(storage))
@@ -437,7 +437,7 @@ def test_sample_recommendations_asset_and_cli(
     selection = dg.AssetSelection.assets(key).upstream().resolve(graph)
     instance = dg.DagsterInstance.ephemeral()
     resources = build_resources(profile="tiny", data_root=str(tiny_data))
-    results = materialize_all(defs, instance, selection=selection, resources=resources)
+    results = materialize_graph(instance, resources, {k.to_user_string() for k in selection})
     assert all(r.success for r in results)
 
     last = results[-1]

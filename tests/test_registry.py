@@ -15,7 +15,15 @@ import textwrap
 import time
 
 import pytest
-from browser_support import VENV_BIN, free_port, http_json, project_env, run_python, server
+from browser_support import (
+    REPO_ROOT,
+    VENV_BIN,
+    free_port,
+    http_json,
+    project_env,
+    run_python,
+    server,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -24,38 +32,39 @@ PREPARE = textwrap.dedent(
     import json, sys, tempfile
     from pathlib import Path
     import dagster as dg, torch
+    sys.path.insert(0, {repo!r})
     from mlflow import MlflowClient
     from curatornet_pipeline import registry, serving, settings
     from curatornet_pipeline.core import evaluate as ev
+    from curatornet_pipeline.core import report
     from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig, save_model
     from curatornet_pipeline.core.scorers import CuratorNetScorer
-    from curatornet_pipeline.definitions import defs
-    from curatornet_pipeline.defs.resources import PipelineSettings
+    from curatornet_pipeline.definitions import build_resources, defs
     from curatornet_pipeline.mlflow_model import log_recommender
-    from curatornet_pipeline.runner import materialize_all
+    from tests.graph_support import materialize_graph
 
     graph = defs.resolve_asset_graph()
     key = dg.AssetKey("champion")
     upstream = dg.AssetSelection.assets(key).upstream().resolve(graph) - {key}
     uri = settings.mlflow_tracking_uri()
+    resources = build_resources()
     with dg.DagsterInstance.get() as instance:
-        assert all(r.success for r in materialize_all(defs, instance, selection=upstream))
+        materialize_graph(instance, resources, {k.to_user_string() for k in upstream})
         client = MlflowClient(uri, uri)
         storage = settings.storage_uri()
-        catalogue, embeddings = serving.load_catalogue(storage)
+        catalogue = serving._read_bundle(storage, "catalogue")
         split = serving._read_bundle(storage, "train_test_split")
-        config = PipelineSettings(profile="tiny").build("evaluation", ev.EvalConfig)
-        timeline = ev.build_timeline(
-            embeddings.ids, serving._read_table(storage, "inventory"),
-            serving._read_table(storage, "purchases"))
+        config = resources["pipeline"].build("evaluation")
+        timeline = report.timeline(catalogue)
+        features = catalogue.features
 
         def auc(net):
-            scorer = CuratorNetScorer(net, embeddings.vectors)
+            scorer = CuratorNetScorer(net, features)
             return float(ev.evaluate(scorer, split, config, timeline).summary["auc"][0])
 
         torch.manual_seed(123)
-        untrained = CuratorNet(CuratorNetConfig(input_dim=embeddings.vectors.shape[1]))
-        untrained.fit_scaler(embeddings.vectors)
+        untrained = CuratorNet(CuratorNetConfig(input_dim=features.shape[1]))
+        untrained.fit_scaler(features)
         untrained.eval()
         model_file = Path(tempfile.mkdtemp()) / "untrained.pt"
         save_model(model_file, untrained, {})
@@ -77,8 +86,7 @@ PREPARE = textwrap.dedent(
                                                     "registered_model": "curatornet"})
         client.set_terminated(stale.info.run_id)
 
-        result = materialize_all(defs, instance, selection={key})[-1]
-        assert result.success
+        materialize_graph(instance, resources, {"champion"})
         new = registry.current_champion(client)
 
         # the untrained model again, now a candidate against the trained champion
@@ -112,7 +120,12 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (home / "dagster").mkdir(parents=True)
     generate(SynthConfig(scale="tiny", seed=0), data)
     env = project_env(home, data, OMP_NUM_THREADS="1")
-    out = run_python(PREPARE, env, timeout=900, log=home / "prepare.log")
+    out = run_python(
+        PREPARE.replace("{repo!r}", repr(str(REPO_ROOT))),
+        env,
+        timeout=900,
+        log=home / "prepare.log",
+    )
     prepared = json.loads(out.strip().splitlines()[-1])
     from mlflow import MlflowClient
 

@@ -109,18 +109,20 @@ def _walk(node: Any) -> list:
 def model_lineage(
     instance: dg.DagsterInstance, upstream: Mapping[str, Mapping[str, Any]], labels: Any
 ) -> list[dict[str, Any]]:
-    """For each ``models[x]`` input: its MLflow run and the triplet partitions, clusters and
-    embeddings it was trained from (data version, Dagster run, UI path of each)."""
+    """For each model input (``labels(key)`` names its Table 2 row, None: not a model): its
+    MLflow run and the triplet partitions, clusters and embeddings it was trained from
+    (data version, Dagster run, UI path of each)."""
     from curatornet_pipeline.lineage import trace
 
     rows = []
     for key in sorted(upstream):
-        if not key.startswith("models["):
+        method = labels(key)
+        if method is None:
             continue
         info = upstream[key]
-        variant = key[len("models[") : -1]
+        asset, _, partition = key.rstrip("]").partition("[")
         node = trace(
-            instance, "models", variant, info.get("data_version"), info.get("dagster_run_id")
+            instance, asset, partition or None, info.get("data_version"), info.get("dagster_run_id")
         )
         if node is None:
             continue
@@ -139,10 +141,10 @@ def model_lineage(
 
         rows.append(
             {
-                "method": labels(variant),
-                "model": variant,
+                "method": method,
+                "model": key,
                 "model_version": node.data_version,
-                "model_path": materialization_path("models", variant, node.timestamp),
+                "model_path": materialization_path(asset, partition or None, node.timestamp),
                 "mlflow_run_id": str(node.metadata.get("mlflow_run_id", "")),
                 **{
                     asset: [describe(n) for n in sorted(nodes, key=lambda n: n.partition or "")]

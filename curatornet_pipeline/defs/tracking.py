@@ -18,6 +18,7 @@ back to its Dagster run and asset page (tag ``dagster.run_url``).
 import json
 import logging
 import os
+import socket
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -38,6 +39,8 @@ TAG_PARTITION = "dagster.partition_key"
 TAG_CODE_VERSION = "dagster.code_version"
 TAG_DATA_VERSION = "dagster.data_version"
 TAG_INPUT_PREFIX = "dagster.input."
+TAG_HOST = "process.host"  # the machine and process that owns a RUNNING run (crash sweeps)
+TAG_PID = "process.pid"
 TAG_RUN_URL = "dagster.run_url"
 TAG_NOTE = "mlflow.note.content"  # the run's / experiment's description (markdown) in the UI
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow 3 UI: which view the experiment opens in
@@ -290,6 +293,8 @@ class MlflowTracking(dg.ConfigurableResource):
             TAG_PARTITION: partition,
             TAG_CODE_VERSION: context.assets_def.code_versions_by_key.get(context.asset_key) or "",
             "dagster.job_name": context.run.job_name,
+            TAG_HOST: socket.gethostname(),
+            TAG_PID: os.getpid(),
             "mlflow.runName": f"{asset_key}[{partition}]" if partition else asset_key,
             **(tags or {}),
         }

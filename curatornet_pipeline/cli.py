@@ -175,6 +175,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if uri.startswith(("http://", "https://")):
         print(f"MLflow tracking server {uri} serves its own UI; not starting one")
         mlflow_cmd = []
+    else:  # the links of both UIs follow these ports (docs/operations.md)
+        env["CURATORNET_MLFLOW_UI"] = f"http://127.0.0.1:{args.mlflow_port}"
+    env["CURATORNET_DAGSTER_UI"] = f"http://127.0.0.1:{args.dagster_port}"
     procs = [
         _popen(
             [

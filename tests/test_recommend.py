@@ -467,7 +467,16 @@ def test_sample_recommendations_asset_and_cli(
     logged = [a.path for a in client.list_artifacts(run_id, "figures")]
     assert logged == ["figures/sample_recommendations.png"]
 
-    # the CLI serves the registered champion over the stored catalogue, new image included
+    shown = mat.metadata["recommendations"].value  # a typed table with short ids
+    assert [c.name for c in shown.schema.columns][:3] == ["user", "rank", "artwork"]
+    assert len(shown.records) == len(table)
+    assert all(len(r.data["artwork"]) == 8 for r in shown.records)
+
+    # the CLI serves the registered champion (pyfunc with its catalogue), new image included
+    champion = dg.AssetSelection.assets(dg.AssetKey("champion")).upstream().resolve(graph)
+    done = {k.to_user_string() for k in selection}
+    rest = {k.to_user_string() for k in champion} - done
+    assert all(r.success for r in materialize_graph(instance, resources, rest))
     liked = table["because"].iloc[0]
     image = next((tiny_data / "images").iterdir())
     assert cli.main(["recommend", "--items", liked, "--k", "5", "--add-image", str(image)]) == 0

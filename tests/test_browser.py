@@ -483,7 +483,6 @@ def test_links_both_ways_on_non_default_ports(browser, ui_home: dict, shots: Pat
             target.get_by_text("RUN_SUCCESS", exact=True).first.wait_for(state="visible")
             target.wait_for_timeout(1000)
             target.screenshot(path=str(shots / "dagster_run_from_mlflow.png"))
-            mlflow_page = target if target is not mlflow_page else context.new_page()
             mlflow_page.goto(f"{mbase}/#/models?workflowType=machine_learning")
             mlflow_page.get_by_text("Registered Models", exact=False).first.wait_for(
                 state="visible", timeout=60_000

@@ -150,7 +150,8 @@ def test_better_candidate_takes_the_alias_worse_does_not(home: dict) -> None:
     assert f"{float(tags['champion_test_auc_same_split']):.4f}" in promoted.description
     # the version says what it is
     assert tags["variant"].startswith("curatornet-l") and tags["sampling"] == "guidelines"
-    assert tags["lambda"] and tags["dagster.partition_key"] == tags["variant"]
+    assert tags["variant"] == f"curatornet-{tags['dagster.partition_key']}"
+    assert tags["dagster.partition_key"] == f"l{tags['lambda']}"
     assert tags["dagster.run_id"] and tags["data_version"]
 
     worse = home["worse_decision"]

@@ -25,8 +25,6 @@ from browser_support import (
     server,
 )
 
-pytestmark = pytest.mark.slow
-
 PREPARE = textwrap.dedent(
     """
     import json, sys, tempfile
@@ -133,6 +131,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"home": home, "env": env, "uri": uri, "client": MlflowClient(uri, uri), **prepared}
 
 
+@pytest.mark.slow
 def test_better_candidate_takes_the_alias_worse_does_not(home: dict) -> None:
     client = home["client"]
     champ = client.get_model_version_by_alias("curatornet", "champion")
@@ -162,6 +161,7 @@ def test_better_candidate_takes_the_alias_worse_does_not(home: dict) -> None:
     assert rejected.tags["decision"] == "kept" and "not promoted" in rejected.description
 
 
+@pytest.mark.slow
 def test_no_run_carries_a_stale_champion_tag(home: dict) -> None:
     client = home["client"]
     champ = client.get_model_version_by_alias("curatornet", "champion")
@@ -173,6 +173,7 @@ def test_no_run_carries_a_stale_champion_tag(home: dict) -> None:
     assert client.get_run(home["stale_run"]).data.tags["champion"] == "False"
 
 
+@pytest.mark.slow
 def test_champion_loads_in_a_fresh_process(home: dict) -> None:
     """Only mlflow is imported by hand: the pyfunc brings the project's code itself."""
     code = textwrap.dedent(
@@ -200,6 +201,7 @@ def test_champion_loads_in_a_fresh_process(home: dict) -> None:
     assert scores == sorted(scores, reverse=True)
 
 
+@pytest.mark.slow
 def test_mlflow_models_serve_answers_recommendation_requests(home: dict) -> None:
     port = free_port()
     env = {**home["env"], "MLFLOW_TRACKING_URI": home["uri"]}
@@ -230,3 +232,57 @@ def test_mlflow_models_serve_answers_recommendation_requests(home: dict) -> None
         assert proc.poll() is None
     assert proc.poll() is not None, "the server is still running"
     print(f"served in {time.monotonic() - started:.1f}s", file=sys.stderr)
+
+
+def test_decide_promotes_only_a_strictly_higher_metric() -> None:
+    from curatornet_pipeline.registry import decide
+
+    assert decide(0.61, None).promote  # no champion yet
+    better = decide(0.62, 0.60, "3")
+    assert better.promote and better.champion_version == "3"
+    assert "+0.0200" in better.markdown()
+    assert not decide(0.60, 0.60, "3").promote  # a tie keeps the champion
+    worse = decide(0.58, 0.60, "3")
+    assert not worse.promote and "not promoted" in worse.markdown("auc", "unbought")
+    assert "champion v3: 0.6000" in worse.markdown()
+
+
+def test_report_tables_are_typed_with_short_ids() -> None:
+    import pandas as pd
+
+    from curatornet_pipeline.defs.presentation import recommendations_value, table2_value
+
+    table = pd.DataFrame(
+        {"n_users": [10, 10], "auc": [0.7, 0.5], "auc_se": [0.01, float("nan")]},
+        index=pd.Index(["CuratorNet (0.0001)", "Random"], name="method"),
+    )
+    value = table2_value(table)
+    assert [(c.name, c.type) for c in value.schema.columns] == [
+        ("method", "string"),
+        ("users", "int"),
+        ("auc", "float"),
+        ("auc_se", "float"),
+    ]
+    assert value.records[0].data == {
+        "method": "CuratorNet (0.0001)",
+        "users": 10,
+        "auc": 0.7,
+        "auc_se": 0.01,
+    }
+    assert value.records[1].data["auc_se"] is None  # NaN: no standard error
+    recs = pd.DataFrame(
+        {
+            "user_id": ["u" * 40],
+            "rank": [1],
+            "item_id": ["a" * 40],
+            "score": [1.5],
+            "because": ["b" * 40],
+            "similarity": [0.9],
+            "same_artist": [True],
+            "same_cluster": [False],
+            "in_hidden_basket": [True],
+        }
+    )
+    row = recommendations_value(recs).records[0].data
+    assert row["user"] == "u" * 8 and row["artwork"] == "a" * 8 and row["because"] == "b" * 8
+    assert row["hit"] is True

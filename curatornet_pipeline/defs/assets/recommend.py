@@ -22,7 +22,7 @@ TOP = 10  # recommendations per user
 
 
 def _best(models: dict) -> tuple[str, dict]:
-    """The variant with the best validation accuracy, as the registry's champion rule."""
+    """The variant with the best validation accuracy (the registry uses test AUC: registry.py)."""
     name = max(models, key=lambda n: float(models[n]["extra"].get("best_val_accuracy", 0.0)))
     return name, models[name]
 

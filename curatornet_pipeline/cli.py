@@ -265,6 +265,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         mlflow_cmd = []
     else:
         _prepare_mlflow_store(uri)
+        # the links of both UIs follow these ports (docs/operations.md)
+        env["CURATORNET_MLFLOW_UI"] = f"http://127.0.0.1:{args.mlflow_port}"
+    env["CURATORNET_DAGSTER_UI"] = f"http://127.0.0.1:{args.dagster_port}"
     procs = [
         _popen(
             [

@@ -53,7 +53,7 @@ TRAINING_JOBS = {
     "train_vbpr": "vbpr_models",
     "train_random_sampling": "random_sampling_models",
 }
-REPORT_ASSETS = ("evaluation_report", "sampling_ablation", "sample_recommendations")
+REPORT_ASSETS = ("evaluation_report", "sampling_ablation", "sample_recommendations", "champion")
 
 
 def _job(name: str, keys, description: str, heavy: bool = True):
@@ -81,7 +81,8 @@ training_jobs = [
 evaluate = _job(
     "evaluate",
     REPORT_ASSETS,
-    "Table 2 on both protocols, Figure 3's sampling ablation and sample recommendations.",
+    "Table 2 on both protocols, Figure 3's sampling ablation, sample recommendations and the "
+    "registry's champion (test-AUC rule).",
 )
 
 #: The whole graph, in the order `curatornet run` launches it (runs of one stage together).

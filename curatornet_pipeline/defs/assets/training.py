@@ -28,7 +28,7 @@ from curatornet_pipeline.defs.common import check, finish, upstream_versions
 from curatornet_pipeline.defs.executors import ComputeResource
 from curatornet_pipeline.defs.io_managers import ArtifactStorage
 from curatornet_pipeline.defs.resources import PipelineSettings
-from curatornet_pipeline.defs.tracking import MlflowTracking, register_version
+from curatornet_pipeline.defs.tracking import MlflowTracking
 from curatornet_pipeline.defs.versioning import source_hash
 
 GROUP = "models"
@@ -196,11 +196,7 @@ def train_variant(
         model_file = storage.scratch_file(context, "model.pt")
         models_core.save_model(model_file, result.model, payload["extra"])
         run.log_file(model_file, "model")
-        if variant.sampling == "guidelines":
-            version, promoted = register_version(
-                run, variant.family, "model/model.pt", "best_val_accuracy", result.best_val_accuracy
-            )
-            context.log.info(f"registered {variant.family} v{version}; champion: {promoted}")
+        # registration (pyfunc) and the champion rule: the `champion` asset (assets/registry.py)
     storage.clean_checkpoints(context)
     return mat
 

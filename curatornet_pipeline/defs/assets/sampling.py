@@ -11,6 +11,7 @@ from curatornet_pipeline.core import split as split_core
 from curatornet_pipeline.core.types import (
     GUIDELINE_STRATEGIES,
     STRATEGIES,
+    STRATEGY_INFO,
     ItemVectors,
     TrainTestSplit,
     Triplets,
@@ -102,7 +103,7 @@ def triplets(
     strategy = context.partition_key
     config = pipeline.build("sampling", sampling_core.SamplingConfig)
     upstream = upstream_versions(context)
-    params = {**dataclasses.asdict(config), "strategy": strategy}
+    params = {**dataclasses.asdict(config), **STRATEGY_INFO[strategy].params()}
     with mlflow.run_for(context, params=params) as run:
         ctx = _context(train_test_split, visual_clusters, pca_embeddings, inventory)
         result: Triplets = sampling_core.sample_strategy(ctx, strategy, config)
@@ -137,6 +138,7 @@ def triplets(
                 ),
                 "profiles": len(result.profile_offsets) - 1,
                 "seed": config.seed,
+                "paper_guideline": str(STRATEGY_INFO[strategy].paper_guideline or "none"),
                 "config": dg.MetadataValue.json(dataclasses.asdict(config)),
             },
             tables={"profile_sizes": markdown_table(hist_df)},

@@ -10,7 +10,7 @@ import torch
 
 from curatornet_pipeline import settings
 from curatornet_pipeline.core import models as models_core
-from curatornet_pipeline.core import sampling as sampling_core
+from curatornet_pipeline.core import experiment
 from curatornet_pipeline.core import train as train_core
 from curatornet_pipeline.core.plots import training_curve
 from curatornet_pipeline.core.types import ItemVectors, TrainTestSplit, Triplets
@@ -23,7 +23,7 @@ GROUP = "models"
 
 #: VBPR has one vector per real user and no notion of baskets: of the
 #: guidelines it uses the real-user, basket-free ones (paper, Figure 3).
-VBPR_STRATEGIES = ("s1_user_profile", "s3_artist_cluster")
+VBPR_STRATEGIES = experiment.VBPR_GUIDELINES  # the paper's guidelines 4 and 3
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,8 @@ def models(
     """CuratorNet or VBPR trained on the guidelines' triples (or on random triples)."""
     variant = variants()[context.partition_key]
     config = dataclasses.replace(pipeline.build("train", train_core.TrainConfig), l2=variant.l2)
-    triples = training_set if variant.sampling == "guidelines" else random_triplets
-    if variant.kind == "vbpr" and variant.sampling == "guidelines":
-        triples = sampling_core.select(triples, VBPR_STRATEGIES)
+    # guideline variants: their guidelines; random variants: as many random triples
+    triples = experiment.training_triples(variant, training_set, random_triplets, config.seed)
     features = item_embeddings.vectors
     upstream = upstream_versions(context)
     params = {**dataclasses.asdict(config), **dataclasses.asdict(variant)}

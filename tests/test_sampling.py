@@ -330,8 +330,12 @@ def _heavy_buyer_world():
     rng = np.random.default_rng(3)
     n_items = 1000
     ids = np.array([f"i{k:04d}" for k in range(n_items)])
-    artist = np.where(np.arange(n_items) < 300, np.arange(n_items) % 10, 10 + np.arange(n_items) % 40)
-    cluster = np.where(np.arange(n_items) < 300, np.arange(n_items) % 7, 7 + np.arange(n_items) % 30)
+    artist = np.where(
+        np.arange(n_items) < 300, np.arange(n_items) % 10, 10 + np.arange(n_items) % 40
+    )
+    cluster = np.where(
+        np.arange(n_items) < 300, np.arange(n_items) % 7, 7 + np.arange(n_items) % 30
+    )
     rows = []
     for u in range(50):
         items = rng.choice(np.arange(300, n_items), 6, replace=False)

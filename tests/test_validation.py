@@ -72,7 +72,9 @@ def test_holdout_keeps_the_test_basket_and_hides_the_last_training_basket(world)
     for k, u in enumerate(val_split.test_users):
         last = split.user_basket_offsets[u + 1] - 1
         bio = split.basket_item_offsets
-        held = val_split.test_items[val_split.test_item_offsets[k] : val_split.test_item_offsets[k + 1]]
+        held = val_split.test_items[
+            val_split.test_item_offsets[k] : val_split.test_item_offsets[k + 1]
+        ]
         np.testing.assert_array_equal(held, split.basket_items[bio[last] : bio[last + 1]])
         assert val_split.test_timestamps[k] == split.basket_timestamps[last]
     assert len(train_split.basket_items) + len(val_split.test_items) == len(split.basket_items)
@@ -121,7 +123,9 @@ def test_evaluator_ranks_a_worse_model_below_a_better_one(world):
     scores = {}
     for name, feats in (("true", vectors), ("shuffled", shuffled)):
         torch.manual_seed(0)
-        model = CuratorNet(CuratorNetConfig(input_dim=DIM, item_layers=(32, 16), user_layers=(32, 16)))
+        model = CuratorNet(
+            CuratorNetConfig(input_dim=DIM, item_layers=(32, 16), user_layers=(32, 16))
+        )
         model.fit_scaler(feats)
         train(model, union, union, feats, tc)
         scores[name] = make_evaluator(val_split, feats)(model)

@@ -48,7 +48,11 @@ class Variant:
     def label(self) -> str:
         """Table 2 row label, e.g. 'CuratorNet (0.0001)' or 'VBPR (random sampling)'."""
         family = FAMILY_LABEL[self.kind]
-        return f"{family} (random sampling)" if self.sampling == "random" else f"{family} ({self.l2:g})"
+        return (
+            f"{family} (random sampling)"
+            if self.sampling == "random"
+            else f"{family} ({self.l2:g})"
+        )
 
 
 def variants(spec: dict[str, Any]) -> dict[str, Variant]:

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from curatornet_pipeline import settings
-from curatornet_pipeline.core import models as models_core
 from curatornet_pipeline.core import experiment
+from curatornet_pipeline.core import models as models_core
 from curatornet_pipeline.core import train as train_core
 from curatornet_pipeline.core.plots import training_curve
 from curatornet_pipeline.core.types import ItemVectors, TrainTestSplit, Triplets

@@ -379,7 +379,7 @@ def test_random_variants_train_on_as_many_triples_as_their_guideline_partner(wor
         "CuratorNet": ("curatornet-l0.0001", "curatornet-random"),
         "VBPR": ("vbpr-l0.0001", "vbpr-random"),
     }
-    for family, (guided, rand) in pairs.items():
+    for guided, rand in pairs.values():
         vbpr = guided.kind == "vbpr"
         a = training_triples(guided, union, parts["random"])
         b = training_triples(rand, union, parts["random"])

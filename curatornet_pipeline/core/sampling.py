@@ -217,7 +217,11 @@ def sample_strategy(
     code = STRATEGIES.index(strategy)
     rng = np.random.default_rng([config.seed, code])
     n_target = strategy_target(config, strategy)
-    n_val_target = int(round(n_target * config.validation_fraction))
+    # validation: the same rounded share per n_per_strategy, so that the random
+    # partition holds as many validation triples as the six guidelines together
+    n_val_target = int(round(config.n_per_strategy * config.validation_fraction)) * (
+        n_target // config.n_per_strategy if config.n_per_strategy else 1
+    )
     target = n_target + n_val_target
 
     chunks: list[tuple[np.ndarray, ...]] = []

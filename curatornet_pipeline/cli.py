@@ -304,6 +304,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     config = embed.EmbedConfig(backbone="resnet50", weights=weights, num_workers=1, batch_size=16)
     logging.getLogger("curatornet_pipeline").setLevel(logging.INFO)
     rep = reproduce.run(data, budget, config, settings.home_dir() / "embedding_store")
+    import pickle
+
+    saved = settings.home_dir() / "reproduce" / f"{budget.name}.pkl"
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_bytes(pickle.dumps(rep))  # re-render without re-running (trusted, local)
     command = "curatornet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     notes = Path(args.notes).read_text() if args.notes else ""
     out = reproduce.write_report(rep, Path(args.out), command, notes)

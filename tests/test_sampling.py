@@ -10,6 +10,7 @@ from curatornet_pipeline.core.experiment import (
     ablation_pairs,
     guideline_strategies,
     match_size,
+    paper_guidelines_of,
     training_counts,
     training_triples,
     triplet_partitions_for,
@@ -390,6 +391,8 @@ def test_random_variants_train_on_as_many_triples_as_their_guideline_partner(wor
         assert np.all(b.strategy == STRATEGIES.index("random"))
         assert verify_strategy(b, world[4], "random") == []  # uniform negatives, per the paper
     assert triplet_partitions_for(grid["vbpr-l0.0001"]) == VBPR_GUIDELINES
+    assert paper_guidelines_of(grid["vbpr-l0.0001"]) == "3,4"
+    assert paper_guidelines_of(grid["curatornet-l0"]) == "1,2,3,4,5,6"
     assert triplet_partitions_for(grid["curatornet-l0"]) == GUIDELINE_STRATEGIES
     assert triplet_partitions_for(grid["vbpr-random"])[0] == "random"
     # VBPR's random subset is seeded: same seed, same rows

@@ -22,7 +22,12 @@ from typing import Any
 import numpy as np
 
 from curatornet_pipeline.core.sampling import select, take_rows
-from curatornet_pipeline.core.types import GUIDELINE_STRATEGIES, VBPR_GUIDELINES, Triplets
+from curatornet_pipeline.core.types import (
+    GUIDELINE_STRATEGIES,
+    STRATEGY_INFO,
+    VBPR_GUIDELINES,
+    Triplets,
+)
 
 KINDS: tuple[str, ...] = ("curatornet", "vbpr")
 SAMPLINGS: tuple[str, ...] = ("guidelines", "random")
@@ -88,6 +93,14 @@ def triplet_partitions_for(variant: Variant) -> tuple[str, ...]:
     """
     guided = guideline_strategies(variant.kind)
     return guided if variant.sampling == "guidelines" else ("random", *guided)
+
+
+def paper_guidelines_of(variant: Variant) -> str:
+    """The paper's numbers of the guidelines a variant trains on, e.g. '1,2,3,4,5,6' or 'random'."""
+    if variant.sampling == "random":
+        return "random"
+    numbers = sorted(STRATEGY_INFO[s].paper_guideline for s in guideline_strategies(variant.kind))
+    return ",".join(str(n) for n in numbers)
 
 
 def ablation_pairs(grid: dict[str, Variant]) -> dict[str, tuple[Variant, Variant]]:

@@ -97,7 +97,12 @@ def models(
     triples = experiment.training_triples(variant, training_set, random_triplets, config.seed)
     features = item_embeddings.vectors
     upstream = upstream_versions(context)
-    params = {**dataclasses.asdict(config), **dataclasses.asdict(variant)}
+    params = {
+        **dataclasses.asdict(config),
+        **dataclasses.asdict(variant),
+        "paper_guidelines": experiment.paper_guidelines_of(variant),
+        "training_triples": experiment.training_counts(triples, variant.kind == "vbpr")[0],
+    }
     checkpoints = settings.home_dir() / "checkpoints" / context.run.run_id / variant.name
     with mlflow.run_for(context, params=params, tags={"model_kind": variant.kind}) as run:
         torch.manual_seed(config.seed)  # the initial weights: same inputs, same model version

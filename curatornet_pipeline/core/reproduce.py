@@ -84,6 +84,7 @@ class Budget:
     batch_triples: int = 4096
     k: int = 100  # visual clusters (paper: 100)
     restarts: int = 20  # k-means restarts (paper: 20)
+    compare_weighting: bool = True  # also train CuratorNet with guidelines 1, 2 drawn per pair
 
     def curve_points(self) -> tuple[int, ...]:
         return tuple(sorted(set(self.curve) | {self.n_per_strategy}))
@@ -129,6 +130,7 @@ class Reproduction:
     baseline_validation: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
     meta: dict = field(default_factory=dict)
+    weighting_runs: dict[str, ModelRun] = field(default_factory=dict)  # "user" / "pair"
 
 
 # ----------------------------------------------------------------------------- data
@@ -254,6 +256,33 @@ def _train_one(
     return model, history, best["epoch"], time.perf_counter() - start
 
 
+def _fit(
+    variant: experiment.Variant,
+    triples: Triplets,
+    n: int,
+    seed: int,
+    tc: train_core.TrainConfig,
+    features: np.ndarray,
+    n_users: int,
+    evaluator: validation.Evaluator,
+    split,
+    timeline: eval_core.Timeline,
+) -> "ModelRun":
+    """Train one variant and evaluate it on validation and on both test protocols."""
+    n_train, n_val = experiment.training_counts(triples, variant.kind == "vbpr")
+    logger.info("training %s at n=%d seed %d: %d triples", variant.name, n, seed, n_train)
+    model, history, best, secs = _train_one(
+        variant, triples, features, n_users, dataclasses.replace(tc, l2=variant.l2), evaluator, seed
+    )
+    scorer = _scorer(model, features)
+    mr = ModelRun(variant, n, seed, n_train, n_val, history, best, secs)
+    mr.validation = evaluator(scorer)
+    for protocol in eval_core.PROTOCOLS:
+        cfg = eval_core.EvalConfig(protocol=protocol)
+        mr.results[protocol] = eval_core.evaluate(scorer, split, cfg, timeline)
+    return mr
+
+
 def _scorer(model, features: np.ndarray):
     if model.kind == "curatornet":
         return scorers.CuratorNetScorer(model, features)
@@ -296,6 +325,7 @@ def run(
     evaluator = validation.make_evaluator(val_split, features, validation_config)
 
     runs: list[ModelRun] = []
+    weighting_runs: dict[str, ModelRun] = {}
     triples_table = pd.DataFrame()
     grid = experiment.variants(
         {"curatornet_l2": list(budget.l2_grid), "vbpr_l2": list(budget.l2_grid),
@@ -327,23 +357,23 @@ def run(
                 patience=budget.epochs, seed=seed,
             )  # fmt: skip
             todo = list(grid.values()) if main else curve_variants
+
+            def fit(variant: experiment.Variant, triples: Triplets, n=n, seed=seed, tc=tc):
+                return _fit(variant, triples, n, seed, tc, features, n_users, evaluator, split,
+                            timeline)  # fmt: skip
+
             for variant in todo:
-                tc_v = dataclasses.replace(tc, l2=variant.l2)
-                triples = experiment.training_triples(variant, union, parts["random"], seed)
-                n_train, n_val = experiment.training_counts(triples, variant.kind == "vbpr")
-                logger.info(
-                    "training %s at n=%d seed %d: %d triples", variant.name, n, seed, n_train
+                runs.append(
+                    fit(variant, experiment.training_triples(variant, union, parts["random"], seed))
                 )
-                model, history, best, secs = _train_one(
-                    variant, triples, features, n_users, tc_v, evaluator, seed
+            if main and seed == budget.seeds[0] and budget.compare_weighting:
+                # guidelines 1 and 2 drawn per (user, basket) pair instead of per user
+                paired = {**{s: parts[s] for s in GUIDELINE_STRATEGIES}, **pair}
+                variant = grid[f"curatornet-l{budget.ablation_l2:g}"]
+                weighting_runs["pair"] = fit(variant, sampling_core.merge_triplets(paired))
+                weighting_runs["user"] = next(
+                    r for r in runs if r.variant == variant and r.n_per_strategy == n
                 )
-                scorer = _scorer(model, features)
-                mr = ModelRun(variant, n, seed, n_train, n_val, history, best, secs)
-                mr.validation = evaluator(scorer)
-                for protocol in eval_core.PROTOCOLS:
-                    cfg = eval_core.EvalConfig(protocol=protocol)
-                    mr.results[protocol] = eval_core.evaluate(scorer, split, cfg, timeline)
-                runs.append(mr)
 
     baselines: dict[str, dict[str, eval_core.EvalResult]] = {}
     baseline_validation: dict[str, dict[str, float]] = {}
@@ -411,6 +441,7 @@ def run(
     rep = Reproduction(
         budget, settings, data_stats, triples_table, runs, baselines, baseline_validation
     )
+    rep.weighting_runs = weighting_runs
     rep.seconds = time.perf_counter() - started
     rep.meta = {
         "processor": _processor(),
@@ -658,6 +689,7 @@ def report_markdown(rep: Reproduction, command: str, figures: dict[str, str]) ->
         "Triple accuracy (`val triple accuracy`) is the old signal.",
         "",
         _md(validation_table(rep)),
+        *_weighting_section(rep),
         "## Budget curve",
         "",
         "CuratorNet and VBPR at the ablation λ (guidelines and size-matched random), VisRank "
@@ -669,6 +701,32 @@ def report_markdown(rep: Reproduction, command: str, figures: dict[str, str]) ->
         _caveats(rep),
     ]
     return "\n".join(lines)
+
+
+def _weighting_section(rep: Reproduction) -> list[str]:
+    """CuratorNet with guidelines 1 and 2 weighted per user (used) vs per basket pair."""
+    if set(rep.weighting_runs) != {"user", "pair"}:
+        return []
+    rows = []
+    user, pair = rep.weighting_runs["user"], rep.weighting_runs["pair"]
+    for protocol in eval_core.PROTOCOLS:
+        for metric in ("auc", "recall@100"):
+            t = eval_core.paired_comparison(user.results[protocol], pair.results[protocol], metric)
+            rows.append(
+                {"protocol": protocol, "metric": metric, "per user": t["mean_a"],
+                 "per pair": t["mean_b"], "difference": t["mean_diff"], "ci_low": t["ci_low"],
+                 "ci_high": t["ci_high"], "pvalue": f"{t['pvalue']:.2g}", "n": t["n"]}
+            )  # fmt: skip
+    return [
+        "## Basket guidelines weighted per user (used) or per basket pair",
+        "",
+        f"CuratorNet (λ {user.variant.l2:g}) trained twice, identical except for how guidelines "
+        f"1 and 2 (`s6_hide_one`, `s5_next_basket`) draw their profiles: {user.train_triples:,} "
+        f"vs {pair.train_triples:,} training triples, {user.seconds:.0f} s vs "
+        f"{pair.seconds:.0f} s of training. Paired t-tests over test users:",
+        "",
+        _md(pd.DataFrame(rows)),
+    ]
 
 
 def _caveats(rep: Reproduction) -> str:

@@ -301,7 +301,13 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     budget = dataclasses.replace(budget, **changes)
     data = Path(args.data) if args.data else settings.data_dir()
     weights = resolve_weights(args.weights, "resnet50")
-    config = embed.EmbedConfig(backbone="resnet50", weights=weights, num_workers=1, batch_size=16)
+    config = embed.EmbedConfig(
+        backbone="resnet50",
+        weights=weights,
+        num_workers=1,
+        batch_size=16,
+        image_size=args.image_size,  # None: the weights' own transform
+    )
     logging.getLogger("curatornet_pipeline").setLevel(logging.INFO)
     rep = reproduce.run(data, budget, config, settings.home_dir() / "embedding_store")
     import pickle
@@ -422,6 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--curve", type=int, nargs="+", default=None, help="triples per guideline")
     p.add_argument("--l2", type=float, nargs="+", default=None, help="the lambda grid")
     p.add_argument("--notes", default=None, help="markdown file appended to the report")
+    p.add_argument(
+        "--image-size", type=int, default=None, help="override the weights' transform (pixels)"
+    )
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("ui", help="serve the Dagster UI and the MLflow UI on 127.0.0.1")

@@ -411,6 +411,49 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """The paper's protocol at a named budget, written up as a reproduction report."""
+    import dataclasses
+    import shlex
+
+    from curatornet_pipeline.core import embed, reproduce
+
+    budget = reproduce.BUDGETS[args.budget]
+    changes = {
+        k: v
+        for k, v in (
+            ("n_per_strategy", args.n_per_strategy),
+            ("epochs", args.epochs),
+            ("seeds", tuple(args.seeds) if args.seeds else None),
+            ("curve", tuple(args.curve) if args.curve else None),
+            ("l2_grid", tuple(args.l2) if args.l2 else None),
+        )
+        if v is not None
+    }
+    budget = dataclasses.replace(budget, **changes)
+    data = Path(args.data) if args.data else settings.data_dir()
+    weights = resolve_weights(args.weights, "resnet50")
+    config = embed.EmbedConfig(
+        backbone="resnet50",
+        weights=weights,
+        num_workers=1,
+        batch_size=16,
+        image_size=args.image_size,  # None: the weights' own transform
+    )
+    logging.getLogger("curatornet_pipeline").setLevel(logging.INFO)
+    rep = reproduce.run(data, budget, config, settings.home_dir() / "embedding_store")
+    import pickle
+
+    saved = settings.home_dir() / "reproduce" / f"{budget.name}.pkl"
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_bytes(pickle.dumps(rep))  # re-render without re-running (trusted, local)
+    command = "curatornet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    notes = Path(args.notes).read_text() if args.notes else ""
+    out = reproduce.write_report(rep, Path(args.out), command, notes)
+    print(f"wrote {out} ({rep.seconds / 60:.1f} min)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curatornet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -517,6 +560,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="alias or version of the registered model 'curatornet', a run id, or a file",
     )
     p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("reproduce", help="the paper's Table 2 / Figure 3 at a training budget")
+    p.add_argument("--budget", choices=["smoke", "small", "medium", "large", "paper"],
+                   default="small")  # fmt: skip
+    p.add_argument("--data", default=None, help="dataset folder (default: data/)")
+    p.add_argument("--out", default="docs/reproduction.md", help="report (figures beside it)")
+    p.add_argument("--weights", default="auto", help="imagenet | none | auto | FILE")
+    p.add_argument("--n-per-strategy", type=int, default=None, help="override the budget's")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seeds", type=int, nargs="+", default=None)
+    p.add_argument("--curve", type=int, nargs="+", default=None, help="triples per guideline")
+    p.add_argument("--l2", type=float, nargs="+", default=None, help="the lambda grid")
+    p.add_argument("--notes", default=None, help="markdown file appended to the report")
+    p.add_argument(
+        "--image-size", type=int, default=None, help="override the weights' transform (pixels)"
+    )
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("ui", help="serve the Dagster UI and the MLflow UI on 127.0.0.1")
     p.add_argument("--dagster-port", type=int, default=3000)

@@ -22,7 +22,12 @@ from upath import UPath
 
 from curatornet_pipeline import settings
 from curatornet_pipeline.core.bundle import load_bundle
-from curatornet_pipeline.core.embed import EmbedConfig, embed_manifest, weights_id
+from curatornet_pipeline.core.embed import (
+    EmbedConfig,
+    embed_manifest,
+    preprocess_for,
+    weights_id,
+)
 from curatornet_pipeline.core.hashing import content_hash
 from curatornet_pipeline.core.models import CuratorNet, load_model
 from curatornet_pipeline.core.recommend import Catalogue, Recommender, build_catalogue
@@ -171,7 +176,8 @@ def embedding_config(meta: dict) -> EmbedConfig:
     config = EmbedConfig(
         backbone=str(meta["backbone"]),
         weights=weights,
-        image_size=int(meta.get("image_size", 224)),
+        # None: the weights' own transform (catalogues before that key used 224)
+        image_size=None if meta.get("image_size", 224) is None else int(meta["image_size"]),
         num_workers=0,
         on_unreadable="error",
     )
@@ -179,6 +185,13 @@ def embedding_config(meta: dict) -> EmbedConfig:
         raise ValueError(
             f"the catalogue was embedded with {wid}, this machine would use {weights_id(config)}"
         )
+    if "transform" in meta:  # the preprocessing must match as well as the weights
+        stated = {k: v for k, v in dict(meta["transform"]).items() if k != "source"}
+        here = {k: v for k, v in preprocess_for(config).as_dict().items() if k != "source"}
+        if stated != here:
+            raise ValueError(
+                f"the catalogue was embedded with transform {stated}, this machine would use {here}"
+            )
     return config
 
 

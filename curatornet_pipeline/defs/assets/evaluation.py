@@ -33,7 +33,7 @@ def models_by_label(*inputs: dict | object) -> dict[str, dict]:
         )
         for payload in payloads:
             v = payload["extra"]["variant"]
-            variant = experiment.Variant(v["family"], float(v["l2"]), v["sampling"])
+            variant = experiment.Variant(v["name"], v["kind"], float(v["l2"]), v["sampling"])
             out[variant.label] = payload
     return out
 

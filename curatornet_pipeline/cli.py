@@ -1,4 +1,4 @@
-"""The ``curatornet`` command: synth, run, ui, import-embeddings, lineage, recommend."""
+"""The ``curatornet`` command: synth, run, ui, import-embeddings, batches, lineage, recommend."""
 
 import argparse
 import json
@@ -58,11 +58,47 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_import_embeddings(args: argparse.Namespace) -> int:
-    from curatornet_pipeline.core.data import DatasetPaths, import_embeddings
+    from curatornet_pipeline.core.data import DataError, DatasetPaths, import_embeddings
 
     out = DatasetPaths(Path(args.data or settings.data_dir())).imported_embeddings
-    vectors = import_embeddings(Path(args.file), out)
+    try:
+        vectors = import_embeddings(Path(args.file), out)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"imported {len(vectors.ids)} vectors of {vectors.vectors.shape[1]} dims into {out}")
+    return 0
+
+
+def cmd_batches(args: argparse.Namespace) -> int:
+    from curatornet_pipeline.core import batches
+    from curatornet_pipeline.core.data import DataError, DatasetPaths
+
+    dataset = DatasetPaths(Path(args.data or settings.data_dir()))
+    history = batches.History(dataset)
+    if args.action == "list":
+        rows = history.describe()
+        if not rows:
+            print(f"no batches applied yet ({history.folder})")
+        for r in rows:
+            print(
+                f"{r['id']:<22} {r['kind']:<8} {r['at']:<20} {r['source'] or '-':<16} "
+                f"+{r['new_items']} items +{r['new_purchase_rows']} purchase rows "
+                f"+{r['new_images']} images  {r['status']}"
+            )
+        return 0
+    if not args.batch_id:
+        print("error: rollback needs a BATCH_ID (see `curatornet batches list`)", file=sys.stderr)
+        return 2
+    try:
+        entry = batches.rollback(dataset, args.batch_id, reason=args.reason)
+    except (KeyError, ValueError, DataError) as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
+    print(
+        f"rolled back {entry.manifest['target']} (entry {entry.id}); {dataset.root} rebuilt "
+        "from the history. Refresh: the nightly run, or `dagster job launch -j refresh_upstream`"
+    )
     return 0
 
 
@@ -75,42 +111,72 @@ def _ensure_dataset(data_root: Path, scale: str, seed: int) -> None:
     generate(SynthConfig(scale=scale, seed=seed), data_root)
 
 
+def _terminate_as_interrupt(signum, frame) -> None:
+    """SIGTERM (a service manager, `timeout`) unwinds like Ctrl-C: children are stopped."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from curatornet_pipeline.runner import dagster_home
 
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     dagster_home()
     data_root = Path(args.data or settings.data_dir()).resolve()
     os.environ["CURATORNET_DATA"] = str(data_root)
     os.environ["CURATORNET_PROFILE"] = args.profile
-    for name in ("on_unknown_items", "on_missing_images", "on_unreadable_images"):
+    for name in (
+        "on_unknown_items",
+        "on_missing_images",
+        "on_unreadable_images",
+        "on_missing_vectors",
+    ):
         if getattr(args, name):
             os.environ[f"CURATORNET_{name.upper()}"] = getattr(args, name)
     scale = args.scale or {"paper": "ugallery"}.get(args.profile, args.profile)
     _ensure_dataset(data_root, scale, args.seed)
 
-    from curatornet_pipeline.defs.resources import PipelineSettings
+    from curatornet_pipeline.defs.resources import profile_values, run_config
 
     overrides = json.loads(os.environ.get("CURATORNET_OVERRIDES", "{}"))
-    embed = PipelineSettings(profile=args.profile).stage("embed")
+    embed = profile_values(args.profile, overrides)["embed"]
     backbone = embed.get("backbone", "resnet50")
     weights = resolve_weights(args.weights or embed.get("weights", "auto"), backbone)
     overrides.setdefault("embed", {})["weights"] = weights
     os.environ["CURATORNET_OVERRIDES"] = json.dumps(overrides)
     settings.save_run_settings(args.profile, overrides)
 
-    import dagster as dg
-
     from curatornet_pipeline.definitions import defs
-    from curatornet_pipeline.runner import materialize_all
+    from curatornet_pipeline.defs.assets.training import add_grid_partitions
+    from curatornet_pipeline.defs.resources import pipeline_settings
+    from curatornet_pipeline.runner import LaunchError, daemon, launch_all, plan
 
     started = time.perf_counter()
 
-    def on_step(step, seconds: float) -> None:
-        print(f"  [{time.perf_counter() - started:7.1f}s] {step.label()} ({seconds:.1f}s)")
+    def on_done(launch, run, seconds: float) -> None:
+        print(
+            f"  [{time.perf_counter() - started:7.1f}s] {launch.label():<45} "
+            f"{run.status.value.lower():<8} ({seconds:.1f}s)  run {run.run_id[:8]}"
+        )
 
-    print(f"materializing the asset graph (profile {args.profile}, weights {weights})")
-    with dg.DagsterInstance.get() as instance:
-        materialize_all(defs, instance, on_step=on_step)
+    print(f"launching the asset graph's jobs (profile {args.profile}, weights {weights})")
+    from curatornet_pipeline.locks import open_instance
+
+    with open_instance() as instance:  # concurrent first runs: one creates the stores
+        add_grid_partitions(instance, pipeline_settings(args.profile, overrides).grid())
+        stages = plan(defs, instance)
+        tags = {"curatornet/trigger": "cli", "curatornet/invocation": str(time.time_ns())}
+        # automation off in a daemon of our own: this command launches every stage itself
+        with daemon(instance, {**os.environ, "CURATORNET_AUTOMATION": "off"}) as started_here:
+            if started_here:
+                print("  started a Dagster daemon for this run (none was running)")
+            try:
+                runs = launch_all(
+                    instance, stages, run_config(args.profile, overrides), tags, on_done
+                )
+            except LaunchError as exc:
+                print(f"\nFAILED: {exc}", file=sys.stderr)
+                return 1
+    print(f"{len(runs)} runs")
     _summary(time.perf_counter() - started)
     return 0
 
@@ -131,20 +197,61 @@ def _summary(seconds: float) -> None:
     )
 
 
-def _popen(cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
-    # A child started from a non-interactive shell may inherit ignored SIGINT;
-    # reset it so the servers stop on Ctrl-C.
+def _popen(cmd: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
+    """Start a server in its own session, so its whole process tree can be stopped.
+
+    A child started from a non-interactive shell may inherit an ignored SIGINT;
+    it is reset so the server stops on it.
+    """
+
     def reset() -> None:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
-    return subprocess.Popen(cmd, env=env, preexec_fn=reset)
+    return subprocess.Popen(cmd, env=env, preexec_fn=reset, start_new_session=True, **kwargs)
+
+
+def _serve_until_signal(procs: list[subprocess.Popen]) -> None:
+    """Wait until a server exits, Ctrl-C (SIGINT), SIGTERM or SIGHUP; then stop them all."""
+    from curatornet_pipeline.stack import stop_process_trees
+
+    def on_signal(signum: int, frame) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # one stop is enough
+        raise KeyboardInterrupt
+
+    previous = {
+        sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_process_trees([p.pid for p in procs])
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _prepare_mlflow_store(uri: str) -> None:
+    """Create or migrate a local MLflow store under the home folder's lock."""
+    if not uri.startswith("sqlite:"):
+        return
+    from mlflow import MlflowClient
+
+    from curatornet_pipeline.locks import first_use
+
+    with first_use("mlflow"):
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from curatornet_pipeline.locks import open_instance
     from curatornet_pipeline.runner import dagster_home
 
     dagster_home()
+    open_instance().dispose()  # concurrent first runs: one creates the stores, others wait
     env = dict(os.environ)
     bindir = Path(sys.executable).parent
     uri = settings.mlflow_tracking_uri()
@@ -156,6 +263,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if uri.startswith(("http://", "https://")):
         print(f"MLflow tracking server {uri} serves its own UI; not starting one")
         mlflow_cmd = []
+    else:
+        _prepare_mlflow_store(uri)
+        # the links of both UIs follow these ports (docs/operations.md)
+        env["CURATORNET_MLFLOW_UI"] = f"http://127.0.0.1:{args.mlflow_port}"
+    env["CURATORNET_DAGSTER_UI"] = f"http://127.0.0.1:{args.dagster_port}"
     procs = [
         _popen(
             [
@@ -175,22 +287,42 @@ def cmd_ui(args: argparse.Namespace) -> int:
         procs.append(_popen(mlflow_cmd, env))
     print(
         f"Dagster UI: http://127.0.0.1:{args.dagster_port}   "
-        f"MLflow UI: http://127.0.0.1:{args.mlflow_port}   (Ctrl-C stops both)"
+        f"MLflow UI: http://127.0.0.1:{args.mlflow_port}   (Ctrl-C or SIGTERM stops both)",
+        flush=True,
     )
-    try:
-        while all(p.poll() is None for p in procs):
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    _serve_until_signal(procs)
+    return 0
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from curatornet_pipeline import stack
+
+    if args.action == "up":
+        try:
+            state = stack.up(workers=args.workers, threads=args.threads)
+        except (RuntimeError, OSError) as exc:
+            print(f"curatornet stack up: {exc}", file=sys.stderr)
+            return 1
+        for name, url in stack.urls(state).items():
+            print(f"  {name:15s} {url}")
+        print(
+            f"up in {state['up_seconds']:.1f} s: {state['workers']} Dask workers x "
+            f"{state['threads_per_worker']} threads; logs in {stack.paths().logs}"
+        )
+    elif args.action == "run":
+        started = time.perf_counter()
+        try:
+            runs = stack.run_pipeline(profile=args.profile)
+        except Exception as exc:  # LaunchError, an unreachable stack: one line, exit 1
+            print(f"curatornet stack run: {exc}", file=sys.stderr)
+            return 1
+        print(f"{len(runs)} runs")
+        print(f"done in {time.perf_counter() - started:.1f} s")
+    elif args.action == "down":
+        result = stack.down()
+        print(f"stopped {', '.join(result['stopped']) or 'nothing'} in {result['down_seconds']} s")
+    else:
+        print(json.dumps(stack.status(), indent=2))
     return 0
 
 
@@ -279,6 +411,49 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """The paper's protocol at a named budget, written up as a reproduction report."""
+    import dataclasses
+    import shlex
+
+    from curatornet_pipeline.core import embed, reproduce
+
+    budget = reproduce.BUDGETS[args.budget]
+    changes = {
+        k: v
+        for k, v in (
+            ("n_per_strategy", args.n_per_strategy),
+            ("epochs", args.epochs),
+            ("seeds", tuple(args.seeds) if args.seeds else None),
+            ("curve", tuple(args.curve) if args.curve else None),
+            ("l2_grid", tuple(args.l2) if args.l2 else None),
+        )
+        if v is not None
+    }
+    budget = dataclasses.replace(budget, **changes)
+    data = Path(args.data) if args.data else settings.data_dir()
+    weights = resolve_weights(args.weights, "resnet50")
+    config = embed.EmbedConfig(
+        backbone="resnet50",
+        weights=weights,
+        num_workers=1,
+        batch_size=16,
+        image_size=args.image_size,  # None: the weights' own transform
+    )
+    logging.getLogger("curatornet_pipeline").setLevel(logging.INFO)
+    rep = reproduce.run(data, budget, config, settings.home_dir() / "embedding_store")
+    import pickle
+
+    saved = settings.home_dir() / "reproduce" / f"{budget.name}.pkl"
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_bytes(pickle.dumps(rep))  # re-render without re-running (trusted, local)
+    command = "curatornet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    notes = Path(args.notes).read_text() if args.notes else ""
+    out = reproduce.write_report(rep, Path(args.out), command, notes)
+    print(f"wrote {out} ({rep.seconds / 60:.1f} min)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curatornet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -292,11 +467,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser(
-        "import-embeddings", help="convert a TRUSTED published resnet_embeddings.npy (pickle!)"
+        "import-embeddings",
+        help="convert the published resnet_embeddings.npy (read without running code from it)",
     )
     p.add_argument("file")
     p.add_argument("--data", default=None, help="dataset folder (default: data/)")
     p.set_defaults(func=cmd_import_embeddings)
+
+    p = sub.add_parser("batches", help="list applied incoming batches, or roll one back")
+    p.add_argument("action", choices=["list", "rollback"])
+    p.add_argument("batch_id", nargs="?", help="rollback: entry id, number or content-hash prefix")
+    p.add_argument("--reason", default="", help="rollback: recorded in the history")
+    p.add_argument("--data", default=None, help="dataset folder (default: data/)")
+    p.set_defaults(func=cmd_batches)
 
     p = sub.add_parser("run", help="materialize the whole asset graph through Dagster")
     p.add_argument("--profile", choices=["tiny", "demo", "paper"], default="demo")
@@ -308,7 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="dataset folder (default: data/)")
-    for option in ("on-unknown-items", "on-missing-images", "on-unreadable-images"):
+    for option in (
+        "on-unknown-items",
+        "on-missing-images",
+        "on-unreadable-images",
+        "on-missing-vectors",
+    ):
         p.add_argument(
             f"--{option}",
             choices=["error", "drop"],
@@ -373,10 +561,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_recommend)
 
+    p = sub.add_parser("reproduce", help="the paper's Table 2 / Figure 3 at a training budget")
+    p.add_argument("--budget", choices=["smoke", "small", "medium", "large", "paper"],
+                   default="small")  # fmt: skip
+    p.add_argument("--data", default=None, help="dataset folder (default: data/)")
+    p.add_argument("--out", default="docs/reproduction.md", help="report (figures beside it)")
+    p.add_argument("--weights", default="auto", help="imagenet | none | auto | FILE")
+    p.add_argument("--n-per-strategy", type=int, default=None, help="override the budget's")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seeds", type=int, nargs="+", default=None)
+    p.add_argument("--curve", type=int, nargs="+", default=None, help="triples per guideline")
+    p.add_argument("--l2", type=float, nargs="+", default=None, help="the lambda grid")
+    p.add_argument("--notes", default=None, help="markdown file appended to the report")
+    p.add_argument(
+        "--image-size", type=int, default=None, help="override the weights' transform (pixels)"
+    )
+    p.set_defaults(func=cmd_reproduce)
+
     p = sub.add_parser("ui", help="serve the Dagster UI and the MLflow UI on 127.0.0.1")
     p.add_argument("--dagster-port", type=int, default=3000)
     p.add_argument("--mlflow-port", type=int, default=5000)
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser(
+        "stack", help="PostgreSQL, MLflow server, Dagster daemon+webserver, Dask workers"
+    )
+    p.add_argument(
+        "action",
+        choices=["up", "down", "status", "run"],
+        help="run: queue the whole asset graph on the running stack and wait",
+    )
+    p.add_argument("--workers", type=int, default=2, help="Dask worker processes")
+    p.add_argument("--profile", choices=["tiny", "demo", "paper"], default="tiny", help="run")
+    p.add_argument(
+        "--threads", type=int, default=None, help="threads per worker (default: cores // workers)"
+    )
+    p.set_defaults(func=cmd_stack)
     return parser
 
 

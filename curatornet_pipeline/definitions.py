@@ -5,20 +5,22 @@ import os
 import dagster as dg
 
 from curatornet_pipeline import settings
-from curatornet_pipeline.defs import automation
+from curatornet_pipeline.defs import automation, crash, intake
 from curatornet_pipeline.defs.assets import (
     evaluation,
     ingest,
     recommend,
+    registry,
     sampling,
     training,
     visual,
 )
-from curatornet_pipeline.defs.io_managers import io_managers
-from curatornet_pipeline.defs.resources import DatasetResource, PipelineSettings
-from curatornet_pipeline.defs.tracking import MlflowTracking
+from curatornet_pipeline.defs.executors import ComputeResource, executor
+from curatornet_pipeline.defs.io_managers import ArtifactStorage, io_managers
+from curatornet_pipeline.defs.resources import DatasetResource, pipeline_settings
+from curatornet_pipeline.defs.tracking import MlflowTracking, with_definition_links
 
-ASSET_MODULES = [ingest, visual, sampling, training, evaluation, recommend]
+ASSET_MODULES = [ingest, visual, sampling, training, evaluation, recommend, registry]
 
 
 def _dataset_env() -> dict[str, str]:
@@ -31,43 +33,41 @@ def _dataset_env() -> dict[str, str]:
     }
 
 
-def build_resources(profile: str | None = None, data_root: str = "", **dataset_options) -> dict:
-    """The resources of a deployment: storage, dataset, settings profile, tracking."""
+def build_resources(
+    profile: str | None = None,
+    data_root: str = "",
+    overrides: dict | None = None,
+    **dataset_options,
+) -> dict:
+    """The resources of a deployment: storage, dataset, stage settings, tracking."""
+    storage = settings.storage_uri()
     return {
-        **io_managers(settings.storage_uri()),
+        **io_managers(storage),
+        "storage": ArtifactStorage(root=storage, local_root=str(settings.home_dir() / "local")),
         "dataset": DatasetResource(root=data_root, **{**_dataset_env(), **dataset_options}),
-        "pipeline": PipelineSettings(
-            profile=profile or settings.run_profile(),
-            overrides=settings.run_overrides(),
+        "pipeline": pipeline_settings(
+            profile or settings.run_profile(),
+            settings.run_overrides() if overrides is None else overrides,
         ),
         "mlflow": MlflowTracking(),
+        "compute": ComputeResource(),
     }
 
 
-def executor() -> dg.ExecutorDefinition:
-    """``CURATORNET_EXECUTOR``: ``in_process`` (default: fastest for one machine) or
-    ``multiprocess`` (one process per step; see docs/scaling.md for cluster executors)."""
-    name = os.environ.get("CURATORNET_EXECUTOR", "in_process")
-    choices = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
-    if name not in choices:
-        raise ValueError(f"CURATORNET_EXECUTOR={name!r}: choose one of {sorted(choices)}")
-    return choices[name]
-
-
 def all_assets() -> list:
-    return dg.load_assets_from_modules(ASSET_MODULES)
+    return with_definition_links([*dg.load_assets_from_modules(ASSET_MODULES), *intake.ASSETS])
 
 
 def all_checks() -> list:
-    return dg.load_asset_checks_from_modules(ASSET_MODULES)
+    return [*dg.load_asset_checks_from_modules(ASSET_MODULES), *intake.ASSET_CHECKS]
 
 
 defs = dg.Definitions(
     assets=all_assets(),
     asset_checks=all_checks(),
-    jobs=[automation.refresh_upstream],
+    jobs=[*automation.JOBS, *intake.JOBS],
     schedules=[automation.nightly_retraining],
-    sensors=[automation.incoming_files, automation.automation_sensor],
+    sensors=[automation.automation_sensor, crash.end_mlflow_runs_of_failed_runs, *intake.SENSORS],
     resources=build_resources(),
     executor=executor(),
 )

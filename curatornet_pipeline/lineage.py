@@ -15,22 +15,26 @@ from typing import Any
 import dagster as dg
 
 DATA_VERSION_TAG = "dagster/data_version"
+MODEL_ASSETS = ("curatornet_models", "vbpr_models", "random_sampling_models")
 
 #: Metadata entries worth showing for each asset, in order.
 SHOWN = {
     "evaluation_report": ("protocol", "mlflow_run_id"),
-    "models": (
-        "kind",
-        "l2",
-        "sampling",
-        "epochs_run",
-        "best_epoch",
-        "best_val_accuracy",
-        "training_triples",
-        "triples_per_second",
-        "mlflow_run_id",
-    ),
-    "training_set": ("triples", "validation_triples", "rejected_cross_strategy"),
+    **{
+        m: (
+            "variant",
+            "trained_on",
+            "l2",
+            "sampling",
+            "epochs_run",
+            "best_epoch",
+            "best_val_accuracy",
+            "training_triples",
+            "triples_per_second",
+            "mlflow_run_id",
+        )
+        for m in MODEL_ASSETS
+    },
     "triplets": ("triples", "target", "seed", "rejected_duplicates", "config"),
     "train_test_split": ("users", "test_users", "hidden_items"),
     "visual_clusters": ("k", "silhouette"),
@@ -95,9 +99,9 @@ def _split_label(label: str) -> tuple[str, str | None]:
 
 
 _ORDER = (
-    "models",
-    "training_set",
+    *MODEL_ASSETS,
     "triplets",
+    "catalogue",
     "train_test_split",
     "visual_clusters",
     "pca_embeddings",
@@ -189,7 +193,7 @@ def render(
             shown = f"{value:.4g}" if isinstance(value, float) else value
             lines.append(f"{pad}     {key}: {shown}")
     for child in node.inputs:
-        if only_model and child.asset == "models" and child.partition != only_model:
+        if only_model and child.asset in MODEL_ASSETS and child.label != only_model:
             continue
         lines.extend(render(child, depth + 1, None, printed))
     return lines
@@ -206,10 +210,12 @@ def explain(
     if value is None:
         known = sorted((report.metadata.get("metrics_by_method") or {}).keys())
         raise LookupError(f"no metric {metric!r} for {variant!r}; methods: {known}")
-    from curatornet_pipeline.defs.assets.evaluation import label
+    from curatornet_pipeline.defs.assets.evaluation import label_of
+    from curatornet_pipeline.defs.resources import pipeline_settings
 
-    partitions = [c.partition for c in report.inputs if c.asset == "models"]
-    partition = next((p for p in partitions if label(p) == variant), "")
+    grid = pipeline_settings(report.metadata.get("profile", "demo")).grid()
+    models = [c.label for c in report.inputs if c.asset in MODEL_ASSETS]
+    partition = next((m for m in models if label_of(m, grid) == variant), "")
     protocol = report.metadata.get("protocol", "?")
     head = [f"{metric} = {value:.4f} for {variant} (protocol {protocol})"]
     return "\n".join(head + render(report, only_model=partition))

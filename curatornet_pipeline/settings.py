@@ -65,11 +65,11 @@ def run_profile() -> str:
     return json.loads(path.read_text())["profile"] if path.exists() else "demo"
 
 
-def run_overrides() -> str:
+def run_overrides() -> dict:
     """``CURATORNET_OVERRIDES`` (JSON), else the last run's overrides, else ``{}``."""
     import json
 
     if os.environ.get("CURATORNET_OVERRIDES"):
-        return os.environ["CURATORNET_OVERRIDES"]
+        return json.loads(os.environ["CURATORNET_OVERRIDES"])
     path = _run_settings_file()
-    return json.dumps(json.loads(path.read_text())["overrides"]) if path.exists() else "{}"
+    return json.loads(path.read_text())["overrides"] if path.exists() else {}

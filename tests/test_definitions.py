@@ -1,8 +1,14 @@
-"""The code location loads and the main job's plan follows the dependencies."""
+"""The code location: named jobs, honest partition mappings, typed settings, code versions."""
 
 import dagster as dg
+import pytest
 
+from curatornet_pipeline.core.experiment import VBPR_STRATEGIES
+from curatornet_pipeline.core.types import GUIDELINE_STRATEGIES
 from curatornet_pipeline.definitions import defs
+from curatornet_pipeline.defs.assets.training import add_grid_partitions
+from curatornet_pipeline.defs.automation import JOBS
+from curatornet_pipeline.defs.resources import pipeline_settings, run_config
 from curatornet_pipeline.runner import plan
 
 
@@ -15,39 +21,134 @@ def test_definitions_load_with_every_stage() -> None:
         "item_embeddings",
         "pca_embeddings",
         "visual_clusters",
+        "catalogue",
         "cluster_map",
         "train_test_split",
         "triplets",
-        "training_set",
-        "models",
+        "curatornet_models",
+        "vbpr_models",
+        "random_sampling_models",
         "evaluation_report",
         "sampling_ablation",
+        "sample_recommendations",
     } <= keys
-    for name in ("nightly_retraining",):
-        assert defs.get_schedule_def(name)
-    assert defs.get_sensor_def("incoming_files")
+    assert defs.get_schedule_def("nightly_retraining").job_name == "refresh_upstream"
+    assert defs.get_sensor_def("incoming_batches")
 
 
-def test_every_asset_has_a_group_and_a_description() -> None:
+def test_every_asset_job_schedule_sensor_and_check_is_described() -> None:
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.group_name != "default", key
         assert node.description, key
+    repo = defs.get_repository_def()
+    for job in repo.get_all_jobs():
+        if not job.name.startswith("__"):
+            assert job.description, job.name
+    for item in [*repo.schedule_defs, *repo.sensor_defs]:
+        assert item.description, item.name
+    for checks in defs.asset_checks or []:
+        for spec in checks.check_specs:
+            assert spec.description, spec.key
 
 
-def test_plan_runs_each_partition_after_its_upstream() -> None:
-    steps = plan(defs)
-    order = {}
-    for i, step in enumerate(steps):
-        for key in step.keys:
-            order.setdefault(key.to_user_string(), []).append(i)
-    assert len(order["triplets"]) == 7
-    assert max(order["item_embeddings"]) < min(order["triplets"])
-    assert max(order["triplets"]) < min(order["training_set"])
-    assert max(order["models"]) < min(order["evaluation_report"])
-    partitioned = {s.partition for s in steps if s.keys == (dg.AssetKey("models"),)}
-    assert "curatornet-random" in partitioned and "vbpr-random" in partitioned
+def test_every_asset_belongs_to_exactly_one_named_job() -> None:
+    graph = defs.resolve_asset_graph()
+    owners: dict[str, list[str]] = {}
+    for job in JOBS:
+        for key in job.selection.resolve(graph):
+            owners.setdefault(key.to_user_string(), []).append(job.name)
+    materializable = {k.to_user_string() for k in graph.materializable_asset_keys}
+    assert set(owners) == materializable
+    assert all(len(jobs) == 1 for jobs in owners.values()), owners
+
+
+def test_plan_launches_each_stage_after_its_upstream() -> None:
+    with dg.instance_for_test() as instance:
+        add_grid_partitions(instance, pipeline_settings("tiny").grid())
+        stages = plan(defs, instance)
+    labels = [[launch.label() for launch in stage] for stage in stages]
+    assert labels[0] == ["refresh_upstream"]
+    assert len(labels[1]) == 7 and all(x.startswith("sample_triplets[") for x in labels[1])
+    assert set(labels[2]) == {
+        "train_curatornet[l0]",
+        "train_curatornet[l0.0001]",
+        "train_vbpr[l0.0001]",
+        "train_random_sampling[curatornet]",
+        "train_random_sampling[vbpr]",
+    }
+    assert labels[3] == ["evaluate"]
+
+
+@pytest.mark.parametrize(
+    ("child", "partition", "expected"),
+    [
+        ("curatornet_models", "l0.0001", set(GUIDELINE_STRATEGIES)),
+        ("vbpr_models", "l0.0001", set(VBPR_STRATEGIES)),
+        ("random_sampling_models", "curatornet", {"random", *GUIDELINE_STRATEGIES}),
+        ("random_sampling_models", "vbpr", {"random", *VBPR_STRATEGIES}),
+    ],
+)
+def test_models_read_exactly_the_triplets_they_train_on(child, partition, expected) -> None:
+    graph = defs.resolve_asset_graph()
+    with dg.instance_for_test() as instance:
+        add_grid_partitions(instance, pipeline_settings("tiny").grid())
+        from dagster._core.definitions.partitions.context import partition_loading_context
+
+        with partition_loading_context(dynamic_partitions_store=instance):
+            parents = graph.get_parent_partition_keys_for_child(
+                partition, dg.AssetKey("triplets"), dg.AssetKey(child)
+            ).partitions_subset.get_partition_keys()
+    assert set(parents) == expected
+    assert {"s3_artist_cluster", "s1_user_profile"} == set(VBPR_STRATEGIES)
+
+
+def test_settings_are_typed_fields_with_the_profile_as_defaults_in_the_launchpad() -> None:
+    """The launchpad renders the job's run config schema: typed fields, profile values."""
+    job = defs.resolve_job_def("train_curatornet")
+    resources = job.run_config_schema.config_type.fields["resources"].config_type
+    config = resources.fields["pipeline"].config_type.fields["config"].config_type
+    assert {"embed", "train", "sampling", "models", "evaluation"} <= set(config.fields)
+    train = config.fields["train"].config_type.fields
+    assert "Int" in train["epochs"].config_type.key
+    assert "Float" in train["lr"].config_type.key
+    assert config.fields["profile"].default_value == "tiny"  # the test session's preset
+    assert train["epochs"].default_value == 3  # tiny's value, not the paper's 10
+    assert config.fields["models"].config_type.fields["curatornet_l2"].default_value == [0.0, 1e-4]
+    # a run's config overrides one field and keeps the profile's others
+    launched = run_config("tiny", {"train": {"epochs": 7}})["resources"]["pipeline"]["config"]
+    assert launched["train"]["epochs"] == 7 and launched["sampling"]["n_per_strategy"] == 1500
+    assert job.run_config_schema.config_type.fields  # the launched config validates:
+    assert dg.validate_run_config(job, run_config("tiny", {"train": {"epochs": 7}}))
+    with pytest.raises(ValueError, match="unknown train settings"):
+        run_config("tiny", {"train": {"epochz": 7}})
+
+
+def test_code_versions_follow_the_code_each_asset_runs() -> None:
+    graph = defs.resolve_asset_graph()
+    versions = {k.to_user_string(): graph.get(k).code_version for k in graph.get_all_asset_keys()}
+    assert all(v and v != "1" for v in versions.values()), versions
+    # assets calling different core code carry different versions
+    assert versions["triplets"] != versions["train_test_split"]
+    assert versions["curatornet_models"] == versions["vbpr_models"]  # one training code
+
+
+def test_code_version_changes_when_the_source_changes(tmp_path, monkeypatch) -> None:
+    import importlib
+    import sys
+
+    from curatornet_pipeline.defs.versioning import source_hash
+
+    module = tmp_path / "versioned_stage.py"
+    module.write_text("def stage(x):\n    return x + 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    first = source_hash(importlib.import_module("versioned_stage").stage)
+    module.write_text("def stage(x):\n    return x + 2\n")
+    sys.modules.pop("versioned_stage")
+    importlib.invalidate_caches()
+    second = source_hash(importlib.import_module("versioned_stage").stage)
+    assert first != second and len(first) == 12
 
 
 def test_drop_options_come_from_the_environment(monkeypatch) -> None:

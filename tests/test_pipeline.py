@@ -5,16 +5,15 @@ the tests then read what it left: checks, MLflow runs, files, data versions,
 lineage.
 """
 
-import json
 import os
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from curatornet_pipeline.core.types import STRATEGIES
 from curatornet_pipeline.definitions import build_resources, defs
-from curatornet_pipeline.defs.assets.training import variants
 from curatornet_pipeline.defs.tracking import (
     TAG_ASSET,
     TAG_DATA_VERSION,
@@ -23,7 +22,7 @@ from curatornet_pipeline.defs.tracking import (
     MlflowTracking,
 )
 from curatornet_pipeline.lineage import explain, trace
-from curatornet_pipeline.runner import materialize_all, plan
+from tests.graph_support import materialize_graph
 
 pytestmark = pytest.mark.slow
 
@@ -36,12 +35,7 @@ class Pipeline:
 
     def resources(self, **overrides) -> dict:
         os.environ["CURATORNET_STORAGE"] = str(self.storage)
-        res = build_resources(profile="tiny", data_root=str(self.data))
-        if overrides:
-            from curatornet_pipeline.defs.resources import PipelineSettings
-
-            res["pipeline"] = PipelineSettings(profile="tiny", overrides=json.dumps(overrides))
-        return res
+        return build_resources(profile="tiny", data_root=str(self.data), overrides=overrides)
 
     def materialize(self, keys: list[str], partition: str | None = None, **overrides):
         return dg.materialize(
@@ -69,7 +63,7 @@ def pipeline(tiny_data: Path, mlflow_store: str, tmp_path_factory) -> Pipeline:
     os.environ["CURATORNET_STORAGE"] = str(storage)
     instance = dg.DagsterInstance.ephemeral()
     p = Pipeline(storage, tiny_data, instance, [])
-    p.results = materialize_all(defs, instance, resources=p.resources())
+    p.results = materialize_graph(instance, p.resources())
     yield p
     if previous is None:
         os.environ.pop("CURATORNET_STORAGE", None)
@@ -78,17 +72,17 @@ def pipeline(tiny_data: Path, mlflow_store: str, tmp_path_factory) -> Pipeline:
 
 
 def test_every_step_succeeds_and_every_check_passes(pipeline: Pipeline) -> None:
-    assert len(pipeline.results) == len(plan(defs))
+    # refresh, 7 triplet partitions, 2 + 1 + 2 model partitions (tiny grid), evaluate
+    assert len(pipeline.results) == 1 + 7 + 5 + 1
     assert all(r.success for r in pipeline.results)
     evaluations = [e for r in pipeline.results for e in r.get_asset_check_evaluations()]
     names = {(e.asset_key.to_user_string(), e.check_name) for e in evaluations}
     for expected in [
-        ("inventory", "schema"),
-        ("purchases", "referential_integrity"),
-        ("visual_clusters", "no_empty_cluster"),
+        ("item_embeddings", "finite_vectors"),
+        ("visual_clusters", "silhouette_positive"),
         ("triplets", "no_hidden_basket_items"),
         ("triplets", "strategy_invariants"),
-        ("training_set", "disjoint"),
+        ("curatornet_models", "weights_finite"),
         ("evaluation_report", "oracle_is_perfect"),
         ("evaluation_report", "random_near_half_auc"),
     ]:
@@ -117,23 +111,24 @@ def test_one_finished_mlflow_run_per_materialization(pipeline: Pipeline) -> None
             found.append((run.data.tags[TAG_ASSET], run.data.tags[TAG_PARTITION]))
     assert sorted(found) == sorted(expected)
     assert ("triplets", "s4_same_artist") in found
-    assert {p for a, p in found if a == "models"} == set(variants("tiny"))
+    assert {p for a, p in found if a == "curatornet_models"} == {"l0", "l0.0001"}
+    assert {p for a, p in found if a == "random_sampling_models"} == {"curatornet", "vbpr"}
 
 
 def test_figures_and_reports_are_written(pipeline: Pipeline) -> None:
     figures = pipeline.storage / "figures"
     for rel in [
         "cluster_map/cluster_map.png",
-        "sampling_ablation/sampling_ablation.png",
-        "models/curatornet-l0/training_curve.png",
+        "sampling_ablation/sampling_ablation_unbought.png",
+        "sampling_ablation/sampling_ablation_in_stock.png",
+        "curatornet_models/l0/training_curve.png",
     ]:
         assert (figures / rel).read_bytes().startswith(PNG), rel
     reports = pipeline.storage / "reports"
     for protocol in ("unbought", "in_stock"):
-        table = json.loads((reports / f"table2_{protocol}.json").read_text())
-        assert table["Oracle"]["auc"] == pytest.approx(1.0)
-        assert {"VisRank", "Random", "CuratorNet (0)", "VBPR (random sampling)"} <= set(table)
-        assert (reports / f"table2_{protocol}.csv").read_text().startswith("method,")
+        table = pd.read_csv(reports / f"table2_{protocol}.csv", index_col="method")
+        assert table.loc["Oracle", "auc"] == pytest.approx(1.0)
+        assert {"VisRank", "Random", "CuratorNet (0)", "VBPR (random sampling)"} <= set(table.index)
         assert "protocol `" + protocol + "`" in (reports / f"table2_{protocol}.md").read_text()
 
 
@@ -151,9 +146,9 @@ def test_same_seed_gives_the_same_data_version(pipeline: Pipeline) -> None:
 
 
 def test_retraining_on_unchanged_inputs_keeps_the_model_version(pipeline: Pipeline) -> None:
-    before = pipeline.version("models", "vbpr-random")
-    pipeline.materialize(["models"], "vbpr-random")
-    assert pipeline.version("models", "vbpr-random") == before
+    before = pipeline.version("random_sampling_models", "vbpr")
+    pipeline.materialize(["random_sampling_models"], "vbpr")
+    assert pipeline.version("random_sampling_models", "vbpr") == before
 
 
 def test_embeddings_are_reused_on_rematerialization(pipeline: Pipeline) -> None:
@@ -172,8 +167,7 @@ def test_lineage_follows_a_changed_partition(pipeline: Pipeline) -> None:
     pipeline.materialize(["triplets"], "s2_single_item", sampling={"seed": 7})
     new_s2 = pipeline.version("triplets", "s2_single_item")
     assert new_s2 != old["s2_single_item"]
-    pipeline.materialize(["training_set"])
-    pipeline.materialize(["models"], "curatornet-l0.0001")
+    pipeline.materialize(["curatornet_models"], "l0.0001")
     pipeline.materialize(["evaluation_report"])
 
     text = explain(pipeline.instance, "auc", "CuratorNet (0.0001)")
@@ -184,9 +178,12 @@ def test_lineage_follows_a_changed_partition(pipeline: Pipeline) -> None:
     assert "item_embeddings" in text and "inventory" in text and "file_sha256" in text
 
     report = trace(pipeline.instance, "evaluation_report")
-    model = next(c for c in report.inputs if c.partition == "curatornet-l0.0001")
-    training = next(c for c in model.inputs if c.asset == "training_set")
-    versions = {c.partition: c.data_version for c in training.inputs}
+    model = next(
+        c for c in report.inputs if c.asset == "curatornet_models" and c.partition == "l0.0001"
+    )
+    versions = {c.partition: c.data_version for c in model.inputs if c.asset == "triplets"}
+    assert set(versions) == {"s1_user_profile", "s2_single_item", "s3_artist_cluster",
+                             "s4_same_artist", "s5_next_basket", "s6_hide_one"}  # fmt: skip
     assert versions["s2_single_item"] == new_s2
     assert versions["s6_hide_one"] == old["s6_hide_one"]
 
@@ -220,3 +217,93 @@ def test_bad_input_fails_and_keeps_what_was_materialized(pipeline: Pipeline, tmp
     assert "purchase_timestamp" in message
     assert stored.read_bytes() == before_bytes
     assert pipeline.version("purchases") == before_version
+
+
+# ----------------------------------------------------------------------------- automation
+
+
+MODEL_ASSETS = ("curatornet_models", "vbpr_models", "random_sampling_models")
+
+
+def _tick(instance: dg.DagsterInstance, cursor=None):
+    return dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+
+
+def _requested_models(result) -> dict[str, set]:
+    return {
+        a: set(result.get_requested_partitions(dg.AssetKey(a)))
+        for a in MODEL_ASSETS
+        if result.get_requested_partitions(dg.AssetKey(a))
+    }
+
+
+def test_unchanged_data_version_requests_nothing(pipeline: Pipeline) -> None:
+    baseline = _tick(pipeline.instance)
+    settled = _tick(pipeline.instance, baseline.cursor)
+    assert settled.total_requested == 0
+    before = pipeline.version("evaluation_report")
+    pipeline.materialize(["evaluation_report"])  # same models: same Table 2, same version
+    assert pipeline.version("evaluation_report") == before
+    pipeline.materialize(["triplets"], "s5_next_basket")  # same seed: same triples
+    result = _tick(pipeline.instance, settled.cursor)
+    assert result.total_requested == 0, [
+        (r.key, r.true_subset.size) for r in result.results if r.true_subset.size
+    ]
+
+
+def test_changed_guideline_partition_retrains_exactly_the_models_that_read_it(
+    pipeline: Pipeline,
+) -> None:
+    cursor = _tick(pipeline.instance, _tick(pipeline.instance).cursor).cursor
+    before = pipeline.version("triplets", "s2_single_item")
+    pipeline.materialize(["triplets"], "s2_single_item", sampling={"seed": 11})
+    assert pipeline.version("triplets", "s2_single_item") != before
+    result = _tick(pipeline.instance, cursor)
+    # s2 is a guideline VBPR does not use; the random-sampling CuratorNet reads it only
+    # for its size (as many random triples as the guidelines' union), VBPR's does not
+    assert _requested_models(result) == {
+        "curatornet_models": {"l0", "l0.0001"},
+        "random_sampling_models": {"curatornet"},
+    }
+    assert result.get_num_requested(dg.AssetKey("triplets")) == 0
+
+
+def test_changed_random_partition_retrains_only_the_random_sampling_models(
+    pipeline: Pipeline,
+) -> None:
+    cursor = _tick(pipeline.instance, _tick(pipeline.instance).cursor).cursor
+    pipeline.materialize(["triplets"], "random", sampling={"seed": 12})
+    result = _tick(pipeline.instance, cursor)
+    assert _requested_models(result) == {"random_sampling_models": {"curatornet", "vbpr"}}
+
+
+def test_failing_blocking_check_stops_the_models(pipeline: Pipeline, monkeypatch) -> None:
+    """A leak in one triplet partition: its run fails, and no model reading it is requested."""
+    from curatornet_pipeline.core import sampling as sampling_core
+
+    cursor = _tick(pipeline.instance, _tick(pipeline.instance).cursor).cursor
+    monkeypatch.setattr(sampling_core, "hidden_item_leaks", lambda triplets, split: 3)
+    result = dg.materialize(
+        list(defs.assets) + list(defs.asset_checks or []),
+        selection=[dg.AssetKey("triplets")],
+        partition_key="s3_artist_cluster",
+        resources=pipeline.resources(sampling={"seed": 13}),
+        instance=pipeline.instance,
+        raise_on_error=False,
+    )
+    leak = next(
+        e for e in result.get_asset_check_evaluations() if e.check_name == "no_hidden_basket_items"
+    )
+    assert not leak.passed and leak.metadata["leaks"].value == 3
+    assert not result.success  # a failed blocking check fails the run: `curatornet run` stops
+    ticked = _tick(pipeline.instance, cursor)
+    assert _requested_models(ticked) == {}  # neither CuratorNet nor VBPR (both read s3)
+    # the same triplets, now clean: both families that read s3 are requested
+    monkeypatch.undo()
+    pipeline.materialize(["triplets"], "s3_artist_cluster", sampling={"seed": 13})
+    ticked = _tick(pipeline.instance, ticked.cursor)
+    assert _requested_models(ticked) == {
+        "curatornet_models": {"l0", "l0.0001"},
+        "vbpr_models": {"l0.0001"},
+        "random_sampling_models": {"curatornet", "vbpr"},
+    }

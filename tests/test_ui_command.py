@@ -1,4 +1,5 @@
-"""`curatornet ui` serves both UIs on 127.0.0.1 and stops both on Ctrl-C."""
+"""`curatornet ui` serves both UIs on 127.0.0.1 and stops every process it started on
+Ctrl-C (SIGINT) and on SIGTERM; concurrent first runs on a fresh home wait for one another."""
 
 import os
 import signal
@@ -6,13 +7,33 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from browser_support import REPO_ROOT, VENV_BIN, free_port, project_env, tail, wait_http
+
+from curatornet_pipeline.stack import port_open
 
 pytestmark = pytest.mark.slow
 
 
-def test_ui_serves_dagster_and_mlflow_and_stops_on_sigint(tiny_data: Path, tmp_path: Path):
+def _gone(pids: list[int], timeout_s: float = 30.0) -> list[int]:
+    """The pids still alive (not zombies) after waiting up to ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = []
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_ui_serves_both_uis_and_stops_every_child(sig, tiny_data: Path, tmp_path: Path):
     dagster_port, mlflow_port = free_port(), free_port()
     env = project_env(tmp_path / "home", tiny_data)
     log = tmp_path / "ui.log"
@@ -25,7 +46,7 @@ def test_ui_serves_dagster_and_mlflow_and_stops_on_sigint(tiny_data: Path, tmp_p
                 str(dagster_port),
                 "--mlflow-port",
                 str(mlflow_port),
-            ],
+            ],  # fmt: skip
             cwd=REPO_ROOT,
             env=env,
             stdout=out,
@@ -33,19 +54,74 @@ def test_ui_serves_dagster_and_mlflow_and_stops_on_sigint(tiny_data: Path, tmp_p
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+    tree: list[int] = []
     try:
-        wait_http(f"http://127.0.0.1:{dagster_port}/server_info", 150, proc, log)
-        wait_http(f"http://127.0.0.1:{mlflow_port}/health", 90, proc, log)
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
-        assert proc.wait(timeout=60) == 0, tail(log)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # the servers it started are gone too
-            alive = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True).stdout
-            if not alive.strip():
-                break
-            time.sleep(1)
-        assert not alive.strip(), alive
+        wait_http(f"http://127.0.0.1:{dagster_port}/server_info", 240, proc, log)
+        wait_http(f"http://127.0.0.1:{mlflow_port}/health", 120, proc, log)
+        tree = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        assert len(tree) >= 3, tree  # dagster dev, its webserver/daemon, mlflow
+        # SIGTERM to the one process, as a service manager does; SIGINT as Ctrl-C would
+        os.kill(proc.pid, sig)
+        assert proc.wait(timeout=90) == 0, tail(log)
+        assert _gone(tree) == [], f"still running after {sig.name}: {_gone(tree, 0)}"
+        assert not port_open(dagster_port) and not port_open(mlflow_port)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        subprocess.run(["pkill", "-KILL", "-g", str(proc.pid)], capture_output=True)
+        for pid in [proc.pid, *tree]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+FIRST_USE = """
+import sys
+from curatornet_pipeline.runner import dagster_home
+from curatornet_pipeline.locks import open_instance
+from curatornet_pipeline.defs.tracking import MlflowTracking
+dagster_home()
+MlflowTracking()._connect()
+with open_instance() as instance:
+    instance.get_runs(limit=1)
+print("ready", flush=True)
+"""
+
+
+def test_two_first_runs_on_a_fresh_home_both_succeed(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Two processes create the MLflow store and the Dagster instance of one fresh home.
+
+    The test holds the store lock until both say they wait, then lets them race:
+    one creates and migrates, the other waits its turn; both succeed.
+    """
+    from curatornet_pipeline.locks import first_use
+
+    home = tmp_path / "home"
+    env = project_env(home, tiny_data)
+    monkeypatch.setenv("CURATORNET_HOME", str(home))
+    errs = [tmp_path / f"err{i}.log" for i in range(2)]
+    with first_use("mlflow"):
+        procs = []
+        for err in errs:
+            with err.open("w") as err_file:
+                procs.append(
+                    subprocess.Popen(
+                        [str(VENV_BIN / "python"), "-c", FIRST_USE],
+                        cwd=REPO_ROOT,
+                        env=env,
+                        stdout=subprocess.PIPE,
+                        stderr=err_file,
+                        text=True,
+                    )
+                )
+        deadline = time.monotonic() + 240
+        while not all("waiting for process" in e.read_text() for e in errs):
+            assert time.monotonic() < deadline, [e.read_text()[-2000:] for e in errs]
+            assert all(p.poll() is None for p in procs), [e.read_text()[-2000:] for e in errs]
+            time.sleep(0.2)
+    for p, err in zip(procs, errs, strict=True):
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, err.read_text()[-3000:]
+        assert out.strip().endswith("ready")
+        assert f"to finish creating the mlflow store in {home}" in err.read_text()
+    assert (home / "mlflow.db").exists() and (home / "dagster").is_dir()

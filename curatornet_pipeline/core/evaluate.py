@@ -368,3 +368,87 @@ def ablation_figure(
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
     return buffer.getvalue()
+
+
+def result_from_rows(rows: pd.DataFrame, protocol: str, metrics: tuple[str, ...]) -> EvalResult:
+    """An :class:`EvalResult` rebuilt from stored per-user rows (one method, one protocol)."""
+    summary = summarize({m: rows[m].to_numpy() for m in metrics})
+    return EvalResult(
+        per_user=rows, summary=summary, protocol=protocol, n_users=len(rows), skipped=0
+    )
+
+
+def ablation_tests(
+    per_user: pd.DataFrame,
+    pairs: dict[str, tuple[str, str]],
+    metrics: tuple[str, ...] = ("auc", "recall@100"),
+    protocols: tuple[str, ...] = PROTOCOLS,
+) -> pd.DataFrame:
+    """Figure 3's paired t-tests on every protocol and metric.
+
+    ``per_user``: rows of :attr:`EvalResult.per_user` with ``method`` and
+    ``protocol`` columns (the ``evaluation_report`` asset's value); ``pairs``:
+    family -> (guideline method label, random-sampling method label). Returns one
+    row per (protocol, family, metric) with :func:`paired_comparison`'s fields;
+    a pair absent from a protocol is left out.
+    """
+    rows = []
+    for protocol in protocols:
+        df = per_user[per_user["protocol"] == protocol]
+        present = set(df["method"])
+        for family, (guided, uniform) in pairs.items():
+            if guided not in present or uniform not in present:
+                continue
+            a = result_from_rows(df[df["method"] == guided], protocol, metrics)
+            b = result_from_rows(df[df["method"] == uniform], protocol, metrics)
+            for metric in metrics:
+                test = paired_comparison(a, b, metric)
+                rows.append(
+                    {"protocol": protocol, "family": family, "guidelines": guided,
+                     "random": uniform, **test}
+                )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def ablation_figure_protocols(
+    pairs_by_protocol: dict[str, dict[str, tuple[EvalResult, EvalResult]]],
+    labels: tuple[str, str] = ("guidelines", "random (size-matched)"),
+) -> bytes:
+    """Figure 3 on several protocols side by side: one panel per protocol, as PNG."""
+    from matplotlib.figure import Figure
+
+    protocols = [p for p, pairs in pairs_by_protocol.items() if pairs]
+    if not protocols:
+        raise ValueError("no protocol has a guideline/random pair to plot")
+    n_fam = max(len(pairs_by_protocol[p]) for p in protocols)
+    fig = Figure(figsize=(len(protocols) * (1.8 + 1.6 * n_fam), 3.8))
+    axes = np.atleast_1d(fig.subplots(1, len(protocols)))
+    width = 0.38
+    for ax, protocol in zip(axes, protocols, strict=True):
+        pairs = pairs_by_protocol[protocol]
+        families = list(pairs)
+        x = np.arange(len(families))
+        highs, lows = [], []
+        for j, label in enumerate(labels):
+            means = np.array([pairs[f][j].summary["auc"][0] for f in families])
+            ses = np.nan_to_num([pairs[f][j].summary["auc"][1] for f in families])
+            ax.bar(x + (j - 0.5) * width, means, width, yerr=ses, capsize=3, label=label)
+            highs.append(means + ses)
+            lows.append(means - ses)
+        top = np.max(highs, axis=0)
+        for i, family in enumerate(families):
+            p = paired_comparison(*pairs[family], metric="auc")["pvalue"]
+            ax.annotate(f"p = {p:.2g}", (x[i], top[i]), xytext=(0, 6),
+                        textcoords="offset points", ha="center", fontsize=9)  # fmt: skip
+        low, high = float(np.min(lows)), float(np.max(highs))
+        bottom = max(0.0, low - (high - low or 0.1))
+        ax.set_ylim(bottom, high + 0.15 * (high - bottom))
+        ax.set_xticks(x, families)
+        ax.set_title(f"protocol {protocol}", fontsize=10)
+        ax.set_ylabel("AUC (mean ± s.e.)")
+        ax.legend(loc="lower right", fontsize=7)
+    fig.suptitle("Sampling guidelines vs uniform random negatives, equal triple counts")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    return buffer.getvalue()

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from curatornet_pipeline.core.scorers import CuratorNetScorer
-from curatornet_pipeline.core.types import ItemVectors, VisualClusters
+from curatornet_pipeline.core.types import ItemVectors, TrainTestSplit, VisualClusters
 
 logger = logging.getLogger(__name__)
 
@@ -476,3 +476,44 @@ def _tile(ax, image: np.ndarray | None, text: str, colour: str) -> None:
         spine.set_edgecolor(colour)
         spine.set_linewidth(2)
     ax.set_xlabel(text, fontsize=6)
+
+
+# ----------------------------------------------------------------------------- samples
+
+
+def _training_items(split: TrainTestSplit, user: int) -> np.ndarray:
+    b0, b1 = split.user_basket_offsets[user], split.user_basket_offsets[user + 1]
+    lo, hi = split.basket_item_offsets[b0], split.basket_item_offsets[b1]
+    return np.unique(split.basket_items[lo:hi])
+
+
+def sample_test_users(
+    recommender: Recommender, split: TrainTestSplit, n_users: int, k: int
+) -> list[tuple[str, list[str], list[Recommendation], set[str], int]]:
+    """(user id, profile ids, top-k, hidden basket ids, time) of evenly spaced test users.
+
+    Each user is served at the time of the hidden purchase, from the stock on sale then.
+    """
+    ids = recommender.catalogue.ids
+    picks = np.unique(np.linspace(0, len(split.test_users) - 1, n_users).astype(int))
+    out = []
+    for t in picks[: len(split.test_users)]:
+        user = int(split.test_users[t])
+        profile = [str(i) for i in ids[_training_items(split, user)]]
+        hidden = split.test_items[split.test_item_offsets[t] : split.test_item_offsets[t + 1]]
+        at = int(split.test_timestamps[t])
+        recs = recommender.recommend(profile, k=k, in_stock_only=True, at=at)
+        out.append((str(split.user_ids[user]), profile, recs, {str(i) for i in ids[hidden]}, at))
+    return out
+
+
+def sample_invariants(catalogue: Catalogue, shown: list) -> tuple[bool, bool]:
+    """(no profile or sold-out item recommended, every explanation is a profile item)."""
+    position = {item: i for i, item in enumerate(catalogue.ids.tolist())}
+    clean = explained = True
+    for _, profile, recs, _, at in shown:
+        sold = catalogue.sold_out(at)
+        liked = set(profile)
+        clean &= all(r.item_id not in liked and not sold[position[r.item_id]] for r in recs)
+        explained &= all(r.because in liked for r in recs)
+    return clean, explained

@@ -1,36 +1,98 @@
-"""Nightly retraining: a 02:00 schedule, an incoming-files sensor, eager downstream assets.
+"""Named jobs, the nightly schedule, and the conditions that keep the graph up to date.
 
-The schedule and the sensor launch one run of ``refresh_upstream`` (ingestion,
-embeddings of new images only, PCA, clusters, split). Everything downstream
-(all triplet partitions, the training sets, every model partition, the
-reports) carries ``AutomationCondition.eager()``, so Dagster's automation
-sensor materializes it as soon as its parents have new data versions, partition
-by partition. Unchanged inputs give unchanged data versions, so nothing
-downstream re-runs needlessly.
+Every trigger launches named jobs through the Dagster instance: ``curatornet
+run`` launches the whole chain (``refresh_upstream``, ``sample_triplets``, the
+three training jobs, ``evaluate``); the 02:00 schedule and the incoming-data
+sensor launch ``refresh_upstream``. Below the split every asset carries
+:data:`ON_DATA_CHANGE`: Dagster's automation sensor requests a partition only
+when the *data version* of one of the partitions it reads has changed, so a
+re-materialization that reproduces the same bytes triggers nothing, and a
+changed ``triplets[s2_single_item]`` retrains exactly the models that read it.
 """
 
 import os
-import time
-from pathlib import Path
 
 import dagster as dg
 
-from curatornet_pipeline import settings
+#: Tag naming what launched a run: cli, ui, schedule, sensor, automation.
+TRIGGER_TAG = "curatornet/trigger"
+#: Runs that use every core (torch): the queued run coordinator runs a limited number
+#: of them at once (``tag_concurrency_limits`` in dagster.yaml), so that two trainings
+#: never oversubscribe the machine's cores.
+HEAVY_TAG = "curatornet/heavy"
 
-#: Given to every asset below the split: materialize when a parent updates.
-EAGER = dg.AutomationCondition.eager()
+_deps_data_changed = dg.AutomationCondition.any_deps_match(
+    dg.AutomationCondition.data_version_changed() | dg.AutomationCondition.will_be_requested()
+).with_label("any_deps_data_version_changed")
 
-UPSTREAM = dg.AssetSelection.all() - dg.AssetSelection.keys("triplets").downstream()
+#: Materialize when first missing, or when an input's data version changed; never while an
+#: input is missing, running or failed a blocking check. (``eager()`` reacts to any new
+#: materialization of a parent, even one that reproduced the same data version.)
+ON_DATA_CHANGE = (
+    (dg.AutomationCondition.newly_missing() | _deps_data_changed).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+    & dg.AutomationCondition.all_deps_blocking_checks_passed()
+).with_label("on_data_change")
 
-refresh_upstream = dg.define_asset_job(
+UPSTREAM_ASSETS = (
+    "applied_batches",  # applies the incoming batch a sensor run carries; else a no-op
+    "inventory",
+    "purchases",
+    "image_manifest",
+    "item_embeddings",
+    "pca_embeddings",
+    "visual_clusters",
+    "cluster_map",
+    "catalogue",
+    "train_test_split",
+)
+TRAINING_JOBS = {
+    "train_curatornet": "curatornet_models",
+    "train_vbpr": "vbpr_models",
+    "train_random_sampling": "random_sampling_models",
+}
+REPORT_ASSETS = ("evaluation_report", "sampling_ablation", "sample_recommendations", "champion")
+
+
+def _job(name: str, keys, description: str, heavy: bool = True):
+    selection = dg.AssetSelection.assets(*keys)
+    tags = {HEAVY_TAG: "true"} if heavy else {}
+    return dg.define_asset_job(name, selection=selection, description=description, tags=tags)
+
+
+refresh_upstream = _job(
     "refresh_upstream",
-    selection=UPSTREAM,
-    description="Ingestion to train/test split; downstream assets follow by automation.",
+    UPSTREAM_ASSETS,
+    "Ingestion, embeddings of new images, PCA, visual clusters, catalogue and the "
+    "train/test split. Nightly and on incoming data; what changes below follows by automation.",
+)
+sample_triplets = _job(
+    "sample_triplets",
+    ["triplets"],
+    "Training and validation triples, one partition per sampling strategy.",
+    heavy=False,  # numpy on one core: two partitions side by side use the machine
+)
+training_jobs = [
+    _job(job, [asset], f"Train the {asset.replace('_', ' ')}, one partition per variant.")
+    for job, asset in TRAINING_JOBS.items()
+]
+evaluate = _job(
+    "evaluate",
+    REPORT_ASSETS,
+    "Table 2 on both protocols, Figure 3's sampling ablation, sample recommendations and the "
+    "registry's champion (test-AUC rule).",
 )
 
-
-def incoming_dir() -> Path:
-    return Path(os.environ.get("CURATORNET_INCOMING", settings.data_dir() / "incoming"))
+#: The whole graph, in the order `curatornet run` launches it (runs of one stage together).
+STAGES: list[list] = [
+    [refresh_upstream],
+    [sample_triplets],
+    training_jobs,
+    [evaluate],
+]
+JOBS = [job for stage in STAGES for job in stage]
 
 
 @dg.schedule(
@@ -38,46 +100,22 @@ def incoming_dir() -> Path:
     cron_schedule=os.environ.get("CURATORNET_NIGHTLY_CRON", "0 2 * * *"),
     execution_timezone=os.environ.get("CURATORNET_TIMEZONE", "UTC"),
     default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every night: refresh ingestion to split; models and reports whose inputs "
+    "changed follow by automation.",
 )
 def nightly_retraining(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    """Bring the whole graph up to date every night."""
     when = context.scheduled_execution_time
     stamp = when.isoformat() if when else "manual"
-    return dg.RunRequest(run_key=f"nightly-{stamp}", tags={"curatornet/trigger": "nightly"})
-
-
-@dg.sensor(
-    job=refresh_upstream,
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)
-def incoming_files(context: dg.SensorEvaluationContext):
-    """Validate and append files landing in incoming/, then refresh the graph."""
-    from curatornet_pipeline.core.data import DatasetPaths
-    from curatornet_pipeline.core.incoming import intake, pending
-
-    folder = incoming_dir()
-    if not pending(folder):
-        return dg.SkipReason(f"nothing new in {folder}")
-    report = intake(folder, DatasetPaths(settings.data_dir()))
-    for name, error in report.rejected.items():
-        context.log.warning(f"rejected {name}: {error}")
-    if not report.changed:
-        return dg.SkipReason(f"rejected {len(report.rejected)} file(s); see {folder}/rejected")
-    key = "+".join(sorted(report.accepted))[:200]
-    return dg.RunRequest(
-        run_key=f"incoming-{time.time_ns()}-{key}",
-        tags={
-            "curatornet/trigger": "incoming",
-            "curatornet/accepted": ",".join(report.accepted)[:200],
-            "curatornet/rejected": ",".join(report.rejected)[:200],
-        },
-    )
+    return dg.RunRequest(run_key=f"nightly-{stamp}", tags={TRIGGER_TAG: "schedule"})
 
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
     "downstream_automation",
     target=dg.AssetSelection.all(),
+    run_tags={TRIGGER_TAG: "automation"},
+    minimum_interval_seconds=int(os.environ.get("CURATORNET_AUTOMATION_INTERVAL", "30")),
+    description="Materializes triplets, models and reports whose inputs' data versions "
+    "changed (ON_DATA_CHANGE), partition by partition.",
     default_status=(
         dg.DefaultSensorStatus.STOPPED
         if os.environ.get("CURATORNET_AUTOMATION", "on") == "off"

@@ -7,9 +7,7 @@ from typing import Any
 import dagster as dg
 import numpy as np
 import pandas as pd
-from upath import UPath
 
-from curatornet_pipeline import settings
 from curatornet_pipeline.core.hashing import content_hash
 from curatornet_pipeline.defs.tracking import TAG_DATA_VERSION, TAG_INPUT_PREFIX, TrackedRun
 
@@ -38,20 +36,12 @@ def png_markdown(png: bytes, title: str) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")
 
 
-def figure_path(context: dg.AssetExecutionContext, name: str) -> UPath:
-    """Where a figure of this asset (and partition) is saved beside the asset storage."""
-    root = UPath(settings.storage_uri()) / "figures" / "/".join(context.asset_key.path)
+def figure_file(context: dg.AssetExecutionContext, name: str) -> str:
+    """Storage-relative file of a figure of this asset (and partition)."""
+    parts = ["figures", *context.asset_key.path]
     if context.has_partition_key:
-        root = root / context.partition_key
-    return root / name
-
-
-def save_figure(context: dg.AssetExecutionContext, png: bytes, name: str) -> str:
-    path = figure_path(context, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as f:
-        f.write(png)
-    return str(path)
+        parts.append(context.partition_key)
+    return "/".join([*parts, name])
 
 
 def latest_record(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None):
@@ -117,16 +107,19 @@ def finish(
     checks: Sequence[dg.AssetCheckResult] = (),
     version_of: Any = None,
     upstream: Mapping[str, Any] | None = None,
+    storage: Any = None,
 ) -> dg.MaterializeResult:
     """Hash the value, log to MLflow, and build the MaterializeResult.
 
-    ``figures`` are PNG bytes: shown inline, saved beside the asset and logged as
-    artifacts. ``tables`` are markdown texts shown inline and logged as ``.md``.
+    ``figures`` are PNG bytes: shown inline, written through ``storage`` (the
+    ``ArtifactStorage`` resource) and logged as MLflow artifacts. ``tables`` are markdown texts shown inline and logged as ``.md``.
     """
     data_version = content_hash(value if version_of is None else version_of)
     md: dict[str, Any] = dict(metadata or {})
+    if figures and storage is None:
+        raise ValueError("finish(figures=...) needs the ArtifactStorage resource")
     for name, png in (figures or {}).items():
-        path = save_figure(context, png, f"{name}.png")
+        path = storage.write_bytes(figure_file(context, f"{name}.png"), png)
         md[name] = png_markdown(png, name)
         md[f"{name}_file"] = dg.MetadataValue.path(path)
         run.log_bytes(png, f"figures/{name}.png")

@@ -5,6 +5,7 @@ local folder or any fsspec URI (``s3://``, ``gs://``, ...).
 """
 
 import io
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -80,3 +81,58 @@ def io_managers(root: str) -> dict[str, dg.UPathIOManager]:
         "bundle_io_manager": BundleIOManager(base_path=base / "bundles"),
         "model_io_manager": TorchIOManager(base_path=base / "models"),
     }
+
+
+class ArtifactStorage(dg.ConfigurableResource):
+    """Figures, reports, checkpoints and scratch files, under the same storage root.
+
+    The IO managers store asset values; everything else an asset writes goes
+    through this resource, so one URI (``CURATORNET_STORAGE``) decides where all
+    files live. Checkpoints and scratch files need a local path (torch writes
+    them): with a remote root they go under ``local_root``.
+    """
+
+    root: str  # the storage root URI (a folder, s3://..., gs://...)
+    local_root: str = ""  # local folder for checkpoints when ``root`` is remote
+
+    def path(self, *parts: str) -> UPath:
+        return UPath(self.root).joinpath(*parts)
+
+    def write_bytes(self, relative: str, data: bytes) -> str:
+        path = self.path(relative)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as f:
+            f.write(data)
+        return str(path)
+
+    def write_text(self, relative: str, text: str) -> str:
+        return self.write_bytes(relative, text.encode())
+
+    def _local(self) -> Path:
+        from pathlib import Path
+
+        base = UPath(self.root)
+        if getattr(base, "protocol", "") in ("", "file", "local"):
+            return Path(str(base.path if hasattr(base, "path") else base))
+        return Path(self.local_root or "/tmp/curatornet-local")
+
+    def _partition_dir(self, context: dg.AssetExecutionContext) -> Path:
+        folder = self._local() / "checkpoints" / "/".join(context.asset_key.path)
+        return folder / (context.partition_key if context.has_partition_key else "__all__")
+
+    def checkpoint_dir(self, context: dg.AssetExecutionContext, key: str) -> Path:
+        """Where the training of this asset partition with inputs/settings ``key`` checkpoints."""
+        path = self._partition_dir(context) / key
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def clean_checkpoints(self, context: dg.AssetExecutionContext) -> None:
+        """Remove every checkpoint of this asset partition (the model has landed)."""
+        import shutil
+
+        shutil.rmtree(self._partition_dir(context), ignore_errors=True)
+
+    def scratch_file(self, context: dg.AssetExecutionContext, name: str) -> Path:
+        path = self._local() / "scratch" / context.run.run_id / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path

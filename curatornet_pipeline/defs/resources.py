@@ -1,11 +1,28 @@
-"""Resources: where the dataset is, and which profile of stage settings a run uses."""
+"""Resources: where the dataset is, and the typed settings of every stage.
 
-import json
+The stage settings are one ``PipelineSettings`` resource whose fields are
+``dg.Config`` classes generated from the core's config dataclasses (one field
+per dataclass field, same name, type and default), so they show -- typed and
+editable -- in the launchpad under ``resources.pipeline.config``. A *profile*
+(tiny, demo, paper) is a preset: it fills those fields when the code location
+loads; a run may override any of them in its run config.
+"""
+
+import dataclasses
+import types
+import typing
 from typing import Any
 
 import dagster as dg
+import pydantic
 
 from curatornet_pipeline import settings
+from curatornet_pipeline.core.cluster import ClusterConfig, PCAConfig
+from curatornet_pipeline.core.embed import EmbedConfig
+from curatornet_pipeline.core.evaluate import EvalConfig
+from curatornet_pipeline.core.experiment import ModelGrid
+from curatornet_pipeline.core.strategies import SamplingConfig
+from curatornet_pipeline.core.train import TrainConfig
 
 #: Stage settings per profile. Keys are the fields of each stage's core config
 #: dataclass; anything absent takes that dataclass's (paper) default.
@@ -26,7 +43,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "models": {"curatornet_l2": [0.0, 1e-4], "vbpr_l2": [1e-4], "ablation_l2": 1e-4},
         "evaluation": {},
     },
-    # the main job: the whole graph in about 15 minutes on 2 CPU cores
+    # the main job: the whole graph in minutes on 2 CPU cores
     "demo": {
         "embed": {"backbone": "resnet50"},
         "pca": {"n_components": 200},
@@ -47,45 +64,134 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "cluster": {"k": 100, "restarts": 20},
         "sampling": {},
         "train": {},
-        "models": {
-            "curatornet_l2": [0.0, 1e-4, 1e-3, 1e-2],
-            "vbpr_l2": [0.0, 1e-4, 1e-3, 1e-2],
-            "ablation_l2": 1e-4,
-        },
+        "models": {},
         "evaluation": {},
     },
 }
 
+#: Stage name -> the core dataclass its settings build.
+STAGES: dict[str, type] = {
+    "embed": EmbedConfig,
+    "pca": PCAConfig,
+    "cluster": ClusterConfig,
+    "sampling": SamplingConfig,
+    "train": TrainConfig,
+    "models": ModelGrid,
+    "evaluation": EvalConfig,
+}
+
+
+def _config_type(annotation: Any) -> Any:
+    """A dataclass field type as a Dagster config type (tuples become lists)."""
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        return list[typing.get_args(annotation)[0]]
+    if origin in (typing.Union, types.UnionType):
+        return typing.Optional[next(a for a in typing.get_args(annotation) if a is not type(None))]  # noqa: UP045
+    return annotation
+
+
+def config_class(stage: str, cls: type, defaults: dict[str, Any] | None = None) -> type[dg.Config]:
+    """A ``dg.Config`` with the fields of the core dataclass ``cls`` (names, types, defaults).
+
+    ``defaults`` replaces the dataclass's defaults (a profile's values), so the
+    launchpad shows what a run will use unless it is edited.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {}
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = (defaults or {}).get(f.name, default)
+        if isinstance(default, tuple):
+            default = list(default)
+        fields[f.name] = (_config_type(hints[f.name]), default)
+    name = "".join(part.title() for part in stage.split("_")) + "Settings"
+    model = pydantic.create_model(name, __base__=dg.Config, **fields)
+    model.__doc__ = f"Settings of the {stage} stage (core: {cls.__module__}.{cls.__name__})."
+    return model
+
+
+SETTINGS_CLASSES: dict[str, type[dg.Config]] = {s: config_class(s, c) for s, c in STAGES.items()}
+EmbedSettings = SETTINGS_CLASSES["embed"]
+PCASettings = SETTINGS_CLASSES["pca"]
+ClusterSettings = SETTINGS_CLASSES["cluster"]
+SamplingSettings = SETTINGS_CLASSES["sampling"]
+TrainSettings = SETTINGS_CLASSES["train"]
+ModelGridSettings = SETTINGS_CLASSES["models"]
+EvaluationSettings = SETTINGS_CLASSES["evaluation"]
+
 
 class PipelineSettings(dg.ConfigurableResource):
-    """Which settings profile a run uses, with per-stage overrides.
+    """Typed settings of every stage; a profile fills them, a run may override any field."""
 
-    ``overrides`` is JSON: ``{"train": {"epochs": 2}, "embed": {"weights": "none"}}``.
-    """
-
-    profile: str = "demo"  # tiny | demo | paper
-    overrides: str = "{}"
+    profile: str = "demo"  # the preset these values started from (recorded with each run)
+    embed: EmbedSettings = EmbedSettings()  # type: ignore[valid-type]
+    pca: PCASettings = PCASettings()  # type: ignore[valid-type]
+    cluster: ClusterSettings = ClusterSettings()  # type: ignore[valid-type]
+    sampling: SamplingSettings = SamplingSettings()  # type: ignore[valid-type]
+    train: TrainSettings = TrainSettings()  # type: ignore[valid-type]
+    models: ModelGridSettings = ModelGridSettings()  # type: ignore[valid-type]
+    evaluation: EvaluationSettings = EvaluationSettings()  # type: ignore[valid-type]
 
     def stage(self, name: str) -> dict[str, Any]:
-        if self.profile not in PROFILES:
-            raise ValueError(f"unknown profile {self.profile!r}; choose one of {sorted(PROFILES)}")
-        values = dict(PROFILES[self.profile].get(name, {}))
-        try:
-            extra = json.loads(self.overrides or "{}")
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"PipelineSettings.overrides is not valid JSON: {exc}") from exc
-        values.update(extra.get(name, {}))
-        return values
+        """The settings of one stage as a plain dict."""
+        if name not in STAGES:
+            raise ValueError(f"unknown stage {name!r}; known: {sorted(STAGES)}")
+        return dict(getattr(self, name).model_dump())
 
-    def build(self, name: str, config_cls: type) -> Any:
-        """The core config dataclass of a stage, from the profile and overrides."""
-        values = self.stage(name)
-        fields = set(config_cls.__dataclass_fields__)
-        unknown = set(values) - fields
+    def build(self, name: str, config_cls: type | None = None) -> Any:
+        """The core config dataclass of a stage."""
+        cls = config_cls or STAGES[name]
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.stage(name).items()}
+        return cls(**values)
+
+    def grid(self) -> ModelGrid:
+        return self.build("models", ModelGrid)
+
+
+def profile_values(profile: str, overrides: dict[str, dict[str, Any]] | None = None) -> dict:
+    """The stage settings of a profile with per-stage overrides, validated against the core."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
+    out: dict[str, dict[str, Any]] = {}
+    for stage, cls in STAGES.items():
+        values = {**PROFILES[profile].get(stage, {}), **(overrides or {}).get(stage, {})}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
         if unknown:
-            raise ValueError(f"unknown {name} settings {sorted(unknown)}; known: {sorted(fields)}")
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        return config_cls(**kwargs)
+            raise ValueError(f"unknown {stage} settings {sorted(unknown)}; known: {sorted(known)}")
+        out[stage] = values
+    extra = set(overrides or {}) - set(STAGES)
+    if extra:
+        raise ValueError(f"unknown stages {sorted(extra)} in overrides; known: {sorted(STAGES)}")
+    return out
+
+
+def pipeline_settings(profile: str, overrides: dict | None = None) -> PipelineSettings:
+    """The settings resource of a profile (a preset) with overrides.
+
+    Its config schema carries the profile's values as defaults, so the launchpad
+    shows (and a run without config uses) exactly them.
+    """
+    values = profile_values(profile, overrides)
+    classes = {s: config_class(s, STAGES[s], values[s]) for s in STAGES}
+    resource = pydantic.create_model(
+        "PipelineSettings",
+        __base__=PipelineSettings,
+        profile=(str, profile),
+        **{s: (classes[s], classes[s]()) for s in STAGES},
+    )
+    resource.__doc__ = f"{PipelineSettings.__doc__} Preset: {profile}."
+    return resource()
+
+
+def run_config(profile: str, overrides: dict | None = None) -> dict:
+    """Run config that sets every stage's settings explicitly (what the CLI launches with)."""
+    values = profile_values(profile, overrides)
+    config = {"profile": profile}
+    for stage in STAGES:
+        config[stage] = SETTINGS_CLASSES[stage](**values[stage]).model_dump()
+    return {"resources": {"pipeline": {"config": config}}}
 
 
 class DatasetResource(dg.ConfigurableResource):
@@ -95,6 +201,7 @@ class DatasetResource(dg.ConfigurableResource):
     on_unknown_items: str = "error"  # or "drop": purchases of ids absent from inventory
     on_missing_images: str = "error"  # or "drop": inventory items without an image file
     on_unreadable_images: str = "error"  # or "drop": image files that cannot be decoded
+    on_missing_vectors: str = "error"  # or "drop": items without an imported embedding
 
     def paths(self):
         from pathlib import Path

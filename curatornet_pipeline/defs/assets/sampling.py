@@ -8,18 +8,20 @@ import pandas as pd
 
 from curatornet_pipeline.core import sampling as sampling_core
 from curatornet_pipeline.core import split as split_core
+from curatornet_pipeline.core import strategies as strategies_core
+from curatornet_pipeline.core.recommend import Catalogue
 from curatornet_pipeline.core.types import (
-    GUIDELINE_STRATEGIES,
     STRATEGIES,
+    STRATEGY_INFO,
     ItemVectors,
     TrainTestSplit,
     Triplets,
-    VisualClusters,
 )
-from curatornet_pipeline.defs.automation import EAGER
+from curatornet_pipeline.defs.automation import ON_DATA_CHANGE
 from curatornet_pipeline.defs.common import check, finish, markdown_table, upstream_versions
 from curatornet_pipeline.defs.resources import PipelineSettings
 from curatornet_pipeline.defs.tracking import MlflowTracking
+from curatornet_pipeline.defs.versioning import source_hash
 
 GROUP = "sampling"
 BUNDLE = "bundle_io_manager"
@@ -29,29 +31,19 @@ strategy_partitions = dg.StaticPartitionsDefinition(list(STRATEGIES))
 @dg.asset(
     dagster_type=TrainTestSplit,
     group_name=GROUP,
-    code_version="1",
+    code_version=source_hash(split_core),
     io_manager_key=BUNDLE,
-    check_specs=[dg.AssetCheckSpec("test_baskets_are_last", asset="train_test_split")],
 )
 def train_test_split(
     context: dg.AssetExecutionContext,
     mlflow: MlflowTracking,
     purchases: pd.DataFrame,
-    pca_embeddings: ItemVectors,
+    catalogue: Catalogue,
 ) -> dg.MaterializeResult:
     """Baskets per user; the last basket of every user with two or more is hidden for testing."""
     upstream = upstream_versions(context)
     with mlflow.run_for(context, params={"rule": "last basket of users with >= 2 baskets"}) as run:
-        split = split_core.split_train_test(purchases, pca_embeddings.ids)
-        # Every hidden basket is strictly later than all of the user's training baskets.
-        last_train = np.array(
-            [
-                split.basket_timestamps[split.user_basket_offsets[u + 1] - 1]
-                for u in split.test_users
-            ],
-            dtype=np.int64,
-        )
-        ordered = bool((last_train < split.test_timestamps).all()) if len(last_train) else True
+        split = split_core.split_train_test(purchases, catalogue.ids)
         counts = {k: v for k, v in split.meta.items() if isinstance(v, int | float)}
         return finish(
             context,
@@ -65,28 +57,45 @@ def train_test_split(
                 "hidden_items": len(split.test_items),
                 **counts,
             },
-            checks=[check("test_baskets_are_last", ordered)],
         )
 
 
-def _context(split, clusters, pca, inventory) -> sampling_core.SamplingContext:
-    artist_by_id = dict(zip(inventory["artwork_id_hash"], inventory["artist_id_hash"], strict=True))
-    artists = pd.Series([artist_by_id[str(i)] for i in pca.ids])
-    artist_codes = pd.factorize(artists)[0].astype(np.int32)
-    return sampling_core.build_context(split, artist_codes, clusters.labels, pca.vectors)
+def _context(split, catalogue: Catalogue, pca: ItemVectors) -> sampling_core.SamplingContext:
+    if not np.array_equal(catalogue.ids, pca.ids):
+        raise ValueError("catalogue and pca_embeddings list different items: rematerialize both")
+    artist_codes = pd.factorize(pd.Series(catalogue.artists))[0].astype(np.int32)
+    return sampling_core.build_context(
+        split, artist_codes, catalogue.clusters.astype(np.int32), pca.vectors
+    )
 
 
 @dg.asset(
     dagster_type=Triplets,
     group_name=GROUP,
-    code_version="1",
+    code_version=source_hash(sampling_core, strategies_core),
     io_manager_key=BUNDLE,
     partitions_def=strategy_partitions,
-    automation_condition=EAGER,
+    automation_condition=ON_DATA_CHANGE,
     check_specs=[
-        dg.AssetCheckSpec("strategy_invariants", asset="triplets"),
-        dg.AssetCheckSpec("no_hidden_basket_items", asset="triplets"),
-        dg.AssetCheckSpec("target_reached", asset="triplets"),
+        dg.AssetCheckSpec(
+            "strategy_invariants",
+            asset="triplets",
+            blocking=True,
+            description="Every triple obeys its guideline's definition (positive in or out of "
+            "the profile, negative outside it, artist and cluster conditions).",
+        ),
+        dg.AssetCheckSpec(
+            "no_hidden_basket_items",
+            asset="triplets",
+            blocking=True,
+            description="Leakage: no test-basket item of its user appears in a profile or as a "
+            "positive. Blocks training.",
+        ),
+        dg.AssetCheckSpec(
+            "target_reached",
+            asset="triplets",
+            description="WARN when the strategy produced under 90% of the requested triples.",
+        ),
     ],
 )
 def triplets(
@@ -94,17 +103,16 @@ def triplets(
     pipeline: PipelineSettings,
     mlflow: MlflowTracking,
     train_test_split: TrainTestSplit,
-    visual_clusters: VisualClusters,
+    catalogue: Catalogue,
     pca_embeddings: ItemVectors,
-    inventory: pd.DataFrame,
 ) -> dg.MaterializeResult:
     """Training and validation triples of one sampling strategy (the paper's guidelines, or random)."""
     strategy = context.partition_key
-    config = pipeline.build("sampling", sampling_core.SamplingConfig)
+    config = pipeline.build("sampling")
     upstream = upstream_versions(context)
-    params = {**dataclasses.asdict(config), "strategy": strategy}
+    params = {**dataclasses.asdict(config), **STRATEGY_INFO[strategy].params()}
     with mlflow.run_for(context, params=params) as run:
-        ctx = _context(train_test_split, visual_clusters, pca_embeddings, inventory)
+        ctx = _context(train_test_split, catalogue, pca_embeddings)
         result: Triplets = sampling_core.sample_strategy(ctx, strategy, config)
         violations = sampling_core.verify_strategy(result, ctx, strategy)
         leaks = sampling_core.hidden_item_leaks(result, train_test_split)
@@ -137,6 +145,7 @@ def triplets(
                 ),
                 "profiles": len(result.profile_offsets) - 1,
                 "seed": config.seed,
+                "paper_guideline": str(STRATEGY_INFO[strategy].paper_guideline or "none"),
                 "config": dg.MetadataValue.json(dataclasses.asdict(config)),
             },
             tables={"profile_sizes": markdown_table(hist_df)},
@@ -152,59 +161,3 @@ def triplets(
                 ),
             ],
         )
-
-
-def _union(context, mlflow, parts: dict[str, Triplets], name: str) -> dg.MaterializeResult:
-    upstream = upstream_versions(context)
-    with mlflow.run_for(context, params={"strategies": sorted(parts), "set": name}) as run:
-        merged = sampling_core.merge_triplets(parts)
-        per_strategy = pd.DataFrame(
-            {
-                "strategy": [STRATEGIES[s] for s in np.unique(merged.strategy)],
-                "training": [
-                    int(((merged.strategy == s) & ~merged.is_validation).sum())
-                    for s in np.unique(merged.strategy)
-                ],
-                "validation": [
-                    int(((merged.strategy == s) & merged.is_validation).sum())
-                    for s in np.unique(merged.strategy)
-                ],
-            }
-        )
-        unique = len(np.unique(merged.hash)) == len(merged.hash)
-        return finish(
-            context,
-            run,
-            merged,
-            upstream=upstream,
-            metadata={
-                "triples": int((~merged.is_validation).sum()),
-                "validation_triples": int(merged.is_validation.sum()),
-                "rejected_cross_strategy": int(merged.meta.get("rejected_duplicates", 0)),
-            },
-            tables={"per_strategy": markdown_table(per_strategy)},
-            checks=[check("disjoint", unique)],
-        )
-
-
-@dg.asset(
-    dagster_type=Triplets,
-    group_name=GROUP,
-    code_version="1",
-    io_manager_key=BUNDLE,
-    ins={
-        "triplets": dg.AssetIn(
-            partition_mapping=dg.SpecificPartitionsPartitionMapping(list(GUIDELINE_STRATEGIES))
-        )
-    },
-    automation_condition=EAGER,
-    check_specs=[dg.AssetCheckSpec("disjoint", asset="training_set")],
-)
-def training_set(
-    context: dg.AssetExecutionContext, mlflow: MlflowTracking, triplets: dict
-) -> dg.MaterializeResult:
-    """The disjoint union of the six guidelines' triples (training and validation)."""
-    parts = triplets if isinstance(triplets, dict) else {GUIDELINE_STRATEGIES[0]: triplets}
-    return _union(
-        context, mlflow, {k: parts[k] for k in GUIDELINE_STRATEGIES if k in parts}, "guidelines"
-    )

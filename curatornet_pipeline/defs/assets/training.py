@@ -1,108 +1,157 @@
-"""Trained models, one partition per variant (model kind x L2 weight x sampling)."""
+"""Trained models: CuratorNet and VBPR per weight decay on the guidelines, and on random triples.
+
+Three assets, so that each reads exactly the triplet partitions it trains on:
+
+- ``curatornet_models``: one partition per weight decay (Table 2), the six guidelines;
+- ``vbpr_models``: one partition per weight decay, the two guidelines VBPR can use;
+- ``random_sampling_models``: each family once, on uniformly sampled triples (Figure 3).
+
+The weight-decay partitions are dynamic: the grid is data (the ``models``
+settings), added to the instance by ``curatornet run`` or by hand in the UI.
+"""
 
 import dataclasses
 import time
-from dataclasses import dataclass
 
 import dagster as dg
-import numpy as np
-import torch
 
-from curatornet_pipeline import settings
+from curatornet_pipeline.core import experiment
 from curatornet_pipeline.core import models as models_core
 from curatornet_pipeline.core import sampling as sampling_core
 from curatornet_pipeline.core import train as train_core
 from curatornet_pipeline.core.plots import training_curve
-from curatornet_pipeline.core.types import ItemVectors, TrainTestSplit, Triplets
-from curatornet_pipeline.defs.automation import EAGER
+from curatornet_pipeline.core.recommend import Catalogue
+from curatornet_pipeline.core.types import TrainTestSplit, Triplets
+from curatornet_pipeline.defs import crash
+from curatornet_pipeline.defs.automation import ON_DATA_CHANGE
 from curatornet_pipeline.defs.common import check, finish, upstream_versions
-from curatornet_pipeline.defs.resources import PROFILES, PipelineSettings
-from curatornet_pipeline.defs.tracking import MlflowTracking, register_version
+from curatornet_pipeline.defs.executors import ComputeResource
+from curatornet_pipeline.defs.io_managers import ArtifactStorage
+from curatornet_pipeline.defs.resources import PipelineSettings
+from curatornet_pipeline.defs.tracking import MlflowTracking
+from curatornet_pipeline.defs.versioning import source_hash
 
 GROUP = "models"
+MODEL_IO = "model_io_manager"
 
-#: VBPR has one vector per real user and no notion of baskets: of the
-#: guidelines it uses the real-user, basket-free ones (paper, Figure 3).
-VBPR_STRATEGIES = ("s1_user_profile", "s3_artist_cluster")
+curatornet_variants = dg.DynamicPartitionsDefinition(name="curatornet_variants")
+vbpr_variants = dg.DynamicPartitionsDefinition(name="vbpr_variants")
+random_sampling_families = dg.StaticPartitionsDefinition(list(experiment.FAMILY_STRATEGIES))
+PARTITIONS = {"curatornet": curatornet_variants, "vbpr": vbpr_variants}
+#: A random-sampling model reads the ``random`` partition and, for its size, the guideline
+#: partitions of the model it is compared with (size-matched ablation, Figure 3).
+RANDOM_SAMPLING_MAPPING = dg.StaticPartitionMapping(
+    {
+        strategy: [
+            f
+            for f in experiment.KINDS
+            if strategy
+            in experiment.triplet_partitions_for(
+                experiment.random_variant(f, experiment.ModelGrid())
+            )
+        ]
+        for strategy in (experiment.RANDOM_STRATEGY, *experiment.GUIDELINE_STRATEGIES)
+    }
+)
 
-
-@dataclass(frozen=True)
-class Variant:
-    """One trained model of Table 2 or Figure 3."""
-
-    name: str  # partition key, e.g. "curatornet-l0.0001"
-    kind: str  # "curatornet" | "vbpr"
-    l2: float  # weight decay lambda
-    sampling: str  # "guidelines" | "random"
-
-
-def variants(profile: str | None = None) -> dict[str, Variant]:
-    """The model variants of a settings profile (configuration, not code)."""
-    spec = PROFILES[profile or settings.run_profile()]["models"]
-    out: list[Variant] = []
-    for kind in ("curatornet", "vbpr"):
-        for l2 in spec[f"{kind}_l2"]:
-            out.append(Variant(f"{kind}-l{l2:g}", kind, float(l2), "guidelines"))
-        out.append(Variant(f"{kind}-random", kind, float(spec["ablation_l2"]), "random"))
-    return {v.name: v for v in out}
-
-
-model_partitions = dg.StaticPartitionsDefinition(list(variants()))
+CODE_VERSION = source_hash(models_core, train_core, experiment, sampling_core.merge_triplets)
+#: A crash (killed worker, lost node) is worth a retry: training resumes from its checkpoint.
+RETRY = dg.RetryPolicy(max_retries=1, delay=5)
 
 
-def _build(variant: Variant, features: np.ndarray, n_users: int) -> models_core.CuratorNet:
-    if variant.kind == "curatornet":
+def grid_partition_keys(grid: experiment.ModelGrid) -> dict[str, list[str]]:
+    """Dynamic partition name -> the weight-decay keys of a grid."""
+    return {
+        PARTITIONS[family].name: [experiment.l2_key(l2) for l2 in grid.l2_grid(family)]
+        for family in PARTITIONS
+    }
+
+
+def add_grid_partitions(instance: dg.DagsterInstance, grid: experiment.ModelGrid) -> None:
+    """Register the grid's weight decays as partitions (existing ones are kept)."""
+    for name, keys in grid_partition_keys(grid).items():
+        missing = [k for k in keys if not instance.has_dynamic_partition(name, k)]
+        if missing:
+            instance.add_dynamic_partitions(name, missing)
+
+
+def _checks(family: str) -> list[dg.AssetCheckSpec]:
+    asset = f"{family}_models" if family != "random" else "random_sampling_models"
+    return [
+        dg.AssetCheckSpec(
+            "weights_finite",
+            asset=asset,
+            blocking=True,
+            description="Every weight is finite; a diverged model stops evaluation.",
+        ),
+        dg.AssetCheckSpec(
+            "beats_chance",
+            asset=asset,
+            description="WARN when the best validation accuracy is not above 0.5: the model "
+            "learned nothing from its triples.",
+        ),
+    ]
+
+
+def _build(variant: experiment.Variant, catalogue: Catalogue, split: TrainTestSplit):
+    features = catalogue.features
+    if variant.family == "curatornet":
         model = models_core.CuratorNet(models_core.CuratorNetConfig(input_dim=features.shape[1]))
     else:
         model = models_core.VBPR(
             models_core.VBPRConfig(
-                n_users=n_users, n_items=len(features), input_dim=features.shape[1]
+                n_users=len(split.user_ids), n_items=len(features), input_dim=features.shape[1]
             )
         )
     model.fit_scaler(features)
     return model
 
 
-@dg.asset(
-    dagster_type=dg.Any,
-    group_name=GROUP,
-    code_version="1",
-    io_manager_key="model_io_manager",
-    partitions_def=model_partitions,
-    automation_condition=EAGER,
-    ins={
-        "training_set": dg.AssetIn(),
-        "random_triplets": dg.AssetIn(
-            "triplets", partition_mapping=dg.SpecificPartitionsPartitionMapping(["random"])
-        ),
-    },
-    check_specs=[
-        dg.AssetCheckSpec("weights_finite", asset="models"),
-        dg.AssetCheckSpec("learned_something", asset="models"),
-    ],
-)
-def models(
+def train_variant(
     context: dg.AssetExecutionContext,
     pipeline: PipelineSettings,
     mlflow: MlflowTracking,
-    training_set: Triplets,
-    random_triplets: Triplets,
-    item_embeddings: ItemVectors,
-    train_test_split: TrainTestSplit,
+    storage: ArtifactStorage,
+    variant: experiment.Variant,
+    triplets: Triplets | dict[str, Triplets],
+    catalogue: Catalogue,
+    split: TrainTestSplit,
 ) -> dg.MaterializeResult:
-    """CuratorNet or VBPR trained on the guidelines' triples (or on random triples)."""
-    variant = variants()[context.partition_key]
-    config = dataclasses.replace(pipeline.build("train", train_core.TrainConfig), l2=variant.l2)
-    triples = training_set if variant.sampling == "guidelines" else random_triplets
-    if variant.kind == "vbpr" and variant.sampling == "guidelines":
-        triples = sampling_core.select(triples, VBPR_STRATEGIES)
-    features = item_embeddings.vectors
+    """Train one variant on the triplet partitions it reads; resume from its checkpoint."""
+    parts = triplets if isinstance(triplets, dict) else {variant.strategies[0]: triplets}
+    missing = set(variant.strategies) - set(parts)
+    if missing:
+        raise ValueError(f"{variant.name}: triplet partitions {sorted(missing)} were not loaded")
+    config = dataclasses.replace(pipeline.build("train"), l2=variant.l2)
+    guided = {k: v for k, v in parts.items() if k != experiment.RANDOM_STRATEGY}
+    union = sampling_core.merge_triplets(guided) if len(guided) > 1 else next(iter(guided.values()))
+    # guideline variants: their guidelines; random variants: as many random triples as the
+    # guideline variant they are compared with (size-matched ablation)
+    triples = experiment.training_triples(
+        variant, union, parts.get(experiment.RANDOM_STRATEGY), config.seed
+    )
     upstream = upstream_versions(context)
-    params = {**dataclasses.asdict(config), **dataclasses.asdict(variant)}
-    checkpoints = settings.home_dir() / "checkpoints" / context.run.run_id / variant.name
-    with mlflow.run_for(context, params=params, tags={"model_kind": variant.kind}) as run:
+    key = crash.checkpoint_key(upstream, dataclasses.asdict(config), CODE_VERSION)
+    checkpoints = storage.checkpoint_dir(context, key)
+    crash.end_orphaned_mlflow_runs(mlflow, context)
+    params = {
+        **dataclasses.asdict(config),
+        **dataclasses.asdict(variant),
+        "checkpoint_key": key,
+        "profile": pipeline.profile,
+        "paper_guidelines": experiment.paper_guidelines_of(variant),
+        "training_triples": experiment.training_counts(triples, variant.kind == "vbpr")[0],
+    }
+    with mlflow.run_for(context, params=params, tags={"model_kind": variant.family}) as run:
+        import torch
+
         torch.manual_seed(config.seed)  # the initial weights: same inputs, same model version
-        model = _build(variant, features, len(train_test_split.user_ids))
+        model = _build(variant, catalogue, split)
+        resumed_from = crash.checkpoint_epochs(checkpoints / train_core.CHECKPOINT_NAME) + 1
+        if resumed_from > 1:
+            context.log.info(
+                f"{variant.name}: resuming from the checkpoint at epoch {resumed_from}"
+            )
 
         def on_epoch(stats: train_core.EpochStats) -> None:
             row = dataclasses.asdict(stats)
@@ -117,13 +166,13 @@ def models(
 
         start = time.perf_counter()
         result = train_core.train(
-            model, triples, triples, features, config, callback=on_epoch, checkpoint_dir=checkpoints
+            model, triples, triples, catalogue.features, config, on_epoch, checkpoints
         )
         history = [dataclasses.asdict(h) for h in result.history]
         payload = models_core.model_payload(
             result.model,
             extra={
-                "variant": dataclasses.asdict(variant),
+                "variant": {**dataclasses.asdict(variant), "name": variant.name},
                 "train_config": dataclasses.asdict(config),
                 "history": history,
                 "best_epoch": result.best_epoch,
@@ -131,18 +180,20 @@ def models(
                 "inputs": upstream,
             },
         )
-        finite = all(bool(np.isfinite(v.numpy()).all()) for v in payload["state_dict"].values())
-        curve = training_curve(history, f"{variant.name}")
+        state = payload["state_dict"]
+        finite = all(bool(torch.isfinite(v).all()) for v in state.values())
         mat = finish(
             context,
             run,
             payload,
             upstream=upstream,
-            version_of={k: v.numpy() for k, v in payload["state_dict"].items()},
+            version_of={k: v.numpy() for k, v in state.items()},
             metadata={
-                "kind": variant.kind,
+                "variant": variant.name,
+                "kind": variant.family,
                 "l2": variant.l2,
                 "sampling": variant.sampling,
+                "trained_on": ", ".join(variant.strategies),
                 "epochs_run": len(history),
                 "best_epoch": result.best_epoch,
                 "best_val_accuracy": float(result.best_val_accuracy),
@@ -150,27 +201,95 @@ def models(
                 "triples_per_second": float(result.triples_per_second),
                 "training_triples": int((~triples.is_validation).sum()),
             },
-            figures={"training_curve": curve},
+            figures={"training_curve": training_curve(history, variant.name)},
+            storage=storage,
             checks=[
                 check("weights_finite", finite),
                 check(
-                    "learned_something",
+                    "beats_chance",
                     result.best_val_accuracy > 0.5,
                     severity="WARN",
                     best_val_accuracy=float(result.best_val_accuracy),
                 ),
             ],
         )
-        model_file = checkpoints / "model.pt"
+        run.set_tags({"resumed_from_epoch": str(resumed_from)})
+        model_file = storage.scratch_file(context, "model.pt")
         models_core.save_model(model_file, result.model, payload["extra"])
         run.log_file(model_file, "model")
-        if variant.sampling == "guidelines":
-            version, promoted = register_version(
-                run,
-                variant.kind,
-                "model/model.pt",
-                "best_val_accuracy",
-                float(result.best_val_accuracy),
+        # registration (pyfunc) and the champion rule: the `champion` asset (assets/registry.py)
+    storage.clean_checkpoints(context)
+    return mat
+
+
+def _guideline_asset(family: str):
+    strategies = experiment.FAMILY_STRATEGIES[family]
+
+    @dg.asset(
+        name=f"{family}_models",
+        dagster_type=dg.Any,
+        group_name=GROUP,
+        code_version=CODE_VERSION,
+        io_manager_key=MODEL_IO,
+        partitions_def=PARTITIONS[family],
+        automation_condition=ON_DATA_CHANGE,
+        retry_policy=RETRY,
+        ins={
+            "triplets": dg.AssetIn(
+                partition_mapping=dg.SpecificPartitionsPartitionMapping(list(strategies))
             )
-            context.log.info(f"registered {variant.kind} v{version}; champion: {promoted}")
-        return mat
+        },
+        check_specs=_checks(family),
+        description=f"{experiment.FAMILY_LABELS[family]} trained on the triples of "
+        f"{', '.join(strategies)}; one partition per weight decay (Table 2).",
+    )
+    def _asset(
+        context: dg.AssetExecutionContext,
+        pipeline: PipelineSettings,
+        mlflow: MlflowTracking,
+        compute: ComputeResource,  # sets torch threads to the step budget
+        storage: ArtifactStorage,
+        triplets: dict,
+        catalogue: Catalogue,
+        train_test_split: TrainTestSplit,
+    ) -> dg.MaterializeResult:
+        variant = experiment.guideline_variant(
+            family, experiment.l2_from_key(context.partition_key)
+        )
+        return train_variant(
+            context, pipeline, mlflow, storage, variant, triplets, catalogue, train_test_split
+        )
+
+    return _asset
+
+
+curatornet_models = _guideline_asset("curatornet")
+vbpr_models = _guideline_asset("vbpr")
+
+
+@dg.asset(
+    dagster_type=dg.Any,
+    group_name=GROUP,
+    code_version=CODE_VERSION,
+    io_manager_key=MODEL_IO,
+    partitions_def=random_sampling_families,
+    automation_condition=ON_DATA_CHANGE,
+    retry_policy=RETRY,
+    ins={"triplets": dg.AssetIn(partition_mapping=RANDOM_SAMPLING_MAPPING)},
+    check_specs=_checks("random"),
+)
+def random_sampling_models(
+    context: dg.AssetExecutionContext,
+    pipeline: PipelineSettings,
+    mlflow: MlflowTracking,
+    compute: ComputeResource,  # sets torch threads to the step budget
+    storage: ArtifactStorage,
+    triplets: dict,
+    catalogue: Catalogue,
+    train_test_split: TrainTestSplit,
+) -> dg.MaterializeResult:
+    """CuratorNet and VBPR on uniformly sampled triples, at the ablation's weight decay (Fig. 3)."""
+    variant = experiment.random_variant(context.partition_key, pipeline.grid())
+    return train_variant(
+        context, pipeline, mlflow, storage, variant, triplets, catalogue, train_test_split
+    )

@@ -6,38 +6,55 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from curatornet_pipeline import settings
 from curatornet_pipeline.core import cluster as cluster_core
 from curatornet_pipeline.core import embed as embed_core
-from curatornet_pipeline.core.data import read_imported_embeddings
+from curatornet_pipeline.core import recommend as rec_core
+from curatornet_pipeline.core.data import align_imported_embeddings, read_imported_embeddings
+from curatornet_pipeline.core.recommend import Catalogue
 from curatornet_pipeline.core.types import ItemVectors, VisualClusters
 from curatornet_pipeline.defs.common import check, finish, markdown_table, upstream_versions
+from curatornet_pipeline.defs.executors import ComputeResource
+from curatornet_pipeline.defs.io_managers import ArtifactStorage
 from curatornet_pipeline.defs.resources import DatasetResource, PipelineSettings
 from curatornet_pipeline.defs.tracking import MlflowTracking
+from curatornet_pipeline.defs.versioning import source_hash
 
 GROUP = "visual"
 BUNDLE = "bundle_io_manager"
 
 
-def _imported(dataset: DatasetResource, inventory: pd.DataFrame) -> ItemVectors:
-    vectors = read_imported_embeddings(dataset.paths().imported_embeddings)
-    position = {item: i for i, item in enumerate(vectors.ids)}
-    keep = [position[i] for i in inventory["artwork_id_hash"] if i in position]
-    return ItemVectors(
-        ids=vectors.ids[keep],
-        vectors=vectors.vectors[keep],
-        meta={**vectors.meta, "source": "imported resnet_embeddings.npy"},
+def _imported(dataset: DatasetResource, inventory: pd.DataFrame) -> tuple[ItemVectors, dict]:
+    path = dataset.paths().imported_embeddings
+    vectors, report = align_imported_embeddings(
+        read_imported_embeddings(path), inventory, dataset.on_missing_vectors, path
     )
+    vectors.meta["source"] = "imported resnet_embeddings.npy"
+    return vectors, report
 
 
 @dg.asset(
     dagster_type=ItemVectors,
     group_name=GROUP,
-    code_version="1",
     io_manager_key=BUNDLE,
+    code_version=source_hash(embed_core, _imported),
     check_specs=[
-        dg.AssetCheckSpec("finite_vectors", asset="item_embeddings"),
-        dg.AssetCheckSpec("no_dropped_images", asset="item_embeddings"),
+        dg.AssetCheckSpec(
+            "finite_vectors",
+            asset="item_embeddings",
+            blocking=True,
+            description="Every vector is finite (NaN/inf from broken weights or images stop the graph).",
+        ),
+        dg.AssetCheckSpec(
+            "no_dropped_images",
+            asset="item_embeddings",
+            description="WARN when unreadable images were dropped (on_unreadable_images=drop).",
+        ),
+        dg.AssetCheckSpec(
+            "no_missing_vectors",
+            asset="item_embeddings",
+            description="WARN when items without an imported vector were dropped "
+            "(on_missing_vectors=drop).",
+        ),
     ],
 )
 def item_embeddings(
@@ -45,28 +62,36 @@ def item_embeddings(
     pipeline: PipelineSettings,
     dataset: DatasetResource,
     mlflow: MlflowTracking,
+    compute: ComputeResource,  # sets torch threads to the step budget
+    storage: ArtifactStorage,
     image_manifest: pd.DataFrame,
     inventory: pd.DataFrame,
 ) -> dg.MaterializeResult:
     """Backbone features of every artwork image; only new (item, image, weights) keys are embedded."""
     config = dataclasses.replace(
-        pipeline.build("embed", embed_core.EmbedConfig),
+        pipeline.build("embed"),
         on_unreadable=dataset.on_unreadable_images,
     )
     params = dataclasses.asdict(config)
     upstream = upstream_versions(context)
     with mlflow.run_for(context, params=params) as run:
         if len(image_manifest) == 0:
-            vectors = _imported(dataset, inventory)
+            vectors, aligned = _imported(dataset, inventory)
             stats = {
                 "source": "imported",
                 "embedded": 0,
                 "reused": len(vectors.ids),
                 "dropped_unreadable_images": 0,
+                "dropped_missing_vectors": aligned["dropped_missing"],
             }
+            if aligned["dropped_missing"]:
+                context.log.warning(
+                    f"dropped {aligned['dropped_missing']} items without an imported vector: "
+                    f"{aligned['dropped_missing_examples']}"
+                )
             weights = vectors.meta.get("weights", "published ImageNet ResNet-50")
         else:
-            store = embed_core.EmbeddingStore(f"{settings.storage_uri()}/embedding_store")
+            store = embed_core.EmbeddingStore(str(storage.path("embedding_store")))
             total = len(image_manifest)
 
             def progress(done: int, _total: int) -> None:
@@ -94,6 +119,7 @@ def item_embeddings(
             run.set_tags({"weights_warning": "RANDOM WEIGHTS"})
         run.log_params({"weights_resolved": weights})
         dropped = int(stats.get("dropped_unreadable_images", 0))
+        missing = int(stats.get("dropped_missing_vectors", 0))
         return finish(
             context,
             run,
@@ -109,11 +135,22 @@ def item_embeddings(
             checks=[
                 check("finite_vectors", bool(np.isfinite(vectors.vectors).all())),
                 check("no_dropped_images", dropped == 0, severity="WARN", dropped=dropped),
+                check(
+                    "no_missing_vectors",
+                    missing == 0,
+                    severity="WARN",
+                    dropped_missing_vectors=missing,
+                ),
             ],
         )
 
 
-@dg.asset(dagster_type=ItemVectors, group_name=GROUP, code_version="1", io_manager_key=BUNDLE)
+@dg.asset(
+    dagster_type=ItemVectors,
+    group_name=GROUP,
+    code_version=source_hash(cluster_core.reduce),
+    io_manager_key=BUNDLE,
+)
 def pca_embeddings(
     context: dg.AssetExecutionContext,
     pipeline: PipelineSettings,
@@ -121,7 +158,7 @@ def pca_embeddings(
     item_embeddings: ItemVectors,
 ) -> dg.MaterializeResult:
     """Z-scored embeddings reduced by PCA (200 dims in the paper); defines the catalogue."""
-    config = pipeline.build("pca", cluster_core.PCAConfig)
+    config = pipeline.build("pca")
     upstream = upstream_versions(context)
     with mlflow.run_for(context, params=dataclasses.asdict(config)) as run:
         reduced = cluster_core.reduce(item_embeddings, config)
@@ -138,12 +175,21 @@ def pca_embeddings(
 @dg.asset(
     dagster_type=VisualClusters,
     group_name=GROUP,
-    code_version="1",
     io_manager_key=BUNDLE,
+    code_version=source_hash(cluster_core.cluster, cluster_core.cluster_size_histogram),
     check_specs=[
-        dg.AssetCheckSpec("k_distinct_labels", asset="visual_clusters"),
-        dg.AssetCheckSpec("no_empty_cluster", asset="visual_clusters"),
-        dg.AssetCheckSpec("every_item_labelled", asset="visual_clusters"),
+        dg.AssetCheckSpec(
+            "silhouette_positive",
+            asset="visual_clusters",
+            description="WARN when the best silhouette is <= 0: the clusters do not separate "
+            "the items (degenerate embeddings, wrong weights).",
+        ),
+        dg.AssetCheckSpec(
+            "no_giant_cluster",
+            asset="visual_clusters",
+            description="WARN when one cluster holds more than half of the items: the cluster "
+            "conditions of the sampling guidelines then barely filter.",
+        ),
     ],
 )
 def visual_clusters(
@@ -153,7 +199,7 @@ def visual_clusters(
     pca_embeddings: ItemVectors,
 ) -> dg.MaterializeResult:
     """k-means on the PCA vectors, restarted; the run with the best silhouette is kept."""
-    config = pipeline.build("cluster", cluster_core.ClusterConfig)
+    config = pipeline.build("cluster")
     upstream = upstream_versions(context)
     with mlflow.run_for(context, params=dataclasses.asdict(config)) as run:
         clusters: VisualClusters = cluster_core.cluster(pca_embeddings, config)
@@ -179,21 +225,31 @@ def visual_clusters(
             },
             tables={"restarts": markdown_table(restarts)},
             checks=[
-                check("k_distinct_labels", len(np.unique(clusters.labels)) == clusters.k),
-                check("no_empty_cluster", int(sizes.min()) > 0),
                 check(
-                    "every_item_labelled",
-                    len(clusters.labels) == len(pca_embeddings.ids)
-                    and bool((clusters.labels >= 0).all()),
+                    "silhouette_positive",
+                    float(clusters.silhouettes[clusters.chosen]) > 0,
+                    severity="WARN",
+                    silhouette=float(clusters.silhouettes[clusters.chosen]),
+                ),
+                check(
+                    "no_giant_cluster",
+                    int(sizes.max()) <= 0.5 * len(clusters.labels),
+                    severity="WARN",
+                    largest_share=float(sizes.max() / max(1, len(clusters.labels))),
                 ),
             ],
         )
 
 
-@dg.asset(dagster_type=pd.DataFrame, group_name=GROUP, code_version="1")
+@dg.asset(
+    dagster_type=pd.DataFrame,
+    group_name=GROUP,
+    code_version=source_hash(cluster_core.umap_2d, cluster_core.cluster_map_figure),
+)
 def cluster_map(
     context: dg.AssetExecutionContext,
     mlflow: MlflowTracking,
+    storage: ArtifactStorage,
     pca_embeddings: ItemVectors,
     visual_clusters: VisualClusters,
     image_manifest: pd.DataFrame,
@@ -224,5 +280,40 @@ def cluster_map(
             table,
             upstream=upstream,
             figures={"cluster_map": png},
+            storage=storage,
             metadata={"items": len(table)},
+        )
+
+
+@dg.asset(
+    dagster_type=Catalogue,
+    group_name=GROUP,
+    code_version=source_hash(rec_core.Catalogue, rec_core.build_catalogue),
+    io_manager_key=BUNDLE,
+)
+def catalogue(
+    context: dg.AssetExecutionContext,
+    mlflow: MlflowTracking,
+    item_embeddings: ItemVectors,
+    visual_clusters: VisualClusters,
+    inventory: pd.DataFrame,
+    purchases: pd.DataFrame,
+) -> dg.MaterializeResult:
+    """The artworks that can be recommended: ids, artists, vectors, clusters and stock dates."""
+    upstream = upstream_versions(context)
+    with mlflow.run_for(context) as run:
+        cat = rec_core.build_catalogue(item_embeddings, visual_clusters, inventory, purchases)
+        return finish(
+            context,
+            run,
+            cat,
+            upstream=upstream,
+            metadata={
+                "items": len(cat),
+                "artists": int(len(np.unique(cat.artists))),
+                "clusters": int(len(np.unique(cat.clusters))),
+                "one_of_a_kind": int(cat.one_of_a_kind.sum()),
+                "sold_out": int(cat.sold_out().sum()),
+                "dims": int(cat.features.shape[1]),
+            },
         )

@@ -1,31 +1,54 @@
-"""Training throughput of CuratorNet on UGallery-shaped synthetic triples (CPU by default).
+"""Training throughput and fraction of the matmul peak on UGallery-shaped triples (CPU default).
 
-Prints triples/s of the real training loop (``core.train.train``, one epoch), useful FLOPs per
-triple (item tower once per UNIQUE item of a batch, user tower per triple, x3 for forward and
-backward), the measured fp32 matmul peak of this machine in the same run and the fraction of
-it achieved, the projected time of a 10M-triple epoch, and the speedup over a naive
-implementation (item tower recomputed per triple for profile, positive and negative; profiles
-padded to the batch maximum, batches grouped by profile size as in the reference code).
+One run prints: the processor, the fp32 matmul peak of this machine (median), and for one
+epoch of the real training loop (medians of ``--repeats``): triples/s and fraction of the
+peak of one CuratorNet, of the four-lambda grid in one pass (``train_grid``) and of the same
+four trained one by one, and VBPR with dense vs sparse row updates. FLOPs are counted by
+``torch.utils.flop_counter.FlopCounterMode`` over the forward and backward of real batches
+(so only the products that run: the frozen features get no input gradient). ``--profile``
+adds a ``torch.profiler`` breakdown of one CuratorNet epoch.
 
     .venv/bin/python benchmarks/bench_train.py --triples 200000
 """
 
 import argparse
 import logging
+import platform
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
-from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig
-from curatornet_pipeline.core.train import TrainConfig, _TripleSet, train
+from curatornet_pipeline.core.models import (
+    VBPR,
+    CuratorNet,
+    CuratorNetConfig,
+    VBPRConfig,
+    stack_models,
+)
+from curatornet_pipeline.core.train import TrainConfig, _TripleSet, train, train_grid
 from curatornet_pipeline.core.types import Triplets
 
-N_ITEMS, D_IN, MAX_PROFILE = 13_297, 2048, 270
+N_ITEMS, N_USERS, D_IN, MAX_PROFILE = 13_297, 2_919, 2048, 270
+GRID_L2 = (0.0, 1e-4, 1e-3, 1e-2)  # the paper's lambda grid
+
+log = logging.getLogger("bench_train")
+
+
+def processor() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return platform.processor() or platform.machine()
 
 
 def profile_sizes(n: int, rng: np.random.Generator, mean: float = 4.0) -> np.ndarray:
@@ -40,6 +63,7 @@ def profile_sizes(n: int, rng: np.random.Generator, mean: float = 4.0) -> np.nda
 
 
 def synthetic(n_triples: int, seed: int = 0) -> tuple[Triplets, np.ndarray]:
+    """UGallery-shaped triples over random 2048-d features (every triple has a real user)."""
     rng = np.random.default_rng(seed)
     features = rng.standard_normal((N_ITEMS, D_IN), dtype=np.float32)
     n_profiles = max(n_triples // 4, 1)
@@ -53,7 +77,7 @@ def synthetic(n_triples: int, seed: int = 0) -> tuple[Triplets, np.ndarray]:
         profile=rng.integers(0, n_profiles, n),
         positive=rng.integers(0, N_ITEMS, n).astype(np.int32),
         negative=rng.integers(0, N_ITEMS, n).astype(np.int32),
-        user=np.full(n, -1, np.int32),
+        user=rng.integers(0, N_USERS, n).astype(np.int32),
         strategy=np.zeros(n, np.int8),
         hash=np.arange(n, dtype=np.uint64),
         is_validation=np.arange(n) < min(2000, n // 10),  # small: validation is not timed
@@ -72,61 +96,73 @@ def matmul_peak_gflops(n: int = 2048, reps: int = 7, dtype=torch.float32) -> flo
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
-def forward_macs(model: CuratorNet, n_unique: int, n_triples: int) -> tuple[int, int]:
-    c = model.config
-    item = sum(
-        a * b for a, b in zip([c.input_dim, *c.item_layers][:-1], c.item_layers, strict=True)
-    )
-    user_in = [2 * c.item_layers[-1], *c.user_layers]
-    user = sum(a * b for a, b in zip(user_in[:-1], c.user_layers, strict=True))
-    return n_unique * item, n_triples * user
+def curatornet(features: np.ndarray) -> CuratorNet:
+    torch.manual_seed(0)
+    model = CuratorNet(CuratorNetConfig())
+    model.fit_scaler(features)
+    return model
 
 
-def naive_step(model, optimizer, features_t, prof, lengths, pos, neg, l2) -> None:
-    """The lab implementation's shape: item tower on every (padded) profile slot, pos and neg."""
-    b, L = prof.shape
-    x = model.scale(features_t[prof])  # (B, L, F)
-    h = model.item_tower(x)  # (B, L, D) recomputed per triple
-    mask = (torch.arange(L)[None, :] < lengths[:, None]).unsqueeze(-1)  # (B, L, 1)
-    mean = (h * mask).sum(1) / lengths[:, None]
-    amax = (h * mask + (~mask) * -9999.0).amax(1)
-    u = model.user_tower(torch.cat([mean, amax], 1))
-    s_pos = (u * model.embed_items(features_t[pos])).sum(1)
-    s_neg = (u * model.embed_items(features_t[neg])).sum(1)
-    loss = F.softplus(-(s_pos - s_neg)).mean() + l2 * model.l2_penalty()
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+def vbpr(features: np.ndarray) -> VBPR:
+    torch.manual_seed(0)
+    model = VBPR(VBPRConfig(n_users=N_USERS, n_items=N_ITEMS))
+    model.fit_scaler(features)
+    return model
 
 
-def bench_naive(model, triplets, features, budget: int, n_batches: int) -> float:
-    """Triples/s of the naive step on batches grouped by profile size (sampled across sizes)."""
-    ts = _TripleSet(triplets, ~triplets.is_validation, True, False)
-    order = np.argsort(ts.sizes, kind="stable")
-    cuts = ts.cuts(order, budget, 10**9)
-    # reference budget counts |profile| + 3 per triple; same budget on padded slots here
-    picks = np.linspace(0, len(cuts) - 1, n_batches).round().astype(int)
-    features_t = torch.from_numpy(features)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    done, seconds = 0, 0.0
-    for k in picks:
-        a, b = cuts[k]
-        idx = order[a:b]
-        lengths = ts.sizes[idx]
-        L = int(lengths.max())
-        prof = np.zeros((len(idx), L), np.int64)
-        for r, p in enumerate(ts.profile[idx]):
-            row = ts.items[ts.offsets[p] : ts.offsets[p + 1]]
-            prof[r, : len(row)] = row
-        t = time.perf_counter()
-        naive_step(
-            model, optimizer, features_t, torch.from_numpy(prof), torch.from_numpy(lengths).float(),
-            torch.from_numpy(ts.positive[idx]), torch.from_numpy(ts.negative[idx]), 1e-4,
-        )  # fmt: skip
-        seconds += time.perf_counter() - t
-        done += len(idx)
-    # batches picked uniformly over the sorted order: weight by the whole epoch's cost
-    return done / seconds
+def flops_per_triple(make, triplets, features, config, n_batches: int = 4) -> float:
+    """Counted FLOPs (forward + backward) per training triple over the epoch's first batches."""
+    module = make()
+    ts = _TripleSet(triplets, ~triplets.is_validation, module.needs_profiles, module.kind == "vbpr")
+    order = np.random.default_rng(config.seed).permutation(len(ts))
+    cuts = ts.cuts(order, config.max_profile_items_per_batch, config.batch_triples)[:n_batches]
+    x = torch.from_numpy(features)
+    l2 = torch.full((len(module),), 1e-4) if hasattr(module, "losses") else None
+    flops = triples = 0
+    for a, b in cuts:
+        batch = ts.batch(order[a:b], x, torch.device("cpu"))
+        with FlopCounterMode(display=False) as counter:
+            loss = module.losses(batch, l2).sum() if l2 is not None else module.loss(batch, 1e-4)
+            loss.backward()
+        flops += counter.get_total_flops()
+        triples += b - a
+    return flops / triples
+
+
+def median_seconds(fn, repeats: int) -> float:
+    return statistics.median(fn() for _ in range(repeats))
+
+
+def profile_epoch(triplets, features, config) -> None:
+    """Where one CuratorNet epoch's time goes, by operator category."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = curatornet(features)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train(model, triplets, triplets, features, replace(config, epochs=1))
+    cats = {
+        "matmuls (mm/addmm/bmm/baddbmm)": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
+        "gathers (index_select/index/embedding)": (
+            "aten::index_select",
+            "aten::index",
+            "aten::embedding",
+            "aten::index_add_",
+            "aten::embedding_dense_backward",
+        ),
+        "pooling (segment_reduce)": ("aten::segment_reduce", "aten::_segment_reduce_backward"),
+        "SELU (exp/where/clamp)": ("aten::exp", "aten::where", "aten::clamp", "aten::elu"),
+        "optimizer (Adam)": ("aten::_foreach_", "Optimizer.step"),
+        "batch preparation (unique, numpy)": ("aten::unique", "aten::_unique2", "aten::from_numpy"),
+    }
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    log.info("profile of one epoch (self CPU time, %.2f s total):", total / 1e6)
+    for name, prefixes in cats.items():
+        t = sum(e.self_cpu_time_total for e in events if e.key.startswith(prefixes))
+        log.info("  %-42s %5.1f%%", name, 100 * t / max(total, 1))
+    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:12]
+    for e in top:
+        log.info("  top: %-36s %6.1f%%", e.key, 100 * e.self_cpu_time_total / max(total, 1))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -135,77 +171,97 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-triples", type=int, default=TrainConfig.batch_triples)
     ap.add_argument("--budget", type=int, default=TrainConfig.max_profile_items_per_batch)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    ap.add_argument("--naive-batches", type=int, default=6)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (TrainConfig.bf16)")
+    ap.add_argument("--only", default="all", help="comma list: single,grid,onebyone,vbpr")
+    ap.add_argument("--profile", action="store_true", help="profile one CuratorNet epoch")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
-    log = logging.getLogger("bench_train")
+    logging.getLogger("curatornet_pipeline").setLevel(logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
+    parts = (
+        set(args.only.split(",")) if args.only != "all" else {"single", "grid", "onebyone", "vbpr"}
+    )
 
     triplets, features = synthetic(args.triples)
     sizes = np.diff(triplets.profile_offsets)[triplets.profile]
-    log.info(
-        "synthetic: %d items x %d, %d triples, profile size mean %.2f max %d; torch threads %d",
-        N_ITEMS, D_IN, len(triplets), sizes.mean(), sizes.max(), torch.get_num_threads(),
-    )  # fmt: skip
+    n_train = int((~triplets.is_validation).sum())
+    log.info("processor: %s; torch %s, %d threads", processor(), torch.__version__,
+             torch.get_num_threads())  # fmt: skip
+    log.info("synthetic: %d items x %d, %d training triples, profile size mean %.2f max %d",
+             N_ITEMS, D_IN, n_train, sizes.mean(), sizes.max())  # fmt: skip
     peak = matmul_peak_gflops()
-    log.info("fp32 matmul peak (torch.mm 2048^2, median): %.1f GFLOP/s", peak)
-    if args.bf16:
-        peak = matmul_peak_gflops(dtype=torch.bfloat16)
-        log.info("bf16 matmul peak (torch.mm 2048^2, median): %.1f GFLOP/s (fraction below)", peak)
-
-    torch.manual_seed(0)
-    model = CuratorNet(CuratorNetConfig())
-    model.fit_scaler(features)
+    log.info("fp32 matmul peak (torch.mm 2048^2, median of 7): %.1f GFLOP/s", peak)
     config = replace(
-        TrainConfig(),
-        epochs=1,
-        batch_triples=args.batch_triples,
-        max_profile_items_per_batch=args.budget,
-        device=args.device,
-        bf16=args.bf16,
-    )
-    result = train(model, triplets, triplets, features, config)
-    tps = result.triples_per_second
-
-    # useful FLOPs of that epoch: replay its batch cuts (same seed) and count unique items
-    ts = _TripleSet(triplets, ~triplets.is_validation, True, False)
-    order = np.random.default_rng(config.seed).permutation(len(ts))
-    item_macs = user_macs = 0
-    cuts = ts.cuts(order, config.max_profile_items_per_batch, config.batch_triples)
-    for a, b in cuts:
-        idx = order[a:b]
-        prof = np.concatenate(
-            [ts.items[ts.offsets[p] : ts.offsets[p + 1]] for p in ts.profile[idx]]
-        )
-        n_unique = len(np.unique(np.concatenate([prof, ts.positive[idx], ts.negative[idx]])))
-        i_m, u_m = forward_macs(model, n_unique, len(idx))
-        item_macs, user_macs = item_macs + i_m, user_macs + u_m
-    flops_per_triple = 3 * 2 * (item_macs + user_macs) / len(ts)
-    achieved = flops_per_triple * tps / 1e9
-    log.info(
-        "optimized%s: %.0f triples/s (%d batches of <= %d triples, budget %d profile items)",
-        " (bf16 autocast)" if config.bf16 else " (fp32)", tps, len(cuts), config.batch_triples,
-        config.max_profile_items_per_batch,
+        TrainConfig(), epochs=1, batch_triples=args.batch_triples,
+        max_profile_items_per_batch=args.budget, device=args.device,
     )  # fmt: skip
-    log.info(
-        "useful FLOPs/triple %.2f MFLOP (item tower %.0f%%), achieved %.1f GFLOP/s = %.0f%% of peak",
-        flops_per_triple / 1e6, 100 * item_macs / (item_macs + user_macs), achieved,
-        100 * achieved / peak,
-    )  # fmt: skip
-    log.info("projected 10M-triple epoch: %.1f min", 1e7 / tps / 60)
+    configs = [replace(config, l2=l2) for l2 in GRID_L2]
 
-    torch.manual_seed(0)
-    naive_model = CuratorNet(CuratorNetConfig())
-    naive_model.fit_scaler(features)
-    naive_tps = bench_naive(naive_model, triplets, features, 20_000, args.naive_batches)
-    log.info(
-        "naive fp32 (per-triple item tower, padded, grouped by size): %.0f triples/s", naive_tps
-    )
-    log.info("speedup over naive: %.1fx; target 20,000 triples/s: %s", tps / naive_tps,
-             "met" if tps >= 20_000 else "NOT met")  # fmt: skip
+    def report(name: str, seconds: float, flops: float, n_models: int) -> None:
+        tps = n_train / seconds
+        gflops = flops * tps / 1e9
+        log.info("%-34s %6.2f s/epoch  %8.0f triples/s  %6.1f MFLOP/triple  %6.1f GFLOP/s = "
+                 "%.2f of peak", name, seconds, tps, flops / 1e6, gflops, gflops / peak)  # fmt: skip
+
+    def one() -> float:
+        r = train(curatornet(features), triplets, triplets, features, config)
+        return n_train / r.triples_per_second
+
+    def grid() -> float:
+        rs = train_grid([curatornet(features) for _ in configs], triplets, triplets, features,
+                        configs)  # fmt: skip
+        return n_train / rs[0].triples_per_second
+
+    def one_by_one() -> float:
+        total = 0.0
+        for c in configs:
+            r = train(curatornet(features), triplets, triplets, features, c)
+            total += n_train / r.triples_per_second
+        return total
+
+    results = {}
+    f_one = flops_per_triple(lambda: curatornet(features), triplets, features, config)
+    if "single" in parts:
+        results["single"] = median_seconds(one, args.repeats)
+        report("CuratorNet, one model", results["single"], f_one, 1)
+    if "grid" in parts:
+        f_grid = flops_per_triple(
+            lambda: stack_models([curatornet(features) for _ in configs]), triplets, features,
+            config,
+        )  # fmt: skip
+        results["grid"] = median_seconds(grid, args.repeats)
+        report("CuratorNet, 4-lambda grid, one pass", results["grid"], f_grid, 4)
+    if "onebyone" in parts:
+        results["onebyone"] = median_seconds(one_by_one, args.repeats)
+        report("CuratorNet, 4 one by one", results["onebyone"], 4 * f_one, 4)
+    if "grid" in parts and "single" in parts:
+        log.info("grid / one model: %.2fx the time (goal <= 2x)",
+                 results["grid"] / results["single"])  # fmt: skip
+    if "grid" in parts and "onebyone" in parts:
+        log.info("grid speedup over one by one: %.2fx", results["onebyone"] / results["grid"])
+    if "vbpr" in parts:
+        for sparse in (False, True):
+            c = replace(config, sparse_rows=sparse)
+
+            def run_vbpr(c=c) -> float:
+                r = train(vbpr(features), triplets, triplets, features, c)
+                return n_train / r.triples_per_second
+
+            def make(sparse=sparse):
+                m = vbpr(features)
+                m.sparse_grad = sparse
+                return m
+
+            f_v = flops_per_triple(make, triplets, features, c)
+            results[f"vbpr{sparse}"] = median_seconds(run_vbpr, args.repeats)
+            report(f"VBPR, {'sparse' if sparse else 'dense'} rows", results[f"vbpr{sparse}"],
+                   f_v, 1)  # fmt: skip
+        log.info("VBPR sparse speedup over dense: %.2fx",
+                 results["vbprFalse"] / results["vbprTrue"])  # fmt: skip
+    if args.profile:
+        profile_epoch(triplets, features, config)
 
 
 if __name__ == "__main__":

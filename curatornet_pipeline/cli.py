@@ -1,4 +1,4 @@
-"""The ``curatornet`` command: synth, run, ui, import-embeddings, lineage, recommend."""
+"""The ``curatornet`` command: synth, run, ui, import-embeddings, batches, lineage, recommend."""
 
 import argparse
 import json
@@ -58,11 +58,47 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_import_embeddings(args: argparse.Namespace) -> int:
-    from curatornet_pipeline.core.data import DatasetPaths, import_embeddings
+    from curatornet_pipeline.core.data import DataError, DatasetPaths, import_embeddings
 
     out = DatasetPaths(Path(args.data or settings.data_dir())).imported_embeddings
-    vectors = import_embeddings(Path(args.file), out)
+    try:
+        vectors = import_embeddings(Path(args.file), out)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"imported {len(vectors.ids)} vectors of {vectors.vectors.shape[1]} dims into {out}")
+    return 0
+
+
+def cmd_batches(args: argparse.Namespace) -> int:
+    from curatornet_pipeline.core import batches
+    from curatornet_pipeline.core.data import DataError, DatasetPaths
+
+    dataset = DatasetPaths(Path(args.data or settings.data_dir()))
+    history = batches.History(dataset)
+    if args.action == "list":
+        rows = history.describe()
+        if not rows:
+            print(f"no batches applied yet ({history.folder})")
+        for r in rows:
+            print(
+                f"{r['id']:<22} {r['kind']:<8} {r['at']:<20} {r['source'] or '-':<16} "
+                f"+{r['new_items']} items +{r['new_purchase_rows']} purchase rows "
+                f"+{r['new_images']} images  {r['status']}"
+            )
+        return 0
+    if not args.batch_id:
+        print("error: rollback needs a BATCH_ID (see `curatornet batches list`)", file=sys.stderr)
+        return 2
+    try:
+        entry = batches.rollback(dataset, args.batch_id, reason=args.reason)
+    except (KeyError, ValueError, DataError) as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
+    print(
+        f"rolled back {entry.manifest['target']} (entry {entry.id}); {dataset.root} rebuilt "
+        "from the history. Refresh: the nightly run, or `dagster job launch -j refresh_upstream`"
+    )
     return 0
 
 
@@ -75,14 +111,25 @@ def _ensure_dataset(data_root: Path, scale: str, seed: int) -> None:
     generate(SynthConfig(scale=scale, seed=seed), data_root)
 
 
+def _terminate_as_interrupt(signum, frame) -> None:
+    """SIGTERM (a service manager, `timeout`) unwinds like Ctrl-C: children are stopped."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from curatornet_pipeline.runner import dagster_home
 
+    signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     dagster_home()
     data_root = Path(args.data or settings.data_dir()).resolve()
     os.environ["CURATORNET_DATA"] = str(data_root)
     os.environ["CURATORNET_PROFILE"] = args.profile
-    for name in ("on_unknown_items", "on_missing_images", "on_unreadable_images"):
+    for name in (
+        "on_unknown_items",
+        "on_missing_images",
+        "on_unreadable_images",
+        "on_missing_vectors",
+    ):
         if getattr(args, name):
             os.environ[f"CURATORNET_{name.upper()}"] = getattr(args, name)
     scale = args.scale or {"paper": "ugallery"}.get(args.profile, args.profile)
@@ -218,6 +265,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         mlflow_cmd = []
     else:
         _prepare_mlflow_store(uri)
+        # the links of both UIs follow these ports (docs/operations.md)
+        env["CURATORNET_MLFLOW_UI"] = f"http://127.0.0.1:{args.mlflow_port}"
+    env["CURATORNET_DAGSTER_UI"] = f"http://127.0.0.1:{args.dagster_port}"
     procs = [
         _popen(
             [
@@ -361,6 +411,49 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """The paper's protocol at a named budget, written up as a reproduction report."""
+    import dataclasses
+    import shlex
+
+    from curatornet_pipeline.core import embed, reproduce
+
+    budget = reproduce.BUDGETS[args.budget]
+    changes = {
+        k: v
+        for k, v in (
+            ("n_per_strategy", args.n_per_strategy),
+            ("epochs", args.epochs),
+            ("seeds", tuple(args.seeds) if args.seeds else None),
+            ("curve", tuple(args.curve) if args.curve else None),
+            ("l2_grid", tuple(args.l2) if args.l2 else None),
+        )
+        if v is not None
+    }
+    budget = dataclasses.replace(budget, **changes)
+    data = Path(args.data) if args.data else settings.data_dir()
+    weights = resolve_weights(args.weights, "resnet50")
+    config = embed.EmbedConfig(
+        backbone="resnet50",
+        weights=weights,
+        num_workers=1,
+        batch_size=16,
+        image_size=args.image_size,  # None: the weights' own transform
+    )
+    logging.getLogger("curatornet_pipeline").setLevel(logging.INFO)
+    rep = reproduce.run(data, budget, config, settings.home_dir() / "embedding_store")
+    import pickle
+
+    saved = settings.home_dir() / "reproduce" / f"{budget.name}.pkl"
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_bytes(pickle.dumps(rep))  # re-render without re-running (trusted, local)
+    command = "curatornet " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    notes = Path(args.notes).read_text() if args.notes else ""
+    out = reproduce.write_report(rep, Path(args.out), command, notes)
+    print(f"wrote {out} ({rep.seconds / 60:.1f} min)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curatornet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -374,11 +467,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser(
-        "import-embeddings", help="convert a TRUSTED published resnet_embeddings.npy (pickle!)"
+        "import-embeddings",
+        help="convert the published resnet_embeddings.npy (read without running code from it)",
     )
     p.add_argument("file")
     p.add_argument("--data", default=None, help="dataset folder (default: data/)")
     p.set_defaults(func=cmd_import_embeddings)
+
+    p = sub.add_parser("batches", help="list applied incoming batches, or roll one back")
+    p.add_argument("action", choices=["list", "rollback"])
+    p.add_argument("batch_id", nargs="?", help="rollback: entry id, number or content-hash prefix")
+    p.add_argument("--reason", default="", help="rollback: recorded in the history")
+    p.add_argument("--data", default=None, help="dataset folder (default: data/)")
+    p.set_defaults(func=cmd_batches)
 
     p = sub.add_parser("run", help="materialize the whole asset graph through Dagster")
     p.add_argument("--profile", choices=["tiny", "demo", "paper"], default="demo")
@@ -390,7 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="dataset folder (default: data/)")
-    for option in ("on-unknown-items", "on-missing-images", "on-unreadable-images"):
+    for option in (
+        "on-unknown-items",
+        "on-missing-images",
+        "on-unreadable-images",
+        "on-missing-vectors",
+    ):
         p.add_argument(
             f"--{option}",
             choices=["error", "drop"],
@@ -454,6 +560,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="alias or version of the registered model 'curatornet', a run id, or a file",
     )
     p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("reproduce", help="the paper's Table 2 / Figure 3 at a training budget")
+    p.add_argument("--budget", choices=["smoke", "small", "medium", "large", "paper"],
+                   default="small")  # fmt: skip
+    p.add_argument("--data", default=None, help="dataset folder (default: data/)")
+    p.add_argument("--out", default="docs/reproduction.md", help="report (figures beside it)")
+    p.add_argument("--weights", default="auto", help="imagenet | none | auto | FILE")
+    p.add_argument("--n-per-strategy", type=int, default=None, help="override the budget's")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--seeds", type=int, nargs="+", default=None)
+    p.add_argument("--curve", type=int, nargs="+", default=None, help="triples per guideline")
+    p.add_argument("--l2", type=float, nargs="+", default=None, help="the lambda grid")
+    p.add_argument("--notes", default=None, help="markdown file appended to the report")
+    p.add_argument(
+        "--image-size", type=int, default=None, help="override the weights' transform (pixels)"
+    )
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("ui", help="serve the Dagster UI and the MLflow UI on 127.0.0.1")
     p.add_argument("--dagster-port", type=int, default=3000)

@@ -10,6 +10,7 @@ from curatornet_pipeline.defs.assets import (
     evaluation,
     ingest,
     recommend,
+    registry,
     sampling,
     training,
     visual,
@@ -17,9 +18,9 @@ from curatornet_pipeline.defs.assets import (
 from curatornet_pipeline.defs.executors import ComputeResource, executor
 from curatornet_pipeline.defs.io_managers import ArtifactStorage, io_managers
 from curatornet_pipeline.defs.resources import DatasetResource, pipeline_settings
-from curatornet_pipeline.defs.tracking import MlflowTracking
+from curatornet_pipeline.defs.tracking import MlflowTracking, with_definition_links
 
-ASSET_MODULES = [ingest, visual, sampling, training, evaluation, recommend]
+ASSET_MODULES = [ingest, visual, sampling, training, evaluation, recommend, registry]
 
 
 def _dataset_env() -> dict[str, str]:
@@ -54,7 +55,7 @@ def build_resources(
 
 
 def all_assets() -> list:
-    return [*dg.load_assets_from_modules(ASSET_MODULES), *intake.ASSETS]
+    return with_definition_links([*dg.load_assets_from_modules(ASSET_MODULES), *intake.ASSETS])
 
 
 def all_checks() -> list:

@@ -22,13 +22,11 @@ from dataclasses import dataclass
 import dagster as dg
 
 from curatornet_pipeline import settings
-from curatornet_pipeline.defs.automation import STAGES, TRIGGER_TAG
+from curatornet_pipeline.defs.automation import HEAVY_TAG, STAGES, TRIGGER_TAG
 
 logger = logging.getLogger(__name__)
 
 INVOCATION_TAG = "curatornet/invocation"
-#: Runs with this tag share the machine's cores: at most one at a time by default.
-HEAVY_TAG = "curatornet/heavy"
 
 DAGSTER_YAML = """\
 # Written by curatornet (runner.dagster_home); edit freely, it is kept once present.
@@ -196,30 +194,47 @@ def launch_all(
                 )
                 instance.submit_run(run.run_id, context)
                 submitted[run.run_id] = (launch, time.time())
-            while submitted:
-                time.sleep(poll)
-                for run_id in list(submitted):
-                    run = instance.get_run_by_id(run_id)
-                    waited = time.time() - submitted[run_id][1]
-                    if run is not None and run.status == dg.DagsterRunStatus.QUEUED:
-                        if waited > queue_timeout and not daemon_alive(instance):
-                            for other in submitted:
-                                instance.run_coordinator.cancel_run(other)
-                            raise LaunchError(
-                                "runs are queued but no Dagster daemon is running to launch "
-                                "them: start one (`dagster-daemon run`, `curatornet ui`) and rerun"
-                            )
-                    if run is None or run.status not in FINISHED:
-                        continue
-                    launch, started = submitted.pop(run_id)
-                    done.append(run)
-                    if on_done is not None:
-                        on_done(launch, run, time.time() - started)
-                    if run.status != dg.DagsterRunStatus.SUCCESS:
-                        for other in submitted:
-                            instance.run_coordinator.cancel_run(other)
-                        raise LaunchError(
-                            f"run {run_id} of {launch.label()} ended {run.status.value}: "
-                            f"{_first_error(instance, run_id)}"
-                        )
+            try:
+                _wait(instance, submitted, done, on_done, poll, queue_timeout)
+            except KeyboardInterrupt:
+                for run_id in submitted:
+                    instance.run_coordinator.cancel_run(run_id)
+                raise
     return done
+
+
+def _wait(
+    instance: dg.DagsterInstance,
+    submitted: dict[str, tuple[Launch, float]],
+    done: list[dg.DagsterRun],
+    on_done: Callable[[Launch, dg.DagsterRun, float], None] | None,
+    poll: float,
+    queue_timeout: float,
+) -> None:
+    """Until every submitted run has finished; LaunchError at the first that failed."""
+    while submitted:
+        time.sleep(poll)
+        for run_id in list(submitted):
+            run = instance.get_run_by_id(run_id)
+            waited = time.time() - submitted[run_id][1]
+            if run is not None and run.status == dg.DagsterRunStatus.QUEUED:
+                if waited > queue_timeout and not daemon_alive(instance):
+                    for other in submitted:
+                        instance.run_coordinator.cancel_run(other)
+                    raise LaunchError(
+                        "runs are queued but no Dagster daemon is running to launch "
+                        "them: start one (`dagster-daemon run`, `curatornet ui`) and rerun"
+                    )
+            if run is None or run.status not in FINISHED:
+                continue
+            launch, started = submitted.pop(run_id)
+            done.append(run)
+            if on_done is not None:
+                on_done(launch, run, time.time() - started)
+            if run.status != dg.DagsterRunStatus.SUCCESS:
+                for other in submitted:
+                    instance.run_coordinator.cancel_run(other)
+                raise LaunchError(
+                    f"run {run_id} of {launch.label()} ended {run.status.value}: "
+                    f"{_first_error(instance, run_id)}"
+                )

@@ -4,16 +4,15 @@ the asset storage, new images embedded exactly as the catalogue's were.
 Storage layout (see :mod:`curatornet_pipeline.defs.io_managers`):
 ``<storage>/bundles/item_embeddings.npz``, ``<storage>/bundles/visual_clusters.npz``,
 ``<storage>/tables/inventory.parquet``, ``<storage>/tables/purchases.parquet``.
-Registry: the model ``curatornet`` with the alias ``champion``, whose run holds the
-artifact ``model/model.pt`` (see :func:`curatornet_pipeline.defs.tracking.register_version`).
-MLflow is imported only when the model comes from the registry.
+Registry: the pyfunc model ``curatornet`` with the alias ``champion`` (see
+:mod:`curatornet_pipeline.mlflow_model` and :mod:`curatornet_pipeline.registry`), loaded
+with ``mlflow.pyfunc.load_model``. MLflow is imported only when the model comes from it.
 """
 
 import hashlib
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,55 +22,52 @@ from upath import UPath
 
 from curatornet_pipeline import settings
 from curatornet_pipeline.core.bundle import load_bundle
-from curatornet_pipeline.core.embed import EmbedConfig, embed_manifest, weights_id
+from curatornet_pipeline.core.embed import (
+    EmbedConfig,
+    embed_manifest,
+    preprocess_for,
+    weights_id,
+)
 from curatornet_pipeline.core.hashing import content_hash
 from curatornet_pipeline.core.models import CuratorNet, load_model
 from curatornet_pipeline.core.recommend import Catalogue, Recommender, build_catalogue
 from curatornet_pipeline.core.scorers import CuratorNetScorer
 from curatornet_pipeline.core.types import ItemVectors, VisualClusters
+from curatornet_pipeline.registry import ARTIFACT_DIR, MODEL_NAME
 
 logger = logging.getLogger(__name__)
 
-MODEL_NAME = "curatornet"  # registered model served by default
-MODEL_ARTIFACT = "model/model.pt"  # artifact path of the model file in its training run
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 # ----------------------------------------------------------------------------- model
 
 
-def fetch_model_file(
-    model: str, dst: Path, name: str = MODEL_NAME, tracking_uri: str | None = None
-) -> tuple[Path, str]:
-    """The model file for ``model`` and a description of where it came from.
+def model_uri(model: str, name: str = MODEL_NAME) -> str:
+    """The MLflow model URI of ``model``: a run id (32 hex digits), a version number of
+    the registered model ``name``, or an alias of it (``champion``)."""
+    if _RUN_ID.fullmatch(model):
+        return f"runs:/{model}/{ARTIFACT_DIR}"
+    if model.isdigit():
+        return f"models:/{name}/{model}"
+    return f"models:/{name}@{model}"
 
-    ``model``: a path to a model file, an MLflow run id (32 hex digits), a version
-    number of the registered model ``name``, or an alias of it (``champion``).
-    """
-    if Path(model).is_file():
-        return Path(model), f"file {model}"
-    from mlflow import MlflowClient
+
+def load_pyfunc(model: str, name: str = MODEL_NAME, tracking_uri: str | None = None):
+    """The registered pyfunc model (see :mod:`curatornet_pipeline.mlflow_model`)."""
+    import mlflow
     from mlflow.exceptions import MlflowException
 
     uri = tracking_uri or settings.mlflow_tracking_uri()
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    target = model_uri(model, name)
     try:
-        if _RUN_ID.fullmatch(model):
-            run_id, origin = model, f"run {model}"
-        else:
-            if model.isdigit():
-                version = client.get_model_version(name, model)
-            else:
-                version = client.get_model_version_by_alias(name, model)
-            run_id, origin = version.run_id, f"{name} v{version.version} ({model})"
-        path = client.download_artifacts(run_id, MODEL_ARTIFACT, str(dst))
-    except MlflowException as exc:
-        raise LookupError(
-            f"cannot get model {model!r} (registered model {name!r}, artifact {MODEL_ARTIFACT}) "
-            f"from the MLflow store {uri}: {exc.message}"
-        ) from exc
-    return Path(path), f"{origin}, run {run_id}"
+        return mlflow.pyfunc.load_model(target)
+    except (MlflowException, OSError) as exc:
+        message = getattr(exc, "message", str(exc))
+        raise LookupError(f"cannot load {target} from the MLflow store {uri}: {message}") from exc
 
 
 # ----------------------------------------------------------------------------- catalogue
@@ -116,15 +112,20 @@ def load_recommender(
     tracking_uri: str | None = None,
     name: str = MODEL_NAME,
 ) -> Recommender:
-    """A :class:`Recommender` of the CuratorNet ``model`` over the stored catalogue.
+    """A :class:`Recommender` of the CuratorNet ``model``.
 
-    ``model``: ``champion`` (or another alias / version number of the registered
-    model ``name``), an MLflow run id, or a model file. Locations default to
-    :mod:`curatornet_pipeline.settings`.
+    ``model``: ``champion`` (or another alias / version number of the registered model
+    ``name``) or an MLflow run id: loaded with ``mlflow.pyfunc.load_model``, ranking the
+    catalogue registered with it. A model file: ranks the catalogue of the asset storage
+    ``storage`` (default ``settings.storage_uri()``).
     """
-    with tempfile.TemporaryDirectory() as tmp:
-        path, origin = fetch_model_file(model, Path(tmp), name, tracking_uri)
-        net, extra = load_model(path)  # weights_only=True
+    if not Path(model).is_file():
+        pyfunc = load_pyfunc(model, name, tracking_uri)
+        recommender = pyfunc.unwrap_python_model().recommender
+        logger.info("serving %s over %d items", model_uri(model, name), len(recommender.catalogue))
+        return recommender
+    net, extra = load_model(model)  # weights_only=True
+    origin = f"file {model}"
     if not isinstance(net, CuratorNet):
         raise ValueError(
             f"{origin} is a {net.kind} model: only CuratorNet serves users and items unseen "
@@ -175,7 +176,8 @@ def embedding_config(meta: dict) -> EmbedConfig:
     config = EmbedConfig(
         backbone=str(meta["backbone"]),
         weights=weights,
-        image_size=int(meta.get("image_size", 224)),
+        # None: the weights' own transform (catalogues before that key used 224)
+        image_size=None if meta.get("image_size", 224) is None else int(meta["image_size"]),
         num_workers=0,
         on_unreadable="error",
     )
@@ -183,6 +185,13 @@ def embedding_config(meta: dict) -> EmbedConfig:
         raise ValueError(
             f"the catalogue was embedded with {wid}, this machine would use {weights_id(config)}"
         )
+    if "transform" in meta:  # the preprocessing must match as well as the weights
+        stated = {k: v for k, v in dict(meta["transform"]).items() if k != "source"}
+        here = {k: v for k, v in preprocess_for(config).as_dict().items() if k != "source"}
+        if stated != here:
+            raise ValueError(
+                f"the catalogue was embedded with transform {stated}, this machine would use {here}"
+            )
     return config
 
 

@@ -131,7 +131,15 @@ def ui_home(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     prepared = json.loads(out.strip().splitlines()[-1])
     prepared["prepare_s"] = time.perf_counter() - started
-    return {"home": home, "data": data, "env": env, **prepared}
+    # The UIs on ports of their own, as `curatornet ui --dagster-port D --mlflow-port M`
+    # passes them; the upstream materializations above were made without them.
+    ports = {"dagster_port": free_port(), "mlflow_port": free_port()}
+    env = {
+        **env,
+        "CURATORNET_DAGSTER_UI": f"http://127.0.0.1:{ports['dagster_port']}",
+        "CURATORNET_MLFLOW_UI": f"http://127.0.0.1:{ports['mlflow_port']}",
+    }
+    return {"home": home, "data": data, "env": env, **ports, **prepared}
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +210,7 @@ def _wait_for_new_run(base: str, before: set[str], timeout: float) -> dict:
 
 def test_dagster_ui_materializes_the_target(browser, ui_home: dict, shots: Path) -> None:
     home, env, target = ui_home["home"], ui_home["env"], ui_home["target"]
-    port = free_port()
+    port = ui_home["dagster_port"]
     base = f"http://127.0.0.1:{port}"
     cmd = [
         str(VENV_BIN / "dagster"),
@@ -283,19 +291,23 @@ def test_dagster_ui_materializes_the_target(browser, ui_home: dict, shots: Path)
             shown = " ".join(page.inner_text("body").split())
             assert f"Materialized in run {run['runId'][:8]}" in shown, shown[:2000]
             if target == "evaluation_report":
-                # Table 2 opens behind the entry's "[Show Markdown]" link.
-                # the row whose label cell is exactly the entry's name (report_files
-                # mentions table2_unbought too, in its file paths)
-                label = page.get_by_role("cell", name="table2_unbought", exact=True)
-                row = page.get_by_role("row").filter(has=label)
-                row.first.get_by_text("[Show Markdown]").click()
-                dialog = page.get_by_role("dialog").filter(has_text="Table 2")
-                dialog.first.wait_for(state="visible")
-                table = dialog.first.inner_text()
-                for method in ("Oracle", "Random", "VisRank", "CuratorNet", "VBPR"):
-                    assert method in table, table
+                # Table 2 is on the page, no dialog: one typed table per protocol.
+                for protocol in ("unbought", "in_stock"):
+                    label = page.get_by_role("cell", name=f"table2_{protocol}", exact=True)
+                    row = page.get_by_role("row").filter(has=label).first
+                    row.wait_for(state="visible")
+                    table = row.inner_text()
+                    for method in ("Oracle", "Random", "VisRank", "CuratorNet", "VBPR"):
+                        assert method in table, table
+                    for column in ("method", "users", "auc", "auc_se", "ndcg@100_se"):
+                        assert column in table.split(), table[:500]
+                row = page.get_by_role("row").filter(
+                    has=page.get_by_role("cell", name="table2_unbought", exact=True)
+                )
+                row.first.scroll_into_view_if_needed()
+                page.wait_for_timeout(500)
                 page.screenshot(path=str(shots / "dagster_table2.png"))
-                dialog.first.get_by_role("button", name="Close").click()
+                assert page.get_by_role("dialog").count() == 0
 
             # The asset's overview: latest materialization and its metadata.
             page.goto(f"{base}/assets/{target}", wait_until="domcontentloaded")
@@ -381,6 +393,134 @@ def test_mlflow_ui_lists_asset_runs(browser, ui_home: dict, shots: Path) -> None
             page.screenshot(path=str(shots / "mlflow_run.png"), full_page=True)
         except Exception:
             _failure_screenshot(page, shots / "mlflow_FAILED.png")
+            raise
+        finally:
+            context.close()
+
+
+def _mlflow_cmd(env: dict, home: Path, port: int) -> list[str]:
+    uri = run_python(
+        "from curatornet_pipeline import settings\n"
+        "print(settings.mlflow_tracking_uri()); print(settings.mlflow_artifact_root())",
+        env,
+        timeout=60,
+        log=home / "logs" / "mlflow-uri.log",
+    ).split()
+    return [
+        str(VENV_BIN / "mlflow"), "ui", "--backend-store-uri", uri[0],
+        "--default-artifact-root", uri[1], "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+
+
+def _dagster_cmd(port: int) -> list[str]:
+    return [
+        str(VENV_BIN / "dagster"), "dev", "-w", "workspace.yaml",
+        "-h", "127.0.0.1", "-p", str(port),
+    ]  # fmt: skip
+
+
+def _click_to_page(page, link):
+    """Click a link; the page it opened (a new tab for target=_blank, else the same one)."""
+    try:
+        with page.context.expect_page(timeout=10_000) as opened:
+            link.click()
+    except Exception:  # noqa: BLE001 - no new tab: the link navigated this page
+        return page
+    new = opened.value
+    new.wait_for_load_state("domcontentloaded")
+    return new
+
+
+def _wait_for_asset(base: str, asset: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = graphql(base, "query { assetNodes { assetKey { path } } }")
+        if asset in {"/".join(n["assetKey"]["path"]) for n in answer["assetNodes"]}:
+            return
+        assert time.monotonic() < deadline, f"{asset} not in the code location"
+        time.sleep(2)
+
+
+def test_links_both_ways_on_non_default_ports(browser, ui_home: dict, shots: Path) -> None:
+    """MLflow UI on a free port (not 5000): Dagster's links open its runs, MLflow's runs
+    link back to the Dagster run, Table 2's model rows lead to their triplet partitions."""
+    home, env = ui_home["home"], ui_home["env"]
+    mport, dport = ui_home["mlflow_port"], ui_home["dagster_port"]
+    assert mport != 5000
+    mbase, dbase = f"http://127.0.0.1:{mport}", f"http://127.0.0.1:{dport}"
+    log = home / "logs"
+    with (
+        server(_mlflow_cmd(env, home, mport), env, log / "mlflow-ui-2.log", f"{mbase}/health", 120),
+        server(_dagster_cmd(dport), env, log / "dagster-dev-2.log", f"{dbase}/server_info", 120),
+    ):
+        _wait_for_asset(dbase, "evaluation_report")
+        graphql(dbase, "mutation { setNuxSeen }")
+        context, page = _new_page(browser)
+        try:
+            # 1. The asset's MLflow link (its materialization's run) opens that run.
+            page.goto(f"{dbase}/assets/evaluation_report?view=events", wait_until="load")
+            page.get_by_text(re.compile(r"^Materialized in run")).first.wait_for(state="visible")
+            link = page.locator(f'a[href^="{mbase}/#/experiments/"][href*="/runs/"]').first
+            link.wait_for(state="visible")
+            href = link.get_attribute("href")
+            run_id = href.split("/runs/")[1].split("?")[0]
+            mlflow_page = _click_to_page(page, link)
+            mlflow_page.get_by_text("evaluation_report", exact=True).first.wait_for(
+                state="visible", timeout=90_000
+            )
+            assert mlflow_page.url.startswith(mbase) and run_id in mlflow_page.url
+            # 2. MLflow's navigation offers the registered models (model-training view).
+            models = mlflow_page.get_by_role("link", name=re.compile(r"^\s*Models\s*$"))
+            models.first.wait_for(state="visible")
+            mlflow_page.wait_for_timeout(1500)
+            mlflow_page.screenshot(path=str(shots / "mlflow_run_from_dagster.png"))
+            # 3. The run's description links back to the Dagster run.
+            back = mlflow_page.locator(f'a[href^="{dbase}/runs/"]').first
+            back.wait_for(state="visible")
+            dagster_run = back.get_attribute("href").rsplit("/", 1)[1]
+            target = _click_to_page(mlflow_page, back)
+            target.wait_for_url(f"{dbase}/runs/{dagster_run}*", timeout=60_000)
+            target.get_by_text("RUN_SUCCESS", exact=True).first.wait_for(state="visible")
+            target.wait_for_timeout(1000)
+            target.screenshot(path=str(shots / "dagster_run_from_mlflow.png"))
+            mlflow_page.goto(f"{mbase}/#/models?workflowType=machine_learning")
+            mlflow_page.get_by_text("Registered Models", exact=False).first.wait_for(
+                state="visible", timeout=60_000
+            )
+            mlflow_page.wait_for_timeout(1000)
+            mlflow_page.screenshot(path=str(shots / "mlflow_models.png"))
+
+            # 4. Assets materialized before the port was chosen still link to this MLflow:
+            # the definition's link is computed when the code location loads.
+            page.goto(f"{dbase}/assets/triplets", wait_until="load")
+            defined = page.locator(f'a[href^="{mbase}/#/experiments/"][href*="searchFilter"]')
+            defined.first.wait_for(state="visible", timeout=60_000)
+            page.screenshot(path=str(shots / "dagster_definition_mlflow_link.png"))
+
+            # 5. Lineage: from a model row of Table 2 to one of its triplet partitions.
+            page.goto(f"{dbase}/assets/evaluation_report?view=events", wait_until="load")
+            lineage = page.get_by_role("row").filter(
+                has=page.get_by_role("cell", name="lineage", exact=True)
+            )
+            lineage.first.wait_for(state="visible")
+            assert "s1_user_profile@" in lineage.first.inner_text()
+            links = page.get_by_role("row").filter(
+                has=page.get_by_role("cell", name="lineage_links", exact=True)
+            )
+            links.first.get_by_text("[Show Markdown]").click()
+            dialog = page.get_by_role("dialog").filter(has_text="Lineage of each model row")
+            dialog.first.wait_for(state="visible")
+            page.screenshot(path=str(shots / "dagster_lineage_links.png"))
+            triplet = dialog.first.locator('a[href^="/assets/triplets?"]').first
+            partition = triplet.inner_text().split()[0]
+            triplet.click()
+            page.wait_for_url(re.compile(r"/assets/triplets\?.*partition="), timeout=60_000)
+            page.get_by_text(re.compile(r"^Materialized in run")).first.wait_for(state="visible")
+            assert f"partition={partition}" in page.url
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(shots / "dagster_triplet_from_lineage.png"), full_page=True)
+        except Exception:
+            _failure_screenshot(page, shots / "links_FAILED.png")
             raise
         finally:
             context.close()

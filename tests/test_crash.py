@@ -21,6 +21,7 @@ import torch
 
 from curatornet_pipeline.core.train import CHECKPOINT_NAME
 from curatornet_pipeline.definitions import build_resources
+from curatornet_pipeline.defs.automation import UPSTREAM_ASSETS
 from curatornet_pipeline.defs.tracking import TAG_ASSET, TAG_PARTITION, MlflowTracking
 from tests.graph_support import materialize_graph
 
@@ -62,17 +63,7 @@ def test_killed_training_resumes_from_its_checkpoint(
         materialize_graph(
             instance,
             build_resources(profile="tiny", data_root=str(tiny_data)),
-            select={
-                "inventory",
-                "purchases",
-                "image_manifest",
-                "item_embeddings",
-                "pca_embeddings",
-                "visual_clusters",
-                "catalogue",
-                "train_test_split",
-                "triplets",
-            },
+            select={*UPSTREAM_ASSETS, "triplets"},
         )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CURATORNET_PROFILE": "tiny"}
     checkpoints = storage / "checkpoints" / ASSET / PARTITION

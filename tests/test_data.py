@@ -336,3 +336,56 @@ def test_data_error_format_and_pickle():
     back = pickle.loads(pickle.dumps(exc))
     assert (back.file, back.line, back.field, str(back)) == (exc.file, 7, exc.field, str(exc))
     assert isinstance(exc, ValueError)
+
+
+# --- encoding and imported vectors ------------------------------------------------------
+
+
+def test_non_utf8_byte_is_reported_at_its_line(tmp_path):
+    rows = ["artwork_id_hash,artist_id_hash,upload_timestamp"]
+    rows += [f"a{i},artist{i % 3},{1_500_000_000 + i}" for i in range(1, 60)]
+    text = "\n".join(rows) + "\n"
+    raw = bytearray(text.encode())
+    at = raw.index(b"a37,")  # line 38 (header is line 1)
+    raw[at + 1 : at + 2] = b"\xff"
+    path = tmp_path / "inventory.csv"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError) as info:
+        data.read_inventory(path)
+    assert_located(info.value, path, 38, None, "not UTF-8", "0xff", "byte 2 of the line")
+
+
+def _vectors(ids: list[str]) -> ItemVectors:
+    return ItemVectors(
+        ids=np.asarray(ids, dtype=str),
+        vectors=np.arange(len(ids) * 4, dtype=np.float32).reshape(len(ids), 4),
+        meta={"source": "imported"},
+    )
+
+
+def test_item_without_vector_is_an_error_naming_its_inventory_line(inventory):
+    ids = inventory["artwork_id_hash"].tolist()
+    missing = ids[2]
+    vectors = _vectors([i for i in ids if i != missing] + ["not-in-inventory"])
+    with pytest.raises(DataError) as info:
+        data.align_imported_embeddings(vectors, inventory, "error", "embeddings.npz")
+    line = int(inventory["line"].iloc[2])
+    assert_located(
+        info.value, GOOD / "inventory.csv", line, "artwork_id_hash", repr(missing), "no vector"
+    )
+
+
+def test_item_without_vector_dropped_and_counted(inventory):
+    ids = inventory["artwork_id_hash"].tolist()
+    vectors = _vectors(list(reversed(ids[1:])) + ["stray"])
+    aligned, report = data.align_imported_embeddings(vectors, inventory, "drop")
+    assert aligned.ids.tolist() == ids[1:]  # inventory order
+    assert report["dropped_missing"] == 1
+    assert report["dropped_missing_examples"] == [
+        {"line": int(inventory["line"].iloc[0]), "artwork_id_hash": ids[0]}
+    ]
+    assert report["unmatched_vectors"] == 1
+    row = list(vectors.ids).index(ids[1])
+    np.testing.assert_array_equal(aligned.vectors[0], vectors.vectors[row])
+    with pytest.raises(ValueError, match="on_missing_vectors"):
+        data.align_imported_embeddings(vectors, inventory, "ignore")

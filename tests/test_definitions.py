@@ -33,6 +33,7 @@ def test_definitions_load_with_every_stage() -> None:
         "sample_recommendations",
     } <= keys
     assert defs.get_schedule_def("nightly_retraining").job_name == "refresh_upstream"
+    assert defs.get_sensor_def("incoming_batches")
 
 
 def test_every_asset_job_schedule_sensor_and_check_is_described() -> None:
@@ -85,8 +86,8 @@ def test_plan_launches_each_stage_after_its_upstream() -> None:
     [
         ("curatornet_models", "l0.0001", set(GUIDELINE_STRATEGIES)),
         ("vbpr_models", "l0.0001", set(VBPR_STRATEGIES)),
-        ("random_sampling_models", "curatornet", {"random"}),
-        ("random_sampling_models", "vbpr", {"random"}),
+        ("random_sampling_models", "curatornet", {"random", *GUIDELINE_STRATEGIES}),
+        ("random_sampling_models", "vbpr", {"random", *VBPR_STRATEGIES}),
     ],
 )
 def test_models_read_exactly_the_triplets_they_train_on(child, partition, expected) -> None:

@@ -10,6 +10,8 @@ from curatornet_pipeline.core.evaluate import (
     EvalConfig,
     Timeline,
     ablation_figure,
+    ablation_figure_protocols,
+    ablation_tests,
     build_timeline,
     evaluate,
     paired_comparison,
@@ -267,3 +269,45 @@ def test_build_timeline_counts_duplicate_rows_once_and_ignores_unknown_items():
     tl = build_timeline(IDS, inventory, purchases)
     assert tl.one_of_a_kind[7] and tl.sold_out_timestamp[7] == 500
     assert tl.one_of_a_kind.sum() == 4
+
+
+def test_ablation_tests_cover_both_protocols():
+    split = _random_split(n_users=300)
+    timeline = Timeline(
+        ids=np.array([f"a{i}" for i in range(split.n_items)]),
+        upload_timestamp=np.zeros(split.n_items, np.int64),
+        sold_out_timestamp=np.where(np.arange(split.n_items) % 3 == 0, 0, NEVER),
+        one_of_a_kind=np.arange(split.n_items) % 3 == 0,
+    )
+    methods = {
+        "CuratorNet (0.0001)": OracleScorer(split, noise=0.6, seed=3),
+        "CuratorNet (random sampling)": RandomScorer(split.n_items, seed=2),
+        "VBPR (0.0001)": RandomScorer(split.n_items, seed=4),
+        "VBPR (random sampling)": RandomScorer(split.n_items, seed=5),
+    }
+    rows, pairs_by_protocol = [], {}
+    for protocol in ("unbought", "in_stock"):
+        cfg = EvalConfig(protocol=protocol)
+        res = {m: evaluate(s, split, cfg, timeline) for m, s in methods.items()}
+        rows += [r.per_user.assign(method=m, protocol=protocol) for m, r in res.items()]
+        pairs_by_protocol[protocol] = {
+            "CuratorNet": (res["CuratorNet (0.0001)"], res["CuratorNet (random sampling)"]),
+            "VBPR": (res["VBPR (0.0001)"], res["VBPR (random sampling)"]),
+        }
+    per_user = pd.concat(rows, ignore_index=True)
+    pairs = {
+        "CuratorNet": ("CuratorNet (0.0001)", "CuratorNet (random sampling)"),
+        "VBPR": ("VBPR (0.0001)", "VBPR (random sampling)"),
+    }
+    out = ablation_tests(per_user, pairs)
+    assert len(out) == 2 * 2 * 2  # protocols x families x (auc, recall@100)
+    assert set(out["protocol"]) == {"unbought", "in_stock"}
+    cn = out[(out["family"] == "CuratorNet") & (out["metric"] == "auc")]
+    assert (cn["pvalue"] < 1e-6).all() and (cn["mean_diff"] > 0.1).all()
+    vb = out[(out["family"] == "VBPR") & (out["metric"] == "auc")]
+    assert (vb["pvalue"] > 1e-3).all()  # two random scorers
+    # the in_stock protocol ranks fewer candidates: its AUCs differ from unbought's
+    assert not np.isclose(cn["mean_a"].iloc[0], cn["mean_a"].iloc[1])
+    png = ablation_figure_protocols(pairs_by_protocol)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
+    assert ablation_tests(per_user, {"X": ("nope", "VBPR (0.0001)")}).empty

@@ -103,3 +103,51 @@ def test_missing_image_error_or_counted_drop(data_copy, mlflow_store, tmp_path) 
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     mat = dropped.asset_materializations_for_node("image_manifest")[0]
     assert mat.metadata["dropped_missing_images"].value == 1
+
+
+def test_item_without_imported_vector_error_then_counted_drop(
+    data_copy, mlflow_store, tmp_path, monkeypatch
+) -> None:
+    """Imported embeddings: a missing vector stops the run by default, or is a WARN-checked drop."""
+    import numpy as np
+
+    from curatornet_pipeline.core import data as data_core
+    from curatornet_pipeline.definitions import build_resources
+    from curatornet_pipeline.defs.assets import visual
+
+    inventory = data_core.read_inventory(data_copy / "inventory.csv")
+    missing = inventory["artwork_id_hash"].iloc[4]
+    line = int(inventory["line"].iloc[4])
+    array = np.empty((len(inventory) - 1, 2), dtype=object)
+    kept = [i for i in inventory["artwork_id_hash"] if i != missing]
+    for row, artwork in enumerate(kept):
+        array[row, 0], array[row, 1] = artwork, np.full(8, row, dtype=np.float32)
+    np.save(tmp_path / "resnet_embeddings.npy", array, allow_pickle=True)
+    shutil.rmtree(data_copy / "images")
+    data_core.import_embeddings(tmp_path / "resnet_embeddings.npy", data_copy / "embeddings.npz")
+    monkeypatch.setenv("CURATORNET_STORAGE", str(tmp_path / "storage"))
+
+    def run(**options):
+        return dg.materialize(
+            [*ASSETS, visual.item_embeddings],
+            selection=["inventory", "image_manifest", "item_embeddings"],
+            resources=build_resources(profile="tiny", data_root=str(data_copy), **options),
+            raise_on_error=False,
+        )
+
+    failed = run()
+    assert not failed.success
+    error = failed.get_step_failure_events()[0].step_failure_data.error
+    text = error.cause.message if error.cause else error.message
+    assert f"inventory.csv, line {line}, field 'artwork_id_hash'" in text
+    assert repr(missing) in text
+
+    dropped = run(on_missing_vectors="drop")
+    assert dropped.success
+    warn = _checks(dropped)[("item_embeddings", "no_missing_vectors")]
+    assert not warn.passed and warn.severity == dg.AssetCheckSeverity.WARN
+    assert warn.metadata["dropped_missing_vectors"].value == 1
+    mat = dropped.asset_materializations_for_node("item_embeddings")[0]
+    assert mat.metadata["dropped_missing_vectors"].value == 1
+    assert mat.metadata["items"].value == len(inventory) - 1
+    assert missing not in set(dropped.output_for_node("item_embeddings").ids)

@@ -251,7 +251,7 @@ def test_unchanged_data_version_requests_nothing(pipeline: Pipeline) -> None:
     ]
 
 
-def test_changed_guideline_partition_retrains_exactly_the_guideline_curatornets(
+def test_changed_guideline_partition_retrains_exactly_the_models_that_read_it(
     pipeline: Pipeline,
 ) -> None:
     cursor = _tick(pipeline.instance, _tick(pipeline.instance).cursor).cursor
@@ -259,8 +259,12 @@ def test_changed_guideline_partition_retrains_exactly_the_guideline_curatornets(
     pipeline.materialize(["triplets"], "s2_single_item", sampling={"seed": 11})
     assert pipeline.version("triplets", "s2_single_item") != before
     result = _tick(pipeline.instance, cursor)
-    # s2 is a guideline VBPR does not use, and no random-sampling model reads it
-    assert _requested_models(result) == {"curatornet_models": {"l0", "l0.0001"}}
+    # s2 is a guideline VBPR does not use; the random-sampling CuratorNet reads it only
+    # for its size (as many random triples as the guidelines' union), VBPR's does not
+    assert _requested_models(result) == {
+        "curatornet_models": {"l0", "l0.0001"},
+        "random_sampling_models": {"curatornet"},
+    }
     assert result.get_num_requested(dg.AssetKey("triplets")) == 0
 
 
@@ -298,4 +302,8 @@ def test_failing_blocking_check_stops_the_models(pipeline: Pipeline, monkeypatch
     monkeypatch.undo()
     pipeline.materialize(["triplets"], "s3_artist_cluster", sampling={"seed": 13})
     ticked = _tick(pipeline.instance, ticked.cursor)
-    assert set(_requested_models(ticked)) == {"curatornet_models", "vbpr_models"}
+    assert _requested_models(ticked) == {
+        "curatornet_models": {"l0", "l0.0001"},
+        "vbpr_models": {"l0.0001"},
+        "random_sampling_models": {"curatornet", "vbpr"},
+    }

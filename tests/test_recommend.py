@@ -327,42 +327,43 @@ def _write_storage(root: Path, world: World) -> None:
 
 
 def test_champion_from_the_mlflow_registry_is_served(trained, world, mlflow_store, tmp_path):
+    """The registered pyfunc carries its catalogue: no asset storage needed to serve it."""
     from mlflow import MlflowClient
 
     from curatornet_pipeline import serving
+    from curatornet_pipeline.mlflow_model import log_recommender
 
     name = "curatornet_test_serving"  # not the pipeline's model: other tests may register it
-    storage = tmp_path / "storage"
-    _write_storage(storage, world)
     model_file = tmp_path / "model.pt"
     save_model(model_file, trained, {"inputs": {}})
     client = MlflowClient(tracking_uri=mlflow_store, registry_uri=mlflow_store)
     experiment = client.get_experiment_by_name("curatornet")
     run = client.create_run(experiment.experiment_id)
-    client.log_artifact(run.info.run_id, str(model_file), "model")
+    source = log_recommender(client, run.info.run_id, model_file, world.catalogue(), ["art000"])
     client.set_terminated(run.info.run_id)
     client.create_registered_model(name)
-    source = f"{run.info.artifact_uri}/model/model.pt"
     version = client.create_model_version(name, source, run_id=run.info.run_id).version
     client.set_registered_model_alias(name, "champion", version)
 
-    served = serving.load_recommender("champion", storage=str(storage), name=name)
-    assert served.catalogue.artists[0] == "artist0"
-    assert served.catalogue.sold_out().tolist().count(True) == 1
+    served = serving.load_recommender("champion", storage=str(tmp_path / "empty"), name=name)
+    assert served.catalogue.artists[0] == "artist0-0"
+    assert served.catalogue.sold_out().tolist().count(True) == 2
     profile = ["art000", "art004"]
     got = served.recommend(profile, k=N_ITEMS)
-    reference = _recommender(trained, world).recommend(profile, k=N_ITEMS, at=0)  # none sold
-    ids = [r.item_id for r in got]
-    assert "art003" not in ids and "art005" in ids and len(ids) == N_ITEMS - 3
-    expected = [r.item_id for r in reference if r.item_id != "art003"]
-    assert ids == expected
-    # by run id and by file, the same model
-    by_run = serving.load_recommender(run.info.run_id, storage=str(storage), name=name)
-    by_file = serving.load_recommender(str(model_file), storage=str(storage))
-    for other in (by_run, by_file):
-        assert [r.item_id for r in other.recommend(profile, k=5)] == ids[:5]
+    reference = _recommender(trained, world).recommend(profile, k=N_ITEMS)
+    assert [r.item_id for r in got] == [r.item_id for r in reference]
+    assert "art003" not in [r.item_id for r in got]  # sold out
+    # by version and by run id, the same model
+    for ref in (str(version), run.info.run_id):
+        other = serving.load_recommender(ref, name=name)
+        assert [r.item_id for r in other.recommend(profile, k=5)] == [r.item_id for r in got[:5]]
     with pytest.raises(LookupError, match="no_such_alias"):
-        serving.load_recommender("no_such_alias", storage=str(storage), name=name)
+        serving.load_recommender("no_such_alias", name=name)
+    # a model file ranks the asset storage's catalogue
+    storage = tmp_path / "storage"
+    _write_storage(storage, world)
+    by_file = serving.load_recommender(str(model_file), storage=str(storage))
+    assert [r.item_id for r in by_file.recommend(profile, k=3)][:1] == [got[0].item_id]
     with pytest.raises(FileNotFoundError, match="item_embeddings"):
         serving.load_recommender(str(model_file), storage=str(tmp_path / "empty"))
 
@@ -466,7 +467,16 @@ def test_sample_recommendations_asset_and_cli(
     logged = [a.path for a in client.list_artifacts(run_id, "figures")]
     assert logged == ["figures/sample_recommendations.png"]
 
-    # the CLI serves the registered champion over the stored catalogue, new image included
+    shown = mat.metadata["recommendations"].value  # a typed table with short ids
+    assert [c.name for c in shown.schema.columns][:3] == ["user", "rank", "artwork"]
+    assert len(shown.records) == len(table)
+    assert all(len(r.data["artwork"]) == 8 for r in shown.records)
+
+    # the CLI serves the registered champion (pyfunc with its catalogue), new image included
+    champion = dg.AssetSelection.assets(dg.AssetKey("champion")).upstream().resolve(graph)
+    done = {k.to_user_string() for k in selection}
+    rest = {k.to_user_string() for k in champion} - done
+    assert all(r.success for r in materialize_graph(instance, resources, rest))
     liked = table["because"].iloc[0]
     image = next((tiny_data / "images").iterdir())
     assert cli.main(["recommend", "--items", liked, "--k", "5", "--add-image", str(image)]) == 0

@@ -6,6 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from curatornet_pipeline.core.experiment import (
+    ablation_pairs,
+    guideline_strategies,
+    match_size,
+    paper_guidelines_of,
+    training_counts,
+    training_triples,
+    triplet_partitions_for,
+    variants,
+)
 from curatornet_pipeline.core.sampling import (
     STRATEGY_FUNCS,
     SamplingConfig,
@@ -14,10 +24,19 @@ from curatornet_pipeline.core.sampling import (
     merge_triplets,
     sample_strategy,
     select,
+    strategy_target,
     verify_strategy,
 )
 from curatornet_pipeline.core.split import hidden_pairs, split_train_test
-from curatornet_pipeline.core.types import STRATEGIES
+from curatornet_pipeline.core.strategies import nested_uniform
+from curatornet_pipeline.core.types import (
+    GUIDELINE_STRATEGIES,
+    PAPER_GUIDELINES,
+    STRATEGIES,
+    STRATEGY_INFO,
+    VBPR_GUIDELINES,
+    paper_guideline,
+)
 
 N_ITEMS, N_ARTISTS, N_CLUSTERS = 600, 60, 12
 CONFIG = SamplingConfig(n_per_strategy=1500, seed=7)
@@ -95,7 +114,9 @@ def test_every_triple_meets_its_definition(world, strategy):
     split, artist, cluster, vectors, ctx, parts = world
     t = parts[strategy]
     assert verify_strategy(t, ctx, strategy) == []
-    assert len(t) == 1500 + 75 and t.meta["produced"] == 1500 and not t.meta["exhausted"]
+    n = strategy_target(CONFIG, strategy)  # 1500; six times that for random (size-matched)
+    assert n == (9000 if strategy == "random" else 1500)
+    assert len(t) == n + n // 20 and t.meta["produced"] == n and not t.meta["exhausted"]
     assert np.all(t.strategy == STRATEGIES.index(strategy))
     history = _history(split)
     known = artist.astype(np.int64).copy()
@@ -197,8 +218,8 @@ def test_verify_reports_violations(world):
 
 def test_validation_is_disjoint_and_sized(world):
     *_, parts = world
-    for t in parts.values():
-        assert t.is_validation.sum() == 75
+    for s, t in parts.items():
+        assert t.is_validation.sum() == strategy_target(CONFIG, s) // 20
         assert len(np.unique(t.hash)) == len(t)
         assert not np.isin(t.hash[t.is_validation], t.hash[~t.is_validation]).any()
 
@@ -267,3 +288,116 @@ def test_exhausted_space_is_reported():
 
 def test_registry_matches_strategy_names():
     assert tuple(STRATEGY_FUNCS) == STRATEGIES
+
+
+def test_paper_guideline_mapping_is_complete_and_one_to_one():
+    # REFERENCE_FACTS: reference 1 = paper 4, 2 = 5, 3 = 3, 4 = 6, 5 = 2, 6 = 1
+    expected = {1: 4, 2: 5, 3: 3, 4: 6, 5: 2, 6: 1}
+    assert tuple(STRATEGY_INFO) == STRATEGIES
+    guides = [STRATEGY_INFO[s] for s in GUIDELINE_STRATEGIES]
+    assert [g.reference_number for g in guides] == [1, 2, 3, 4, 5, 6]
+    assert {g.reference_number: g.paper_guideline for g in guides} == expected
+    assert sorted(PAPER_GUIDELINES) == [1, 2, 3, 4, 5, 6]
+    assert sorted(PAPER_GUIDELINES.values()) == sorted(GUIDELINE_STRATEGIES)
+    assert STRATEGY_INFO["random"].paper_guideline is None
+    assert paper_guideline("s6_hide_one") == 1 and paper_guideline("s1_user_profile") == 4
+    assert set(VBPR_GUIDELINES) == {PAPER_GUIDELINES[3], PAPER_GUIDELINES[4]}
+    assert set(VBPR_GUIDELINES) == {"s1_user_profile", "s3_artist_cluster"}
+    assert "basket" in STRATEGY_INFO[PAPER_GUIDELINES[1]].paper_wording
+    with pytest.raises(ValueError, match="unknown strategy"):
+        paper_guideline("s7")
+
+
+def test_sampled_partitions_carry_their_paper_number(world):
+    *_, parts = world
+    for s, t in parts.items():
+        assert t.meta["paper_guideline"] == STRATEGY_INFO[s].paper_guideline
+        assert t.meta["reference_strategy"] == STRATEGY_INFO[s].reference_number
+
+
+def test_nested_uniform_weights_each_level_equally():
+    rng = np.random.default_rng(0)
+    users = np.array([0, 0, 0, 0, 1])  # user 0 has four rows, user 1 one
+    baskets = np.array([10, 11, 11, 11, 12])
+    rows = nested_uniform([users, baskets], 40_000, rng)
+    freq = np.bincount(rows, minlength=5) / 40_000
+    np.testing.assert_allclose(freq, [0.25, 1 / 12, 1 / 12, 1 / 12, 0.5], atol=0.015)
+    flat = np.bincount(nested_uniform([], 5, rng), minlength=1)
+    assert flat.sum() == 5
+
+
+def _heavy_buyer_world():
+    """50 light users with 3 baskets of 2 items; one heavy buyer with 101 baskets of 2."""
+    rng = np.random.default_rng(3)
+    n_items = 1000
+    ids = np.array([f"i{k:04d}" for k in range(n_items)])
+    artist = np.where(
+        np.arange(n_items) < 300, np.arange(n_items) % 10, 10 + np.arange(n_items) % 40
+    )
+    cluster = np.where(
+        np.arange(n_items) < 300, np.arange(n_items) % 7, 7 + np.arange(n_items) % 30
+    )
+    rows = []
+    for u in range(50):
+        items = rng.choice(np.arange(300, n_items), 6, replace=False)
+        rows += [(f"u{u:02d}", ids[i], 100 * (k // 2)) for k, i in enumerate(items)]
+    heavy = rng.choice(300, 202, replace=False)
+    rows += [("heavy", ids[i], 10 * (k // 2)) for k, i in enumerate(heavy)]
+    df = pd.DataFrame(rows, columns=["user_id_hash", "artwork_id_hash", "purchase_timestamp"])
+    split = split_train_test(df, ids)
+    vectors = rng.standard_normal((n_items, 8)).astype(np.float32)
+    return split, artist.astype(np.int32), cluster.astype(np.int32), vectors
+
+
+@pytest.mark.parametrize("strategy", ["s5_next_basket", "s6_hide_one"])
+def test_basket_strategies_weight_users_not_basket_pairs(strategy):
+    split, artist, cluster, vectors = _heavy_buyer_world()
+    heavy = int(np.flatnonzero(split.user_ids == "heavy")[0])
+    share, mean_size = {}, {}
+    for weighting in ("user", "pair"):
+        config = SamplingConfig(n_per_strategy=3000, seed=1, basket_weighting=weighting)
+        ctx = build_context(split, artist, cluster, vectors, config)
+        t = sample_strategy(ctx, strategy, config)
+        assert verify_strategy(t, ctx, strategy) == []
+        share[weighting] = float(np.mean(t.user == heavy))
+        mean_size[weighting] = float(np.diff(t.profile_offsets)[t.profile].mean())
+    # per user: the heavy buyer is one user of 51. Per pair: s5 has 99 of 149
+    # (user, b) profiles, s6 200 of 400 (basket, hidden item) pairs.
+    assert abs(share["user"] - 1 / 51) < 0.012
+    assert abs(share["pair"] - (99 / 149 if strategy == "s5_next_basket" else 0.5)) < 0.05
+    # light users' profiles hold 2 to 4 items, the heavy buyer's up to 200
+    assert mean_size["user"] < 6 < 40 < mean_size["pair"]
+    with pytest.raises(ValueError, match="basket_weighting"):
+        SamplingConfig(basket_weighting="basket")
+
+
+def test_random_variants_train_on_as_many_triples_as_their_guideline_partner(world):
+    *_, parts = world
+    union = merge_triplets({s: parts[s] for s in GUIDELINE_STRATEGIES})
+    grid = variants({"curatornet_l2": [0.0, 1e-4], "vbpr_l2": [1e-4], "ablation_l2": 1e-4})
+    pairs = ablation_pairs(grid)
+    assert {f: (a.name, b.name) for f, (a, b) in pairs.items()} == {
+        "CuratorNet": ("curatornet-l0.0001", "curatornet-random"),
+        "VBPR": ("vbpr-l0.0001", "vbpr-random"),
+    }
+    for guided, rand in pairs.values():
+        vbpr = guided.kind == "vbpr"
+        a = training_triples(guided, union, parts["random"])
+        b = training_triples(rand, union, parts["random"])
+        assert training_counts(a, users_only=vbpr) == training_counts(b, users_only=vbpr)
+        assert guided.l2 == rand.l2
+        per = union.meta["train_per_strategy"]
+        assert training_counts(a)[0] == sum(per[s] for s in guideline_strategies(guided.kind))
+        assert np.all(b.strategy == STRATEGIES.index("random"))
+        assert verify_strategy(b, world[4], "random") == []  # uniform negatives, per the paper
+    assert triplet_partitions_for(grid["vbpr-l0.0001"]) == VBPR_GUIDELINES
+    assert paper_guidelines_of(grid["vbpr-l0.0001"]) == "3,4"
+    assert paper_guidelines_of(grid["curatornet-l0"]) == "1,2,3,4,5,6"
+    assert triplet_partitions_for(grid["curatornet-l0"]) == GUIDELINE_STRATEGIES
+    assert triplet_partitions_for(grid["vbpr-random"])[0] == "random"
+    # VBPR's random subset is seeded: same seed, same rows
+    b1 = training_triples(grid["vbpr-random"], union, parts["random"], seed=3)
+    b2 = training_triples(grid["vbpr-random"], union, parts["random"], seed=3)
+    np.testing.assert_array_equal(b1.hash, b2.hash)
+    with pytest.raises(ValueError, match="size-matching needs"):
+        match_size(parts["random"], len(parts["random"]) + 1, 0)

@@ -7,10 +7,15 @@ from curatornet_pipeline.defs.common import finish
 from curatornet_pipeline.defs.tracking import (
     TAG_ASSET,
     TAG_DATA_VERSION,
+    TAG_EXPERIMENT_KIND,
+    TAG_NOTE,
     TAG_PARTITION,
     TAG_RUN_ID,
+    TAG_RUN_URL,
     MlflowTracking,
     TrackingError,
+    definition_links,
+    with_definition_links,
 )
 
 PARTS = dg.StaticPartitionsDefinition(["a", "b"])
@@ -123,3 +128,59 @@ def test_unreachable_server_fails_before_the_asset_runs(
     assert any(
         "not reachable" in (err.cause.message if err.cause else err.message) for err in errors
     )
+
+
+def test_runs_link_back_to_dagster(
+    mlflow_store: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CURATORNET_DAGSTER_UI", "http://127.0.0.1:3900")
+    tracking = MlflowTracking()
+    resources = {"mlflow": tracking, "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path))}
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize([per_part], partition_key="b", resources=resources, instance=instance)
+    (run,) = _runs(tracking.client, tracking.experiment_id, result.run_id)
+    run_url = f"http://127.0.0.1:3900/runs/{result.run_id}"
+    assert run.data.tags[TAG_RUN_URL] == run_url
+    note = run.data.tags[TAG_NOTE]
+    assert f"({run_url})" in note
+    assert "[per_part](http://127.0.0.1:3900/assets/per_part)" in note
+    assert "partition `b`" in note
+
+
+def test_mlflow_links_follow_the_deployment_address(
+    mlflow_store: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The definition link is computed at load: a new port needs no re-materialization."""
+    tracking = MlflowTracking()
+    experiment = tracking.experiment_id
+    for port in (5000, 5500):
+        monkeypatch.setenv("CURATORNET_MLFLOW_UI", f"http://127.0.0.1:{port}")
+        url = definition_links("numbers")["mlflow_runs"].value
+        assert url.startswith(f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs?")
+        assert "numbers" in url and "workflowType=machine_learning" in url
+        # and so does every asset of the code location, once loaded
+        (spec,) = [s for a in with_definition_links([numbers]) for s in a.specs]
+        assert spec.metadata["mlflow_runs"].value == url
+    resources = {
+        "mlflow": MlflowTracking(),
+        "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path)),
+    }
+    result = dg.materialize([numbers], resources=resources)
+    mat = result.asset_materializations_for_node("numbers")[0]
+    assert mat.metadata["mlflow_run"].value.startswith("http://127.0.0.1:5500/#/experiments/")
+
+
+def test_new_store_opens_in_the_model_training_view(tmp_path) -> None:
+    """A fresh store: `curatornet` is the only visible experiment, of the training kind."""
+    uri = f"sqlite:///{tmp_path / 'fresh.db'}"
+    tracking = MlflowTracking(tracking_uri=uri)
+    client = tracking.client
+    visible = [e.name for e in client.search_experiments()]
+    assert visible == ["curatornet"]
+    experiment = client.get_experiment(tracking.experiment_id)
+    assert experiment.tags[TAG_EXPERIMENT_KIND] == "custom_model_development"
+    assert "Dagster" in experiment.tags[TAG_NOTE]
+    # reopening the store keeps it so
+    again = MlflowTracking(tracking_uri=uri)
+    assert again.experiment_id == tracking.experiment_id
+    assert [e.name for e in again.client.search_experiments()] == ["curatornet"]

@@ -13,6 +13,7 @@ from curatornet_pipeline.core.train import (
     TrainingDivergedError,
     _TripleSet,
     train,
+    train_grid,
 )
 from curatornet_pipeline.core.types import Triplets
 
@@ -176,3 +177,220 @@ def test_batches_respect_the_profile_budget_and_cover_every_triple_once():
     got = batch.items[batch.profile_items[o[-2] : o[-1]]].numpy()
     np.testing.assert_array_equal(got, expected)
     torch.testing.assert_close(batch.x, torch.from_numpy(features[batch.items.numpy()]))
+
+
+# ----------------------------------------------------------------------------- grid
+
+
+GRID_L2 = (0.0, 1e-4, 1e-3, 1e-2)
+
+
+def _vbpr(features: np.ndarray, seed: int = 0) -> VBPR:
+    torch.manual_seed(seed)
+    model = VBPR(VBPRConfig(n_users=N_USERS, n_items=N_ITEMS, input_dim=D_IN, init_std=0.1))
+    model.fit_scaler(features)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["curatornet", "vbpr"])
+def test_grid_equals_each_variant_trained_alone(kind):
+    triplets, features = _planted(500)
+    build = _curatornet if kind == "curatornet" else _vbpr
+    base = replace(FAST, epochs=3, patience=10, lr=1e-2 if kind == "vbpr" else FAST.lr)
+    configs = [replace(base, l2=l2 * 10) for l2 in GRID_L2]  # larger l2: visible effect
+    alone = [train(build(features), triplets, triplets, features, c) for c in configs]
+    seen: list[list] = [[] for _ in configs]
+    grid = train_grid(
+        [build(features) for _ in configs], triplets, triplets, features, configs,
+        callbacks=[s.append for s in seen],
+    )  # fmt: skip
+    assert len(grid) == len(configs)
+    for a, g, s in zip(alone, grid, seen, strict=True):
+        assert s == g.history and g.best_epoch == a.best_epoch
+        for ha, hg in zip(a.history, g.history, strict=True):
+            assert hg.loss == pytest.approx(ha.loss, rel=1e-4)
+            assert hg.val_accuracy == pytest.approx(ha.val_accuracy, abs=2e-3)
+            assert hg.lr == ha.lr
+        for name, value in a.model.state_dict().items():
+            torch.testing.assert_close(g.model.state_dict()[name], value, rtol=1e-3, atol=1e-4)
+    # the variants did differ: the strongest l2 ends with smaller weights than none
+    w = [sum(float(v.detach().pow(2).sum()) for v in r.model.parameters()) for r in grid]
+    assert w[-1] < w[0]
+
+
+def test_grid_stops_each_variant_on_its_own_and_keeps_its_best_weights():
+    triplets, features = _planted(500)
+    # variant 0 cannot move (lr so small nothing changes): stops after patience;
+    # variant 1 learns. The grid shares lr, so a huge l2 freezes variant 0 instead.
+    configs = [replace(FAST, epochs=6, patience=2, l2=l2) for l2 in (50.0, 0.0)]
+    grid = train_grid(
+        [_curatornet(features) for _ in configs], triplets, triplets, features, configs
+    )
+    alone = [train(_curatornet(features), triplets, triplets, features, c) for c in configs]
+    for a, g in zip(alone, grid, strict=True):
+        assert len(g.history) == len(a.history) and g.best_epoch == a.best_epoch
+    assert len(grid[0].history) < len(grid[1].history)
+
+
+def test_grid_killed_then_resumed_equals_uninterrupted(tmp_path):
+    triplets, features = _planted(400)
+    configs = [replace(FAST, epochs=3, patience=10, l2=l2) for l2 in (0.0, 1e-2)]
+    reference = train_grid(
+        [_curatornet(features) for _ in configs], triplets, triplets, features, configs
+    )
+
+    def kill(stats):
+        if stats.epoch == 2:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train_grid(
+            [_curatornet(features) for _ in configs], triplets, triplets, features, configs,
+            callbacks=[None, kill], checkpoint_dir=tmp_path,
+        )  # fmt: skip
+    resumed = train_grid(
+        [_curatornet(features, seed=5) for _ in configs], triplets, triplets, features, configs,
+        checkpoint_dir=tmp_path,
+    )  # fmt: skip
+    for r, g in zip(reference, resumed, strict=True):
+        assert [h.loss for h in r.history] == [h.loss for h in g.history]
+        for name, value in r.model.state_dict().items():
+            torch.testing.assert_close(g.model.state_dict()[name], value, rtol=0, atol=1e-7)
+    with pytest.raises(ValueError, match="another configuration"):
+        train_grid(
+            [_curatornet(features) for _ in configs], triplets, triplets, features,
+            [replace(c, l2=0.5) for c in configs], checkpoint_dir=tmp_path,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="only l2"):
+        train_grid(
+            [_curatornet(features) for _ in configs], triplets, triplets, features,
+            [configs[0], replace(configs[1], lr=1.0)],
+        )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- evaluator
+
+
+def _toy_evaluator(triplets: Triplets, features: np.ndarray):
+    """A ranking figure the loop knows nothing about: mean score margin on all triples."""
+    calls = []
+
+    def evaluate(model) -> dict[str, float]:
+        calls.append(model.training)
+        ts = _TripleSet(triplets, np.ones(len(triplets), bool), True, False)
+        batch = ts.batch(np.arange(len(ts)), torch.from_numpy(features), torch.device("cpu"))
+        s_pos, s_neg = model.score_pairs(batch)
+        return {
+            "val_auc": float((s_pos > s_neg).float().mean()),
+            "val_margin": float((s_pos - s_neg).mean()),
+        }
+
+    return evaluate, calls
+
+
+def test_evaluator_metrics_reach_the_history_and_drive_the_best_epoch():
+    triplets, features = _planted(600)
+    evaluate, calls = _toy_evaluator(triplets, features)
+    config = replace(FAST, epochs=4, patience=10)
+    result = train(_curatornet(features), triplets, triplets, features, config, evaluator=evaluate)
+    assert calls == [False] * 4  # eval mode, once per epoch
+    assert result.monitor == "val_auc"
+    assert all(set(h.metrics) == {"val_auc", "val_margin"} for h in result.history)
+    aucs = [h.metrics["val_auc"] for h in result.history]
+    assert result.best_value == max(aucs) and result.best_epoch == 1 + aucs.index(max(aucs))
+    assert result.best_metrics == result.history[result.best_epoch - 1].metrics
+
+    # a monitor the loop cannot know of: it follows the figure, even a made-up one
+    def backwards(model):
+        return {"val_auc": 0.5, "neg_epoch": -float(len(seen))}
+
+    seen = []
+    config = replace(FAST, epochs=5, patience=2, monitor="neg_epoch")
+    result = train(
+        _curatornet(features), triplets, triplets, features, config, seen.append, None, True,
+        backwards,
+    )  # fmt: skip
+    # neg_epoch is best at epoch 1 and worse after: early stop after 1 + patience epochs
+    assert len(result.history) == 3 and result.best_epoch == 1
+    with pytest.raises(ValueError, match="not among the evaluator's metrics"):
+        train(
+            _curatornet(features), triplets, triplets, features,
+            replace(FAST, monitor="val_recall@100"), evaluator=evaluate,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="needs an evaluator"):
+        train(_curatornet(features), triplets, triplets, features, replace(FAST, monitor="x"))
+
+
+def test_grid_calls_the_evaluator_per_variant_with_that_variants_weights():
+    triplets, features = _planted(400)
+    evaluate, _ = _toy_evaluator(triplets, features)
+    configs = [replace(FAST, epochs=2, patience=10, l2=l2) for l2 in (0.0, 5.0)]
+    grid = train_grid(
+        [_curatornet(features) for _ in configs], triplets, triplets, features, configs,
+        evaluator=evaluate,
+    )  # fmt: skip
+    alone = [
+        train(_curatornet(features), triplets, triplets, features, c, evaluator=evaluate)
+        for c in configs
+    ]
+    for a, g in zip(alone, grid, strict=True):
+        for ha, hg in zip(a.history, g.history, strict=True):
+            assert hg.metrics["val_margin"] == pytest.approx(ha.metrics["val_margin"], rel=1e-3)
+    assert grid[0].history[-1].metrics != grid[1].history[-1].metrics
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_vbpr_sparse_rows_move_only_the_rows_of_the_batch(sparse):
+    from curatornet_pipeline.core.train import _Optimizer
+
+    triplets, features = _planted(400)
+    model = _vbpr(features)
+    config = replace(FAST, sparse_rows=sparse, lr=1e-2)
+    optimizer = _Optimizer(model, config)
+    ts = _TripleSet(triplets, ~triplets.is_validation, True, True)
+    first = np.flatnonzero(ts.user < N_USERS // 2)
+    second = np.flatnonzero(ts.user >= N_USERS // 2)
+    x = torch.from_numpy(features)
+    for idx in (first, second):
+        batch = ts.batch(idx, x, torch.device("cpu"))
+        optimizer.zero_grad()
+        model.loss(batch, 1e-3).backward()
+        optimizer.step()
+        if idx is first:
+            after_first = model.gamma_user.detach().clone()
+    moved = ~torch.isclose(model.gamma_user.detach(), after_first).all(dim=1)
+    # step 2 touches only the second half's users; dense Adam's momentum also moves the first
+    assert moved[N_USERS // 2 :].all()
+    assert bool(moved[: N_USERS // 2].any()) is (not sparse)
+    assert (model.gamma_user.grad.is_sparse) is sparse
+
+
+def test_device_from_settings_auto_picks_cuda_only_when_present(monkeypatch):
+    from curatornet_pipeline.core.train import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    # the one place the loop branches on CUDA: with it present, "auto" means cuda
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert TrainConfig().device == "auto"
+
+
+def test_the_training_step_runs_on_the_meta_device():
+    """Device-agnostic step: model, batch and Adam on "meta" (shapes only, no data)."""
+    from curatornet_pipeline.core.train import _Optimizer
+
+    triplets, features = _planted(200)
+    ts = _TripleSet(triplets, ~triplets.is_validation, True, False)
+    batch = ts.batch(np.arange(32), torch.from_numpy(features), torch.device("cpu"))
+    meta = torch.device("meta")
+    for name, value in vars(batch).items():
+        if isinstance(value, torch.Tensor):
+            setattr(batch, name, value.to(meta))
+    model = _curatornet(features).to(meta)
+    optimizer = _Optimizer(model, FAST)
+    loss = model.loss(batch, 1e-3)
+    loss.backward()
+    optimizer.step()
+    assert loss.device == meta and all(p.device == meta for p in model.parameters())

@@ -145,9 +145,28 @@ def _read_rows(path: str | os.PathLike, required: tuple[str, ...]) -> Iterator[t
         except csv.Error as exc:
             raise DataError(f"malformed CSV: {exc}", name, line) from None
         except UnicodeDecodeError:
-            raise DataError("not UTF-8 text", name, line) from None
+            bad_line, column, byte = _first_bad_utf8(path)
+            raise DataError(
+                f"not UTF-8 text: byte 0x{byte:02x} at byte {column} of the line", name, bad_line
+            ) from None
         if n_rows == 0:
             raise DataError("no data rows after the header", name)
+
+
+def _first_bad_utf8(path: str | os.PathLike) -> tuple[int, int, int]:
+    """``(line, column, byte)`` of the first byte that is not valid UTF-8 (1-based).
+
+    The CSV reader decodes in blocks, so its position at the error is the
+    start of a record, not the line of the bad byte; this rereads the bytes.
+    """
+    raw = Path(path).read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        start = exc.start
+        line_start = raw.rfind(b"\n", 0, start) + 1
+        return raw.count(b"\n", 0, start) + 1, start - line_start + 1, raw[start]
+    return 1, 1, 0  # decoded this time (file changed underneath): report the record start
 
 
 def _require(text: str, file: str, line: int, field: str, what: str = "missing value") -> str:
@@ -445,23 +464,20 @@ def image_manifest(
 def import_embeddings(npy_path: str | os.PathLike, out_path: str | os.PathLike) -> ItemVectors:
     """Convert the published ``resnet_embeddings.npy`` into a pickle-free bundle.
 
-    SECURITY: the published file is a numpy *object* array, and loading it
-    unpickles Python objects, which can run arbitrary code. Call this only
-    from an explicit user command (``curatornet import-embeddings FILE``) on a
-    file the user trusts; the pipeline itself only reads the converted
-    ``out_path`` through :func:`read_imported_embeddings`.
+    The published file is a numpy *object* array, stored as a pickle. It is
+    read by :func:`curatornet_pipeline.core.npy_safe.load_object_array`, whose
+    unpickler resolves only the globals such an array needs and refuses any
+    other with a :class:`DataError`, so no code from the file runs. The
+    pipeline itself only reads the converted ``out_path`` through
+    :func:`read_imported_embeddings`.
 
     Rows are ``[artwork_id_hash, vector]``; ids must be unique non-empty
     strings, vectors of equal length and finite. Errors name the 0-based row.
     """
+    from curatornet_pipeline.core.npy_safe import load_object_array
+
     name = str(npy_path)
-    logger.warning("loading %s with allow_pickle=True: only do this with a file you trust", name)
-    try:
-        array = np.load(npy_path, allow_pickle=True)
-    except FileNotFoundError:
-        raise DataError("file not found", name) from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(f"not a readable .npy file: {exc}", name) from None
+    array = load_object_array(npy_path)
     if not isinstance(array, np.ndarray) or array.ndim != 2 or array.shape[1] != 2:
         shape = getattr(array, "shape", type(array).__name__)
         raise DataError(f"expected an array of shape (n, 2) [id, vector], got {shape}", name)
@@ -540,6 +556,62 @@ def read_imported_embeddings(path: str | os.PathLike) -> ItemVectors:
     if not isinstance(value, ItemVectors):
         raise DataError(f"holds a {type(value).__name__}, not ItemVectors", path)
     return value
+
+
+def align_imported_embeddings(
+    vectors: ItemVectors,
+    inventory: pd.DataFrame,
+    on_missing: str = "error",
+    source_file: str | os.PathLike = "embeddings.npz",
+) -> tuple[ItemVectors, dict]:
+    """The imported vectors of the inventory's items, in inventory order.
+
+    An inventory item without a vector raises :class:`DataError` naming the
+    inventory file, line and id; with ``on_missing="drop"`` it is left out and
+    counted. Vectors of ids absent from the inventory are ignored (counted as
+    ``unmatched_vectors``). The report: ``items``, ``dropped_missing``,
+    ``dropped_missing_examples``, ``unmatched_vectors``.
+    """
+    if on_missing not in ("error", "drop"):
+        raise ValueError(f"on_missing_vectors must be 'error' or 'drop', got {on_missing!r}")
+    source = inventory.attrs.get("source", "inventory.csv")
+    position = {str(item): i for i, item in enumerate(vectors.ids)}
+    lines = inventory["line"] if "line" in inventory else pd.Series([None] * len(inventory))
+    keep: list[int] = []
+    dropped: list[dict] = []
+    n_dropped = 0
+    for artwork, line in zip(inventory["artwork_id_hash"], lines, strict=True):
+        line = None if line is None else int(line)
+        if artwork in position:
+            keep.append(position[artwork])
+            continue
+        if on_missing == "error":
+            raise DataError(
+                f"no vector for {_show(artwork)} in {source_file} "
+                "(on_missing_vectors='drop' leaves such items out)",
+                source,
+                line,
+                "artwork_id_hash",
+            )
+        n_dropped += 1
+        if len(dropped) < _N_EXAMPLES:
+            dropped.append({"line": line, "artwork_id_hash": artwork})
+    aligned = ItemVectors(
+        ids=np.asarray(vectors.ids)[keep],
+        vectors=np.asarray(vectors.vectors)[keep],
+        meta=dict(vectors.meta),
+    )
+    report = {
+        "items": len(keep),
+        "dropped_missing": n_dropped,
+        "dropped_missing_examples": dropped,
+        "unmatched_vectors": len(position) - len(keep),
+    }
+    if n_dropped:
+        logger.warning(
+            "%s: %d inventory items have no imported vector, e.g. %s", source, n_dropped, dropped
+        )
+    return aligned, report
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,21 @@ pooled, 2048 dimensions. :func:`embed_manifest` runs the images of an ingestion
 manifest through such a backbone; an :class:`EmbeddingStore` keeps every vector
 keyed by ``(artwork_id_hash, content_hash, backbone, weights id)`` so a nightly
 re-run only forwards new or changed images.
+
+Preprocessing comes from the weights (:func:`preprocess_for`): torchvision
+weights state their own transform (``weights.transforms()``; ResNet-50
+IMAGENET1K_V2: resize the shorter side to 232, centre-crop 224, ImageNet
+mean/std); a weights file may state one in a JSON sidecar
+``<file>.transform.json``; otherwise, and for random weights, the transform
+of the backbone's default torchvision weights is used (documented default).
+``EmbedConfig.image_size`` overrides all of them (resize and crop to that
+size, ImageNet mean/std) for tests and quick demos. The transform used is
+recorded in ``ItemVectors.meta["transform"]`` and is part of the store key.
 """
 
 import hashlib
 import io
+import json
 import logging
 import os
 import time
@@ -51,7 +62,9 @@ class EmbedConfig:
     weights: str = "imagenet"
     batch_size: int = 8  # images per forward pass
     num_workers: int = 2  # DataLoader processes decoding/resizing beside the forward pass
-    image_size: int = 224  # shorter side resized to this, then center crop (square)
+    # None: the weights' own transform (see preprocess_for); an int overrides it:
+    # shorter side resized to this, then centre crop (square), ImageNet mean/std
+    image_size: int | None = None
     channels_last: bool = True  # NHWC memory format, faster convolutions on CPU
     on_unreadable: str = "error"  # "error" or "drop" an image that cannot be decoded
     shard_size: int = 1024  # vectors per store shard file written during a run
@@ -59,7 +72,8 @@ class EmbedConfig:
     def __post_init__(self) -> None:
         if self.on_unreadable not in ("error", "drop"):
             raise ValueError(f"on_unreadable must be 'error' or 'drop', not {self.on_unreadable!r}")
-        if self.batch_size < 1 or self.num_workers < 0 or self.image_size < 8:
+        small = self.image_size is not None and self.image_size < 8
+        if self.batch_size < 1 or self.num_workers < 0 or small:
             raise ValueError(f"invalid EmbedConfig {self}")
 
 
@@ -73,6 +87,125 @@ class EmbedResult:
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (artwork_id_hash, reason)
     weights: str = ""  # human description of the weights
     images_per_second: float = 0.0  # of the embedded images, decode to vector
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+TRANSFORM_SIDECAR = ".transform.json"  # beside a weights file: <file>.transform.json
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes the backbone's input tensor; recorded with every vector."""
+
+    resize_size: int  # shorter side resized to this (antialiased)
+    crop_size: int  # then a centre crop of crop_size x crop_size
+    mean: tuple[float, float, float]  # per-channel normalisation after scaling to [0, 1]
+    std: tuple[float, float, float]
+    interpolation: str = "bilinear"  # torchvision InterpolationMode value
+    source: str = ""  # where the transform comes from (weights enum, sidecar, default, override)
+
+    def as_dict(self) -> dict:
+        return {
+            "resize_size": self.resize_size,
+            "crop_size": self.crop_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "interpolation": self.interpolation,
+            "source": self.source,
+        }
+
+    @property
+    def key(self) -> str:
+        """Short id for store keys: the numbers that change the vectors (not ``source``)."""
+        text = json.dumps(
+            {k: v for k, v in self.as_dict().items() if k != "source"}, sort_keys=True
+        )
+        digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+        return f"r{self.resize_size}c{self.crop_size}-{digest}"
+
+
+def _from_torchvision(weights_enum, source: str) -> Preprocess:
+    """The transform a torchvision weights enum states (``weights.transforms()``; no download)."""
+    t = weights_enum.transforms()
+    return Preprocess(
+        resize_size=int(t.resize_size[0]),
+        crop_size=int(t.crop_size[0]),
+        mean=tuple(float(v) for v in t.mean),
+        std=tuple(float(v) for v in t.std),
+        interpolation=str(t.interpolation.value),
+        source=source,
+    )
+
+
+def _from_sidecar(path: Path) -> Preprocess:
+    """A transform stated in JSON: resize_size, crop_size, mean, std[, interpolation]."""
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable JSON transform: {exc}") from None
+    missing = [k for k in ("resize_size", "crop_size", "mean", "std") if k not in spec]
+    if missing:
+        raise ValueError(f"{path}: transform lacks fields {missing}")
+    for key in ("mean", "std"):
+        if not (isinstance(spec[key], list) and len(spec[key]) == 3):
+            raise ValueError(f"{path}: field {key!r} must be a list of 3 numbers")
+    interpolation = str(spec.get("interpolation", "bilinear"))
+    valid = {m.value for m in TF.InterpolationMode}
+    if interpolation not in valid:
+        raise ValueError(f"{path}: field 'interpolation' must be one of {sorted(valid)}")
+    return Preprocess(
+        resize_size=int(spec["resize_size"]),
+        crop_size=int(spec["crop_size"]),
+        mean=tuple(float(v) for v in spec["mean"]),
+        std=tuple(float(v) for v in spec["std"]),
+        interpolation=interpolation,
+        source=f"sidecar {path.name}",
+    )
+
+
+def preprocess_for(config: EmbedConfig) -> Preprocess:
+    """The preprocessing of ``config``'s weights.
+
+    - ``image_size`` set: resize and crop to it, ImageNet mean/std (an override).
+    - ``"imagenet"``: the torchvision weights' own ``transforms()``.
+    - a weights file: ``<file>.transform.json`` when present, else the default below.
+    - ``"none"`` (random weights), or a file without sidecar: the transform of the
+      backbone's default torchvision weights (documented default), which is what
+      the architecture was trained with.
+    """
+    if config.image_size is not None:
+        size = int(config.image_size)
+        return Preprocess(size, size, IMAGENET_MEAN, IMAGENET_STD, "bilinear",
+                          f"EmbedConfig.image_size={size} (override)")  # fmt: skip
+    enum = torchvision.models.get_model_weights(config.backbone).DEFAULT
+    if config.weights == "imagenet":
+        return _from_torchvision(enum, f"torchvision {config.backbone} {enum.name}.transforms()")
+    if config.weights not in ("none", "imagenet"):
+        sidecar = Path(str(config.weights) + TRANSFORM_SIDECAR)
+        if sidecar.is_file():
+            return _from_sidecar(sidecar)
+    return _from_torchvision(
+        enum, f"default: torchvision {config.backbone} {enum.name}.transforms() "
+        f"(weights {config.weights!r} state none)"
+    )  # fmt: skip
+
+
+def imported_meta(meta: dict) -> dict:
+    """What imported vectors were made with, for metadata and MLflow params.
+
+    ``meta`` is the imported ``ItemVectors.meta`` (``file``, ``file_sha256``).
+    Imported vectors are not made by this pipeline's backbone: say which file
+    and hash they are, not a weights setting the embedding stage never used.
+    """
+    name, digest = meta.get("file", "unknown file"), meta.get("file_sha256", "unknown")
+    return {
+        "source": "imported",
+        "weights": f"imported:{name} sha256:{digest}",
+        "imported_file": name,
+        "imported_sha256": digest,
+        "transform": "as made by the file's producer (published: ResNet-50, ImageNet weights)",
+    }
 
 
 # --------------------------------------------------------------------------- backbone
@@ -256,9 +389,9 @@ class EmbeddingStore:
 class _ImageDataset(Dataset):
     """Decoded, resized, normalised images; a decode failure yields its error message."""
 
-    def __init__(self, paths: Sequence[str], image_size: int) -> None:
+    def __init__(self, paths: Sequence[str], preprocess: Preprocess) -> None:
         self.paths = list(paths)
-        self.image_size = image_size
+        self.preprocess = preprocess
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -269,10 +402,12 @@ class _ImageDataset(Dataset):
                 img = img.convert("RGB")
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             return i, None, f"cannot decode image: {type(exc).__name__}: {exc}"
-        x = TF.resize(TF.pil_to_tensor(img), [self.image_size], antialias=True)
-        x = TF.center_crop(x, [self.image_size, self.image_size])
+        p = self.preprocess
+        mode = TF.InterpolationMode(p.interpolation)
+        x = TF.resize(TF.pil_to_tensor(img), [p.resize_size], interpolation=mode, antialias=True)
+        x = TF.center_crop(x, [p.crop_size, p.crop_size])
         x = TF.to_dtype(x, torch.float32, scale=True)
-        return i, TF.normalize(x, IMAGENET_MEAN, IMAGENET_STD), None  # (3, S, S)
+        return i, TF.normalize(x, list(p.mean), list(p.std)), None  # (3, S, S)
 
 
 def _collate(items: list) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
@@ -313,8 +448,9 @@ def embed_manifest(
     ids = rows["artwork_id_hash"].astype(str).to_numpy()
     paths = rows["path"].astype(str).to_numpy()
     model, description = build_backbone(config)
-    # the input resolution changes the vector as much as the weights do
-    wid = f"{weights_id(config)}@{config.image_size}px"
+    preprocess = preprocess_for(config)
+    # the preprocessing changes the vector as much as the weights do
+    wid = f"{weights_id(config)}@{preprocess.key}"
     keys = [
         (a, str(h), config.backbone, wid) for a, h in zip(ids, rows["content_hash"], strict=True)
     ]
@@ -337,7 +473,9 @@ def embed_manifest(
             description,
         )
         started = time.perf_counter()
-        embedded, failures = _run(model, config, paths[todo], todo, keys, store, progress)
+        embedded, failures = _run(
+            model, config, preprocess, paths[todo], todo, keys, store, progress
+        )
         seconds = time.perf_counter() - started
         for i, reason in failures:
             message = f"{paths[i]} (artwork_id_hash {ids[i]!r}): {reason}"
@@ -349,7 +487,7 @@ def embed_manifest(
     dims = {a.shape[1] for a, n in ((stored, found.sum()), (embedded[1], len(embedded[0]))) if n}
     if len(dims) > 1:
         raise ValueError(f"store vectors and model outputs differ in dimension: {sorted(dims)}")
-    dim = dims.pop() if dims else _feature_dim(model, config)
+    dim = dims.pop() if dims else _feature_dim(model, preprocess)
     vectors = np.zeros((len(keys), dim), dtype=np.float32)
     if found.any():
         vectors[found] = stored[found]
@@ -360,6 +498,7 @@ def embed_manifest(
         "weights": description,
         "weights_id": weights_id(config),
         "image_size": config.image_size,
+        "transform": preprocess.as_dict(),
         "dim": dim,
     }
     return EmbedResult(
@@ -372,15 +511,16 @@ def embed_manifest(
     )
 
 
-def _feature_dim(model: torch.nn.Module, config: EmbedConfig) -> int:
+def _feature_dim(model: torch.nn.Module, preprocess: Preprocess) -> int:
     with torch.inference_mode():
-        x = torch.zeros(1, 3, config.image_size, config.image_size)
+        x = torch.zeros(1, 3, preprocess.crop_size, preprocess.crop_size)
         return int(model(x).reshape(1, -1).shape[1])
 
 
 def _run(
     model: torch.nn.Module,
     config: EmbedConfig,
+    preprocess: Preprocess,
     paths: np.ndarray,
     rows: np.ndarray,
     keys: list[EmbeddingKey],
@@ -394,7 +534,7 @@ def _run(
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     loader = DataLoader(
-        _ImageDataset(paths, config.image_size),
+        _ImageDataset(paths, preprocess),
         batch_size=config.batch_size,
         num_workers=config.num_workers,
         collate_fn=_collate,

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from curatornet_pipeline.core import ragged
 from curatornet_pipeline.core.metrics import NDCG_VARIANTS, ranking_metrics, summarize
 from curatornet_pipeline.core.types import Scorer, TrainTestSplit
 
@@ -118,17 +119,6 @@ def build_timeline(
     )
 
 
-def _ragged(
-    starts: np.ndarray, stops: np.ndarray, values: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenate ``values[starts[k]:stops[k]]``: returns (row of each value, values)."""
-    lengths = (stops - starts).astype(np.int64)
-    row = np.repeat(np.arange(len(lengths)), lengths)
-    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    flat = np.arange(lengths.sum()) - first[row] + starts[row]
-    return row, values[flat]
-
-
 def _unique_pairs(row: np.ndarray, item: np.ndarray, n_items: int) -> np.ndarray:
     """Sorted unique keys ``row * n_items + item``."""
     return np.unique(row.astype(np.int64) * n_items + item)
@@ -144,7 +134,7 @@ def _dense(row: np.ndarray, item: np.ndarray, shape: tuple[int, int]) -> np.ndar
 def _profiles(split: TrainTestSplit, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row, item) of the training items of test rows ``rows`` (duplicates kept)."""
     users = split.test_users[rows].astype(np.int64)
-    return _ragged(
+    return ragged.concat_ranges(
         split.basket_item_offsets[split.user_basket_offsets[users]],
         split.basket_item_offsets[split.user_basket_offsets[users + 1]],
         split.basket_items,
@@ -165,7 +155,7 @@ def user_masks(
     n = split.n_items
     shape = (len(rows), n)
     in_profile = _dense(*_profiles(split, rows), shape)  # (B, n)
-    h_row, h_item = _ragged(
+    h_row, h_item = ragged.concat_ranges(
         split.test_item_offsets[rows], split.test_item_offsets[rows + 1], split.test_items
     )
     relevant = _dense(h_row, h_item, shape) & ~in_profile  # (B, n)
@@ -183,8 +173,8 @@ def user_masks(
     elif protocol != "unbought":
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     p_row, p_items = np.nonzero(in_profile)
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(p_row, minlength=len(rows)))])
-    return offsets.astype(np.int64), p_items.astype(np.int32), candidates, relevant, forced
+    offsets = ragged.offsets_from_lengths(np.bincount(p_row, minlength=len(rows)))
+    return offsets, p_items.astype(np.int32), candidates, relevant, forced
 
 
 def evaluate(
@@ -204,7 +194,10 @@ def evaluate(
     all_rows = np.arange(len(split.test_users))
     profile_keys = _unique_pairs(*_profiles(split, all_rows), n)
     hidden_keys = _unique_pairs(
-        *_ragged(split.test_item_offsets[:-1], split.test_item_offsets[1:], split.test_items), n
+        *ragged.concat_ranges(
+            split.test_item_offsets[:-1], split.test_item_offsets[1:], split.test_items
+        ),
+        n,
     )
     relevant_keys = hidden_keys[~np.isin(hidden_keys, profile_keys)]
     kept = np.unique(relevant_keys // n)
@@ -371,6 +364,90 @@ def ablation_figure(
     ax.set_ylabel("AUC (mean ± s.e.)")
     ax.set_title("Sampling guidelines vs uniform random negatives")
     ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    return buffer.getvalue()
+
+
+def result_from_rows(rows: pd.DataFrame, protocol: str, metrics: tuple[str, ...]) -> EvalResult:
+    """An :class:`EvalResult` rebuilt from stored per-user rows (one method, one protocol)."""
+    summary = summarize({m: rows[m].to_numpy() for m in metrics})
+    return EvalResult(
+        per_user=rows, summary=summary, protocol=protocol, n_users=len(rows), skipped=0
+    )
+
+
+def ablation_tests(
+    per_user: pd.DataFrame,
+    pairs: dict[str, tuple[str, str]],
+    metrics: tuple[str, ...] = ("auc", "recall@100"),
+    protocols: tuple[str, ...] = PROTOCOLS,
+) -> pd.DataFrame:
+    """Figure 3's paired t-tests on every protocol and metric.
+
+    ``per_user``: rows of :attr:`EvalResult.per_user` with ``method`` and
+    ``protocol`` columns (the ``evaluation_report`` asset's value); ``pairs``:
+    family -> (guideline method label, random-sampling method label). Returns one
+    row per (protocol, family, metric) with :func:`paired_comparison`'s fields;
+    a pair absent from a protocol is left out.
+    """
+    rows = []
+    for protocol in protocols:
+        df = per_user[per_user["protocol"] == protocol]
+        present = set(df["method"])
+        for family, (guided, uniform) in pairs.items():
+            if guided not in present or uniform not in present:
+                continue
+            a = result_from_rows(df[df["method"] == guided], protocol, metrics)
+            b = result_from_rows(df[df["method"] == uniform], protocol, metrics)
+            for metric in metrics:
+                test = paired_comparison(a, b, metric)
+                rows.append(
+                    {"protocol": protocol, "family": family, "guidelines": guided,
+                     "random": uniform, **test}
+                )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def ablation_figure_protocols(
+    pairs_by_protocol: dict[str, dict[str, tuple[EvalResult, EvalResult]]],
+    labels: tuple[str, str] = ("guidelines", "random (size-matched)"),
+) -> bytes:
+    """Figure 3 on several protocols side by side: one panel per protocol, as PNG."""
+    from matplotlib.figure import Figure
+
+    protocols = [p for p, pairs in pairs_by_protocol.items() if pairs]
+    if not protocols:
+        raise ValueError("no protocol has a guideline/random pair to plot")
+    n_fam = max(len(pairs_by_protocol[p]) for p in protocols)
+    fig = Figure(figsize=(len(protocols) * (1.8 + 1.6 * n_fam), 3.8))
+    axes = np.atleast_1d(fig.subplots(1, len(protocols)))
+    width = 0.38
+    for ax, protocol in zip(axes, protocols, strict=True):
+        pairs = pairs_by_protocol[protocol]
+        families = list(pairs)
+        x = np.arange(len(families))
+        highs, lows = [], []
+        for j, label in enumerate(labels):
+            means = np.array([pairs[f][j].summary["auc"][0] for f in families])
+            ses = np.nan_to_num([pairs[f][j].summary["auc"][1] for f in families])
+            ax.bar(x + (j - 0.5) * width, means, width, yerr=ses, capsize=3, label=label)
+            highs.append(means + ses)
+            lows.append(means - ses)
+        top = np.max(highs, axis=0)
+        for i, family in enumerate(families):
+            p = paired_comparison(*pairs[family], metric="auc")["pvalue"]
+            ax.annotate(f"p = {p:.2g}", (x[i], top[i]), xytext=(0, 6),
+                        textcoords="offset points", ha="center", fontsize=9)  # fmt: skip
+        low, high = float(np.min(lows)), float(np.max(highs))
+        bottom = max(0.0, low - (high - low or 0.1))
+        ax.set_ylim(bottom, high + 0.15 * (high - bottom))
+        ax.set_xticks(x, families)
+        ax.set_title(f"protocol {protocol}", fontsize=10)
+        ax.set_ylabel("AUC (mean ± s.e.)")
+        ax.legend(loc="lower right", fontsize=7)
+    fig.suptitle("Sampling guidelines vs uniform random negatives, equal triple counts")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)

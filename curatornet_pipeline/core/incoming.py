@@ -1,158 +1,381 @@
-"""Intake of new files dropped in an ``incoming/`` folder: validate, then append.
+"""Incoming batches: files that arrive together, found and validated together.
 
-New ``inventory*.csv`` and ``purchases*.csv`` files (published format, header
-included) and image files under ``incoming/images/`` are validated against the
-dataset as it is plus what arrives with them. A good file is appended to the
-dataset (rewritten atomically) and moved to ``incoming/processed/``; a bad
-file is rejected whole: moved to ``incoming/rejected/`` with its error written
-next to it as ``<name>.error.txt``. Nothing already in the dataset changes
-when a file is rejected.
+A *batch* is one subfolder of ``incoming/`` holding any of ``inventory*.csv``,
+``purchases*.csv`` (published format, header included) and
+``images/<artwork_id_hash>.<ext>``. Files dropped loose at the top of
+``incoming/`` (and ``incoming/images/``) form one more batch, named ``.``.
+A batch is *ready* when it holds a ``READY`` file (written last by the
+sender), or when nothing in it has changed for ``settle_s`` seconds; a batch
+being copied is never read. Dot-files are ignored (editors', rsync's
+temporaries). See ``docs/data-format.md``, "Incoming batches".
+
+Detection (:func:`find_batches`, :func:`waiting_for_images`) only reads.
+Validation (:func:`validate_batch`) only reads too; applying and the history
+of applied batches live in :mod:`curatornet_pipeline.core.batches`.
 """
 
-import csv
+import hashlib
 import logging
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from curatornet_pipeline.core import data
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass
-class IntakeReport:
-    """What one intake pass did."""
-
-    accepted: list[str] = field(default_factory=list)
-    rejected: dict[str, str] = field(default_factory=dict)  # file name -> error
-    new_items: int = 0
-    new_purchase_rows: int = 0
-    new_images: int = 0
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.accepted)
+MARKER = "READY"  # empty file the sender writes last: the batch is complete
+LOOSE = "."  # name of the batch of loose files at the top of incoming/
+RESERVED = ("processed", "rejected", "images")  # subfolders of incoming/ that are not batches
+SETTLE_S = 60.0  # an unmarked batch is read once quiet this long
+GRACE_S = 3600.0  # an unmarked batch whose inventory lacks images waits this long, then is rejected
 
 
-def pending(incoming: Path) -> list[Path]:
-    """Files waiting in ``incoming`` (inventory first, so purchases can refer to new items)."""
+@dataclass(frozen=True)
+class BatchFile:
+    """One file of a batch."""
+
+    kind: str  # "inventory" | "purchases" | "image"
+    name: str  # path inside the batch, '/'-separated: "purchases-06.csv", "images/a1.jpg"
+    path: Path  # where it is now
+    sha256: str  # hex digest of its bytes
+    size: int  # bytes
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A group of files that arrived together in incoming/."""
+
+    name: str  # folder name under incoming/, or LOOSE
+    root: Path  # the folder (incoming/ itself for LOOSE)
+    files: tuple[BatchFile, ...]  # inventory files first, then purchases, then images
+    unexpected: tuple[str, ...]  # names that are no part of the format (the batch is rejected)
+    marked: bool  # holds the READY marker
+    changed_ns: int  # newest modification time of anything in it (ns since the epoch)
+    content_hash: str  # sha256 of the sorted (name, file sha256) pairs: equal content, equal hash
+
+    def of_kind(self, kind: str) -> list[BatchFile]:
+        return [f for f in self.files if f.kind == kind]
+
+    def quiet_s(self, now: float | None = None) -> float:
+        """Seconds since anything in the batch changed."""
+        return (now if now is not None else time.time()) - self.changed_ns / 1e9
+
+    def ready(self, settle_s: float = SETTLE_S, now: float | None = None) -> bool:
+        return self.marked or self.quiet_s(now) >= settle_s
+
+    def describe(self) -> dict:
+        """JSON-able summary (run tags, metadata, manifests)."""
+        return {
+            "name": self.name,
+            "content_hash": self.content_hash,
+            "files": [
+                {"name": f.name, "kind": f.kind, "sha256": f.sha256, "size": f.size}
+                for f in self.files
+            ],
+        }
+
+
+def _kind(name: str) -> str | None:
+    lower = name.lower()
+    if lower.endswith(".csv") and lower.startswith("inventory"):
+        return "inventory"
+    if lower.endswith(".csv") and lower.startswith("purchases"):
+        return "purchases"
+    return None
+
+
+def _hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_key(kind: str, name: str, sha256: str) -> str:
+    """What makes a file "already applied": a CSV's content; an image's content and file name."""
+    return f"{Path(name).name}:{sha256}" if kind == "image" else sha256
+
+
+def content_hash(pairs: list[tuple[str, str]]) -> str:
+    """sha256 over sorted ``(name, sha256)`` pairs."""
+    h = hashlib.sha256()
+    for name, digest in sorted(pairs):
+        h.update(f"{name}\t{digest}\n".encode())
+    return h.hexdigest()
+
+
+def read_batch(incoming: Path, name: str) -> Batch | None:
+    """The batch ``name`` of ``incoming`` (``LOOSE`` for loose files); ``None`` when empty."""
+    root = incoming if name == LOOSE else incoming / name
+    if not root.is_dir():
+        return None
+    found: list[tuple[str, str, Path]] = []
+    unexpected: list[str] = []
+    stamps: list[int] = [] if name == LOOSE else [root.stat().st_mtime_ns]
+    marked = False
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir():
+            if entry.name == "images":
+                stamps.append(entry.stat().st_mtime_ns)
+                for image in sorted(entry.iterdir()):
+                    if image.name.startswith("."):
+                        continue
+                    if not image.is_file():
+                        unexpected.append(f"images/{image.name}")
+                        continue
+                    found.append(("image", f"images/{image.name}", image))
+            elif name != LOOSE:
+                unexpected.append(entry.name + "/")
+            continue
+        if entry.name == MARKER:
+            marked = True
+            stamps.append(entry.stat().st_mtime_ns)
+            continue
+        kind = _kind(entry.name)
+        if kind is not None:
+            found.append((kind, entry.name, entry))
+        elif name != LOOSE:
+            unexpected.append(entry.name)  # loose: other files at the top are not ours
+    if not found and not unexpected:
+        return None
+    order = {"inventory": 0, "purchases": 1, "image": 2}
+    found.sort(key=lambda f: (order[f[0]], f[1]))
+    files = []
+    for kind, rel, path in found:
+        stat = path.stat()
+        stamps.append(stat.st_mtime_ns)
+        files.append(BatchFile(kind, rel, path, _hash_file(path), int(stat.st_size)))
+    pairs = [(f.name, f.sha256) for f in files] + [(u, "?") for u in unexpected]
+    return Batch(
+        name=name,
+        root=root,
+        files=tuple(files),
+        unexpected=tuple(unexpected),
+        marked=marked,
+        changed_ns=max(stamps, default=0),
+        content_hash=content_hash(pairs),
+    )
+
+
+def find_batches(incoming: Path) -> list[Batch]:
+    """Every batch in ``incoming`` (subfolders by name, then the loose files); reads only."""
     if not incoming.is_dir():
         return []
-    inv = sorted(incoming.glob("inventory*.csv"))
-    pur = sorted(incoming.glob("purchases*.csv"))
-    images = incoming / "images"
-    extra = [p for p in sorted(images.iterdir()) if p.is_file()] if images.is_dir() else []
-    return inv + pur + extra
+    names = [
+        p.name
+        for p in sorted(incoming.iterdir())
+        if p.is_dir() and p.name not in RESERVED and not p.name.startswith(".")
+    ]
+    batches = [read_batch(incoming, n) for n in [*names, LOOSE]]
+    return [b for b in batches if b is not None]
 
 
-def _check_image(path: Path, inventory: pd.DataFrame, dataset: data.DatasetPaths) -> None:
-    """A new image must name a known artwork, have a known extension and decode."""
+@dataclass
+class Validated:
+    """A batch that passed validation: what applying it adds."""
+
+    inventory_files: list[BatchFile] = field(default_factory=list)
+    purchases_files: list[BatchFile] = field(default_factory=list)
+    images: list[BatchFile] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # {"name", "sha256", "applied_in"}
+    new_items: int = 0
+    new_purchase_rows: int = 0
+
+    @property
+    def empty(self) -> bool:
+        return not (self.inventory_files or self.purchases_files or self.images)
+
+
+def _image_stems(folder: Path) -> dict[str, str]:
+    """``{artwork id: file name}`` of the images in a folder."""
+    if not folder.is_dir():
+        return {}
+    out = {}
+    for p in folder.iterdir():
+        stem, dot, ext = p.name.rpartition(".")
+        if dot and ext.lower() in data.IMAGE_EXTENSIONS and p.is_file():
+            out[stem] = p.name
+    return out
+
+
+def _check_image(image: BatchFile, known: set[str], dataset_images: dict[str, str]) -> None:
     from PIL import Image
 
-    if path.suffix.lower().lstrip(".") not in data.IMAGE_EXTENSIONS:
+    stem, dot, ext = Path(image.name).name.rpartition(".")
+    if not dot or ext.lower() not in data.IMAGE_EXTENSIONS:
         raise data.DataError(
-            f"extension {path.suffix!r} is not one of {data.IMAGE_EXTENSIONS}",
-            path,
+            f"extension of {image.name!r} is not one of {', '.join(data.IMAGE_EXTENSIONS)}",
+            image.path,
             field="file name",
         )
-    if path.stem not in set(inventory["artwork_id_hash"]):
+    if stem not in known:
         raise data.DataError(
-            "image of an artwork id absent from inventory", path, field="file name"
+            f"image of artwork {stem!r}, which is neither in the inventory nor in this batch",
+            image.path,
+            field="file name",
         )
-    existing = [p for p in dataset.images.glob(f"{path.stem}.*") if p.name != path.name]
-    if existing:
+    if stem in dataset_images:
         raise data.DataError(
-            f"artwork {path.stem!r} already has an image ({existing[0].name})",
-            path,
+            f"artwork {stem!r} already has an image in the dataset ({dataset_images[stem]})",
+            image.path,
             field="file name",
         )
     try:
-        with Image.open(path) as image:
-            image.verify()
+        with Image.open(image.path) as decoded:
+            decoded.verify()
     except Exception as exc:  # PIL raises many types for broken files
-        raise data.DataError(f"cannot decode image: {exc}", path) from exc
+        raise data.DataError(f"cannot decode image: {exc}", image.path) from None
 
 
-def _append_csv(target: Path, new_file: Path, columns: tuple[str, ...]) -> int:
-    """Append ``new_file``'s rows to ``target`` in target's column order, atomically."""
-    with target.open(newline="", encoding="utf-8-sig") as f:
-        header = next(csv.reader(f))
-    rows = []
-    with new_file.open(newline="", encoding="utf-8-sig") as f:
-        for record in csv.DictReader(f):
-            rows.append([record.get(col, "") for col in header])
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
-            with target.open(newline="", encoding="utf-8-sig") as f:
-                text = f.read()
-            out.write(text if text.endswith("\n") else text + "\n")
-            writer = csv.writer(out, lineterminator="\n")
-            writer.writerows(rows)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return len(rows)
+def missing_visuals(
+    new_inventory: pd.DataFrame, batch_images: set[str], dataset: data.DatasetPaths
+) -> list[tuple[str, int]]:
+    """``(id, line)`` of new inventory rows with neither an image nor an imported vector.
+
+    With an ``images/`` folder, a new item needs an image (in the batch or
+    already in the dataset); with imported embeddings, a vector in
+    ``embeddings.npz``; a dataset with neither asks nothing.
+    """
+    if dataset.images.is_dir():
+        have = set(_image_stems(dataset.images)) | batch_images
+    elif dataset.imported_embeddings.is_file():
+        have = set(np.asarray(data.read_imported_embeddings(dataset.imported_embeddings).ids))
+    else:
+        return []
+    return [
+        (a, int(line))
+        for a, line in zip(new_inventory["artwork_id_hash"], new_inventory["line"], strict=True)
+        if a not in have
+    ]
 
 
-def _reject(incoming: Path, path: Path, error: Exception) -> str:
-    folder = incoming / "rejected"
-    folder.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    dest = folder / f"{stamp}-{path.name}"
-    shutil.move(str(path), dest)
-    message = f"{type(error).__name__}: {error}\n"
-    dest.with_name(dest.name + ".error.txt").write_text(message)
-    logger.warning("rejected %s: %s", path.name, error)
-    return message.strip()
+def waiting_for_images(batch: Batch, dataset: data.DatasetPaths) -> list[str]:
+    """Ids of the batch's new inventory rows that have no image yet (for the sensor; reads only).
 
-
-def _processed(incoming: Path, path: Path) -> None:
-    folder = incoming / "processed"
-    folder.mkdir(exist_ok=True)
-    shutil.move(str(path), folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{path.name}")
-
-
-def intake(incoming: Path, dataset: data.DatasetPaths) -> IntakeReport:
-    """Validate and append every pending file; reject bad ones whole."""
-    report = IntakeReport()
-    inventory = data.read_inventory(dataset.inventory)
-    for path in pending(incoming):
+    A file that does not parse gives nothing to wait for: validation rejects it.
+    """
+    stems = {Path(f.name).name.rpartition(".")[0] for f in batch.of_kind("image")}
+    waiting: list[str] = []
+    for f in batch.of_kind("inventory"):
         try:
-            if path.parent.name == "images":
-                _check_image(path, inventory, dataset)
-                dataset.images.mkdir(exist_ok=True)
-                shutil.move(str(path), dataset.images / path.name)
-                report.new_images += 1
-                report.accepted.append(path.name)
-                continue
-            if path.name.startswith("inventory"):
-                new = data.read_inventory(path)
-                clash = new[new["artwork_id_hash"].isin(inventory["artwork_id_hash"])]
-                if len(clash):
-                    row = clash.iloc[0]
-                    raise data.DataError(
-                        f"artwork id {row['artwork_id_hash']!r} is already in the inventory",
-                        path,
-                        line=int(row["line"]),
-                        field="artwork_id_hash",
-                    )
-                report.new_items += _append_csv(dataset.inventory, path, data.INVENTORY_COLUMNS)
-                inventory = pd.concat([inventory, new], ignore_index=True)
-            else:
-                data.read_purchases(path, inventory)  # raises DataError on any bad row
-                report.new_purchase_rows += _append_csv(
-                    dataset.purchases, path, data.PURCHASE_COLUMNS
+            new = data.read_inventory(f.path)
+            waiting += [a for a, _ in missing_visuals(new, stems, dataset)]
+        except (data.DataError, OSError):
+            return []
+    return waiting
+
+
+def validate_batch(
+    batch: Batch,
+    dataset: data.DatasetPaths,
+    applied_files: dict[str, str] | None = None,
+) -> Validated:
+    """Check a batch against the dataset as it is plus the batch itself; reads only.
+
+    ``applied_files`` maps the :func:`file_key` of every file already applied
+    to the batch it came in: such files are skipped (and listed), not applied again.
+    Raises :class:`~curatornet_pipeline.core.data.DataError` naming the file,
+    line and field of the first problem.
+    """
+    applied_files = applied_files or {}
+    if batch.unexpected:
+        raise data.DataError(
+            f"not part of a batch: {', '.join(batch.unexpected)} (a batch holds "
+            "inventory*.csv, purchases*.csv, images/<artwork_id_hash>.<ext> and READY)",
+            batch.root / batch.unexpected[0],
+        )
+    out = Validated()
+    fresh: list[BatchFile] = []
+    for f in batch.files:
+        key = file_key(f.kind, f.name, f.sha256)
+        if key in applied_files:
+            out.skipped.append(
+                {"name": f.name, "sha256": f.sha256, "applied_in": applied_files[key]}
+            )
+        else:
+            fresh.append(f)
+    inventory = data.read_inventory(dataset.inventory)
+    first_seen = {
+        a: (dataset.inventory, int(n))
+        for a, n in zip(inventory["artwork_id_hash"], inventory["line"], strict=True)
+    }
+    news: list[pd.DataFrame] = []
+    for f in [f for f in fresh if f.kind == "inventory"]:
+        new = data.read_inventory(f.path)
+        for artwork, line in zip(new["artwork_id_hash"], new["line"], strict=True):
+            if artwork in first_seen:
+                where, at = first_seen[artwork]
+                raise data.DataError(
+                    f"artwork id {artwork!r} is already in {Path(where).name} (line {at})",
+                    f.path,
+                    int(line),
+                    "artwork_id_hash",
                 )
-            _processed(incoming, path)
-            report.accepted.append(path.name)
-        except (data.DataError, ValueError, OSError, csv.Error) as exc:
-            report.rejected[path.name] = _reject(incoming, path, exc)
-    return report
+            first_seen[artwork] = (f.path, int(line))
+        news.append(new)
+        out.inventory_files.append(f)
+        out.new_items += len(new)
+    combined = pd.concat([inventory, *news], ignore_index=True) if news else inventory
+    known = set(combined["artwork_id_hash"])
+    images = [f for f in fresh if f.kind == "image"]
+    if images and not dataset.images.is_dir():
+        raise data.DataError(
+            "the dataset has no images/ folder (it uses imported embeddings): "
+            "images cannot be added to it",
+            images[0].path,
+        )
+    dataset_images = _image_stems(dataset.images)
+    batch_stems: dict[str, str] = {}
+    for image in images:
+        _check_image(image, known, dataset_images)
+        stem = Path(image.name).name.rpartition(".")[0]
+        if stem in batch_stems:
+            raise data.DataError(
+                f"two images for {stem!r} in the batch: {batch_stems[stem]}, {image.name}",
+                image.path,
+                field="file name",
+            )
+        batch_stems[stem] = image.name
+        out.images.append(image)
+    for new, f in zip(news, out.inventory_files, strict=True):
+        missing = missing_visuals(new, set(batch_stems), dataset)
+        if missing:
+            artwork, line = missing[0]
+            what = "image" if dataset.images.is_dir() else "imported vector"
+            raise data.DataError(
+                f"no {what} for {artwork!r}, neither in the batch nor in the dataset "
+                f"({len(missing)} item(s) of this file lack one; the batch is rejected whole)",
+                f.path,
+                line,
+                "artwork_id_hash",
+            )
+    for f in [f for f in fresh if f.kind == "purchases"]:
+        df, _ = data.read_purchases(f.path, combined, data.ReadOptions())
+        out.purchases_files.append(f)
+        out.new_purchase_rows += int(df["line"].nunique())
+    logger.info(
+        "batch %s valid: %d new items, %d purchase rows, %d images, %d file(s) already applied",
+        batch.name,
+        out.new_items,
+        out.new_purchase_rows,
+        len(out.images),
+        len(out.skipped),
+    )
+    return out
+
+
+def env_seconds(name: str, default: float) -> float:
+    """A number of seconds from the environment (``CURATORNET_INCOMING_SETTLE_S`` and friends)."""
+    text = os.environ.get(name, "")
+    try:
+        return float(text) if text else default
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not a number of seconds") from None

@@ -14,6 +14,7 @@ Regularisation follows the reference TensorFlow code: ``tf.nn.l2_loss`` over the
 weights only (no biases), i.e. ``l2 * sum(0.5 * ||W||^2)``.
 """
 
+import copy
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -39,6 +40,7 @@ class TripletBatch:
     positive: torch.Tensor  # (B,) int64 local index into ``items``
     negative: torch.Tensor  # (B,) int64 local index into ``items``
     users: torch.Tensor  # (B,) int64 user index, -1 for artificial profiles
+    scaled: bool = False  # x already z-scored by the model's scaler (training pre-scales once)
 
     def __len__(self) -> int:
         return int(self.positive.shape[0])
@@ -91,36 +93,6 @@ class CuratorNetConfig:
             )
 
 
-_SELU_LAMBDA = 1.0507009873554804934193349852946  # Klambauer et al. (2017)
-_SELU_ALPHA = 1.6732632423543772848170429916717
-
-
-class _SELUFunction(torch.autograd.Function):
-    """SELU with exp instead of expm1: PyTorch's CPU ``elu`` runs a scalar expm1 and is
-    5x slower than the matmuls it follows. Absolute error ~1e-7 near 0, as fp32 itself."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        neg = torch.exp(torch.clamp(x, max=0.0)).sub_(1.0).mul_(_SELU_ALPHA)
-        y = torch.where(x > 0, x, neg).mul_(_SELU_LAMBDA)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (y,) = ctx.saved_tensors
-        # dy/dx = lambda for x > 0, lambda*alpha*e^x = y + lambda*alpha otherwise
-        slope = torch.where(y > 0, _SELU_LAMBDA, y + _SELU_LAMBDA * _SELU_ALPHA)
-        return grad * slope
-
-
-class SELU(nn.Module):
-    """Scaled exponential linear unit (Klambauer et al., 2017), same values as ``nn.SELU``."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _SELUFunction.apply(x)
-
-
 def _selu_mlp(sizes: list[int]) -> nn.Sequential:
     """Dense + SELU on every layer, the last included (as ``tf.layers.dense(activation=selu)``
     on every layer of the reference code). LeCun-normal weights, zero biases, as SELU's
@@ -130,51 +102,25 @@ def _selu_mlp(sizes: list[int]) -> nn.Sequential:
         linear = nn.Linear(n_in, n_out)
         nn.init.normal_(linear.weight, std=1.0 / math.sqrt(n_in))
         nn.init.zeros_(linear.bias)
-        layers += [linear, SELU()]
+        layers += [linear, nn.SELU()]
     return nn.Sequential(*layers)
-
-
-class _PoolProfiles(torch.autograd.Function):
-    """[mean || max] over ragged profiles read straight from the unique item vectors.
-
-    Forward gathers the profile rows once and uses segment reductions; backward scatters
-    into the (U, D) item vectors with one ``index_add_`` (autograd's generic gather and
-    segment-max backward are 3x slower on CPU). Ties of the max share the gradient evenly.
-    Pools in fp32 under bf16 autocast (CPU segment reductions are slow in bf16).
-    """
-
-    @staticmethod
-    def forward(ctx, h: torch.Tensor, profile_items: torch.Tensor, offsets: torch.Tensor):
-        ctx.in_dtype = h.dtype
-        h = h.float()
-        lengths = offsets[1:] - offsets[:-1]  # (B,)
-        h_p = h.index_select(0, profile_items)  # (S, D)
-        mean = torch.segment_reduce(h_p, "mean", lengths=lengths, axis=0)  # (B, D)
-        amax = torch.segment_reduce(h_p, "max", lengths=lengths, axis=0)  # (B, D)
-        seg = torch.repeat_interleave(torch.arange(len(lengths), device=h.device), lengths)  # (S,)
-        is_max = h_p == amax.index_select(0, seg)  # (S, D)
-        ctx.save_for_backward(profile_items, lengths, seg, is_max)
-        ctx.n_items = h.shape[0]
-        return torch.cat([mean, amax], dim=1)  # (B, 2D)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        profile_items, lengths, seg, is_max = ctx.saved_tensors
-        g_mean, g_max = grad.chunk(2, dim=1)  # (B, D) each
-        n_max = torch.segment_reduce(is_max.to(grad.dtype), "sum", lengths=lengths, axis=0)
-        g_p = (g_mean / lengths.unsqueeze(1).to(grad.dtype)).index_select(0, seg)  # (S, D)
-        g_p.addcmul_(is_max.to(grad.dtype), (g_max / n_max.clamp(min=1)).index_select(0, seg))
-        g_h = torch.zeros(ctx.n_items, g_mean.shape[1], dtype=grad.dtype, device=grad.device)
-        g_h.index_add_(0, profile_items, g_p)
-        return g_h.to(ctx.in_dtype), None, None
 
 
 def pool_profiles(
     h: torch.Tensor, profile_items: torch.Tensor, profile_offsets: torch.Tensor
 ) -> torch.Tensor:
     """[mean || max] of ragged profiles: h (U, D) item vectors, profile k is the rows
-    ``profile_items[offsets[k]:offsets[k+1]]`` of h (non-empty). Returns (B, 2D); no padding."""
-    return _PoolProfiles.apply(h, profile_items, profile_offsets)
+    ``profile_items[offsets[k]:offsets[k+1]]`` of h (non-empty). Returns (B, 2D); no padding.
+
+    ``F.embedding_bag`` reads the rows straight from h (no (S, D) gather) and its autograd
+    backward beat a hand-written one (benchmarks/bench_kernels.py). Pools in fp32 under
+    bf16 autocast. Ties of the max send the gradient to one of the tied rows.
+    """
+    h = h.float()
+    starts = profile_offsets[:-1]
+    mean = F.embedding_bag(profile_items, h, starts, mode="mean")  # (B, D)
+    amax = F.embedding_bag(profile_items, h, starts, mode="max")  # (B, D)
+    return torch.cat([mean, amax], dim=1)
 
 
 class CuratorNet(_ScaledInput):
@@ -197,9 +143,9 @@ class CuratorNet(_ScaledInput):
         self.user_tower = _selu_mlp([2 * d_item, *config.user_layers])
         self._init_scaler(config.input_dim, feature_mean, feature_std)
 
-    def embed_items(self, x: torch.Tensor) -> torch.Tensor:
-        """f(x): (N, input_dim) raw features -> (N, D) item vectors."""
-        return self.item_tower(self.scale(x))
+    def embed_items(self, x: torch.Tensor, scaled: bool = False) -> torch.Tensor:
+        """f(x): (N, input_dim) raw (or already ``scaled``) features -> (N, D) item vectors."""
+        return self.item_tower(x if scaled else self.scale(x))
 
     def embed_users(
         self, h: torch.Tensor, profile_items: torch.Tensor, profile_offsets: torch.Tensor
@@ -209,7 +155,7 @@ class CuratorNet(_ScaledInput):
 
     def score_pairs(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(s_pos, s_neg), each (B,): x_ui and x_uj of every triple."""
-        h = self.embed_items(batch.x)  # (U, D) once per unique item
+        h = self.embed_items(batch.x, batch.scaled)  # (U, D) once per unique item
         u = self.embed_users(h, batch.profile_items, batch.profile_offsets)  # (B, D)
         s_pos = (u * h.index_select(0, batch.positive)).sum(dim=1)  # (B,)
         s_neg = (u * h.index_select(0, batch.negative)).sum(dim=1)  # (B,)
@@ -264,25 +210,41 @@ class VBPR(_ScaledInput):
         self.beta_item = nn.Parameter(torch.zeros(c.n_items))
         self.embedding = nn.Parameter(torch.randn(c.visual_dim, c.input_dim) * c.init_std)  # E
         self.beta_visual = nn.Parameter(torch.zeros(c.input_dim))  # beta'
+        # sparse row gradients of the latent tables (training sets it; see sparse_parameters)
+        self.sparse_grad = False
         self._init_scaler(c.input_dim, feature_mean, feature_std)
 
-    def item_terms(self, items: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def item_terms(
+        self, items: torch.Tensor, x: torch.Tensor, scaled: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """([gamma_i || E f_i], beta_i + beta'.f_i) for (N,) items with (N, input_dim) features."""
-        f = self.scale(x)  # (N, F)
+        f = x if scaled else self.scale(x)  # (N, F)
         visual = f @ self.embedding.T  # (N, K')
-        vectors = torch.cat([self.gamma_item[items], visual], dim=1)  # (N, K + K')
+        vectors = torch.cat([self._rows(self.gamma_item, items), visual], dim=1)  # (N, K + K')
         bias = self.beta_item[items] + f @ self.beta_visual  # (N,)
         return vectors, bias
+
+    SPARSE = ("gamma_user", "theta_user", "gamma_item")  # the (rows x K) latent tables
+
+    def _rows(self, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``table[index]``; with ``sparse_grad`` the gradient holds only the used rows."""
+        return F.embedding(index, table, sparse=self.sparse_grad)
+
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        """The latent tables, whose gradients are sparse when ``sparse_grad`` is set."""
+        return [getattr(self, name) for name in self.SPARSE]
 
     def user_terms(self, users: torch.Tensor) -> torch.Tensor:
         """[gamma_u || theta_u]: (B,) user indices -> (B, K + K')."""
         if users.numel() and int(users.min()) < 0:
             raise ValueError("VBPR has no vector for unknown users (user index -1)")
-        return torch.cat([self.gamma_user[users], self.theta_user[users]], dim=1)
+        return torch.cat(
+            [self._rows(self.gamma_user, users), self._rows(self.theta_user, users)], 1
+        )
 
     def score_pairs(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_ui, x_uj), each (B,)."""
-        v, b = self.item_terms(batch.items, batch.x)  # (U, K+K'), (U,)
+        v, b = self.item_terms(batch.items, batch.x, batch.scaled)  # (U, K+K'), (U,)
         w_u = self.user_terms(batch.users)  # (B, K+K')
         s_pos = (w_u * v[batch.positive]).sum(dim=1) + b[batch.positive]  # (B,)
         s_neg = (w_u * v[batch.negative]).sum(dim=1) + b[batch.negative]  # (B,)
@@ -297,13 +259,215 @@ class VBPR(_ScaledInput):
             i = batch.items[batch.positive]
             j = batch.items[batch.negative]
             rows = (
-                self.gamma_user[u].pow(2).sum(1)
-                + self.theta_user[u].pow(2).sum(1)
-                + self.gamma_item[i].pow(2).sum(1)
-                + self.gamma_item[j].pow(2).sum(1)
+                self._rows(self.gamma_user, u).pow(2).sum(1)
+                + self._rows(self.theta_user, u).pow(2).sum(1)
+                + self._rows(self.gamma_item, i).pow(2).sum(1)
+                + self._rows(self.gamma_item, j).pow(2).sum(1)
             )  # (B,)
             loss = loss + l2 * 0.5 * (rows.mean() + self.embedding.pow(2).sum())
         return loss
+
+
+# ----------------------------------------------------------------------------- stacks
+
+
+class _Stack(nn.Module):
+    """M models of one kind and shape as stacked parameters (leading dim M), trained as one.
+
+    The variants of a grid (e.g. the four L2 weights) read the same triples in the same
+    order; stacked, every batch is gathered once and each layer is one wider product.
+    Gradients stay separate (the summed loss of disjoint parameters), and Adam is
+    elementwise, so one Adam over the stack updates each variant as its own Adam would.
+    """
+
+    # parameters stacked along their columns, (rows, M*K), not a leading dim: embedding
+    # tables, so that F.embedding gathers a row of every variant at once (sparse gradients)
+    column_stacked: tuple[int, ...] = ()
+    sparse_grad = False
+
+    def _source_params(self, model: nn.Module) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def _stack_from(self, models: list[nn.Module]) -> None:
+        first = models[0]
+        for m in models[1:]:
+            if type(m) is not type(first) or m.config != first.config:
+                raise ValueError("a grid stacks models of one kind and one configuration")
+            if not (
+                torch.equal(m.feature_mean, first.feature_mean)
+                and torch.equal(m.feature_std, first.feature_std)
+            ):
+                raise ValueError("a grid stacks models with one feature scaler")
+        self.config = first.config
+        self.n_variants = len(models)
+        self.register_buffer("feature_mean", first.feature_mean.detach().clone())
+        self.register_buffer("feature_std", first.feature_std.detach().clone())
+        per_model = [self._source_params(m) for m in models]
+        stacked = []
+        for k in range(len(per_model[0])):
+            parts = [p[k].detach() for p in per_model]
+            t = torch.cat(parts, dim=1) if k in self.column_stacked else torch.stack(parts)
+            stacked.append(nn.Parameter(t.clone()))
+        self.stacked = nn.ParameterList(stacked)
+
+    def __len__(self) -> int:
+        return self.n_variants
+
+    def take(self, k: int, t: torch.Tensor, keep: list[int] | int) -> torch.Tensor:
+        """Variants ``keep`` (a list: still stacked; an int: one variant's tensor) of a
+        tensor shaped as stacked parameter ``k`` (the parameter or its optimizer state)."""
+        if k in self.column_stacked:
+            v = t.view(t.shape[0], self.n_variants, -1)[:, keep]
+            return v.reshape(t.shape[0], -1) if isinstance(keep, list) else v
+        return t[keep]
+
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.feature_mean) / self.feature_std
+
+    @torch.no_grad()
+    def write_back(self, j: int, model: nn.Module) -> None:
+        """Copy variant ``j``'s weights into ``model`` (a model of the stacked kind)."""
+        for k, (dst, src) in enumerate(zip(self._source_params(model), self.stacked, strict=True)):
+            dst.copy_(self.take(k, src.detach(), j))
+
+    def select(self, keep: list[int]) -> "_Stack":
+        """A stack of the variants ``keep`` only (same device), sharing no storage."""
+        new = copy.copy(self)
+        new._parameters, new._buffers, new._modules = {}, dict(self._buffers), {}
+        new.stacked = nn.ParameterList(
+            nn.Parameter(self.take(k, p.detach(), keep).clone()) for k, p in enumerate(self.stacked)
+        )
+        new.n_variants = len(keep)
+        return new
+
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        return [self.stacked[k] for k in self.column_stacked]
+
+    def losses(self, batch: TripletBatch, l2: torch.Tensor) -> torch.Tensor:
+        """(M,) per-variant losses, each as the single model's ``loss(batch, l2[j])``."""
+        raise NotImplementedError
+
+
+class CuratorNetStack(_Stack):
+    """M CuratorNets: the item tower's first layer is one (U, F) @ (F, M*D) product, the
+    further layers batched products (bmm); profiles pooled once over (U, M*D)."""
+
+    kind = "curatornet"
+    needs_profiles = True
+
+    def __init__(self, models: list[CuratorNet]):
+        super().__init__()
+        self._stack_from(models)
+        self.n_item = sum(isinstance(m, nn.Linear) for m in models[0].item_tower)
+        self.n_user = sum(isinstance(m, nn.Linear) for m in models[0].user_tower)
+
+    def _source_params(self, model: CuratorNet) -> list[torch.Tensor]:
+        out = []
+        for tower in (model.item_tower, model.user_tower):
+            for m in tower:
+                if isinstance(m, nn.Linear):
+                    out += [m.weight, m.bias]
+        return out
+
+    def _layer(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        w, b = self.stacked[2 * k], self.stacked[2 * k + 1]  # (M, out, in), (M, out)
+        return F.selu(torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)))
+
+    def embed_items(self, x: torch.Tensor, scaled: bool = False) -> torch.Tensor:
+        """(U, F) raw (or ``scaled``) features -> (M, U, D) item vectors of every variant."""
+        w, b = self.stacked[0], self.stacked[1]
+        m, d1 = w.shape[0], w.shape[1]
+        x = x if scaled else self.scale(x)
+        h = F.linear(x, w.reshape(m * d1, -1), b.reshape(-1))  # (U, M*D1)
+        h = F.selu(h).view(-1, m, d1).transpose(0, 1).contiguous()  # (M, U, D1)
+        for k in range(1, self.n_item):
+            h = self._layer(k, h)
+        return h
+
+    def score_pairs(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(s_pos, s_neg), each (M, B)."""
+        h = self.embed_items(batch.x, batch.scaled)  # (M, U, D)
+        m, n_u, d = h.shape
+        wide = h.transpose(0, 1).reshape(n_u, m * d)  # (U, M*D): pooling is per column
+        pooled = pool_profiles(wide, batch.profile_items, batch.profile_offsets)  # (B, 2*M*D)
+        b = pooled.shape[0]
+        mean, amax = pooled.view(b, 2, m, d).unbind(1)  # (B, M, D) each
+        z = torch.cat([mean, amax], dim=2).transpose(0, 1).contiguous()  # (M, B, 2D)
+        for k in range(self.n_item, self.n_item + self.n_user):
+            z = self._layer(k, z)
+        s_pos = (z * h[:, batch.positive]).sum(dim=2)
+        s_neg = (z * h[:, batch.negative]).sum(dim=2)
+        return s_pos, s_neg
+
+    def l2_penalties(self) -> torch.Tensor:
+        """(M,) sum(0.5 * ||W||^2) over each variant's weight matrices (biases excluded)."""
+        return sum(0.5 * w.pow(2).sum(dim=(1, 2)) for w in list(self.stacked)[0::2])
+
+    def losses(self, batch: TripletBatch, l2: torch.Tensor) -> torch.Tensor:
+        s_pos, s_neg = self.score_pairs(batch)
+        return F.softplus(s_neg - s_pos).mean(dim=1) + l2 * self.l2_penalties()
+
+
+class VBPRStack(_Stack):
+    """M VBPRs: E f_i of every variant in one (U, F) @ (F, M*K') product."""
+
+    kind = "vbpr"
+    needs_profiles = False
+
+    def __init__(self, models: list[VBPR]):
+        super().__init__()
+        self._stack_from(models)
+
+    def _source_params(self, model: VBPR) -> list[torch.Tensor]:
+        return [
+            model.gamma_user, model.theta_user, model.gamma_item,
+            model.beta_item, model.embedding, model.beta_visual,
+        ]  # fmt: skip
+
+    column_stacked = (0, 1, 2)  # gamma_user, theta_user, gamma_item: (rows, M*K)
+
+    def _rows(self, k: int, index: torch.Tensor) -> torch.Tensor:
+        """(M, N, K) rows ``index`` of every variant's table k, one gather for all."""
+        t = F.embedding(index, self.stacked[k], sparse=self.sparse_grad)  # (N, M*K)
+        return t.view(len(index), self.n_variants, -1).transpose(0, 1)
+
+    def score_pairs(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_ui, x_uj), each (M, B)."""
+        _, _, _, b_i, e, b_v = tuple(self.stacked)
+        m, k_vis = e.shape[0], e.shape[1]
+        if batch.users.numel() and int(batch.users.min()) < 0:
+            raise ValueError("VBPR has no vector for unknown users (user index -1)")
+        f = batch.x if batch.scaled else self.scale(batch.x)  # (U, F)
+        visual = (f @ e.reshape(m * k_vis, -1).T).view(-1, m, k_vis).transpose(0, 1)  # (M, U, K')
+        vectors = torch.cat([self._rows(2, batch.items), visual], dim=2)  # (M, U, K+K')
+        bias = b_i[:, batch.items] + (f @ b_v.T).T  # (M, U)
+        w_u = torch.cat([self._rows(0, batch.users), self._rows(1, batch.users)], dim=2)
+        s_pos = (w_u * vectors[:, batch.positive]).sum(2) + bias[:, batch.positive]
+        s_neg = (w_u * vectors[:, batch.negative]).sum(2) + bias[:, batch.negative]
+        return s_pos, s_neg
+
+    def losses(self, batch: TripletBatch, l2: torch.Tensor) -> torch.Tensor:
+        s_pos, s_neg = self.score_pairs(batch)
+        loss = F.softplus(s_neg - s_pos).mean(dim=1)
+        e = self.stacked[4]
+        u = batch.users
+        i, j = batch.items[batch.positive], batch.items[batch.negative]
+        rows = (
+            self._rows(0, u).pow(2).sum(2) + self._rows(1, u).pow(2).sum(2)
+            + self._rows(2, i).pow(2).sum(2) + self._rows(2, j).pow(2).sum(2)
+        )  # (M, B)  # fmt: skip
+        return loss + l2 * 0.5 * (rows.mean(dim=1) + e.pow(2).sum(dim=(1, 2)))
+
+
+def stack_models(models: list[CuratorNet | VBPR]) -> CuratorNetStack | VBPRStack:
+    """The stack of ``models`` (one kind, one configuration, one scaler)."""
+    if not models:
+        raise ValueError("a grid needs at least one model")
+    if isinstance(models[0], CuratorNet):
+        return CuratorNetStack(models)
+    if isinstance(models[0], VBPR):
+        return VBPRStack(models)
+    raise TypeError(f"cannot stack {type(models[0]).__name__}")
 
 
 # ----------------------------------------------------------------------------- model files

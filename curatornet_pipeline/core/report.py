@@ -14,7 +14,7 @@ from curatornet_pipeline.core import evaluate as eval_core
 from curatornet_pipeline.core import metrics as metrics_core
 from curatornet_pipeline.core import models as models_core
 from curatornet_pipeline.core import scorers
-from curatornet_pipeline.core.experiment import ModelGrid, ablation_pairs
+from curatornet_pipeline.core.experiment import ModelGrid, ablation_label_pairs
 from curatornet_pipeline.core.recommend import Catalogue
 from curatornet_pipeline.core.types import TrainTestSplit
 
@@ -102,7 +102,7 @@ def ablation(
     for protocol in protocols:
         df = per_user[per_user["protocol"] == protocol]
         pairs = {}
-        for family, (guided, uniform) in ablation_pairs(grid, set(df["method"])).items():
+        for family, (guided, uniform) in ablation_label_pairs(grid, set(df["method"])).items():
             a, b = (_result(df, name, protocol, metric) for name in (guided, uniform))
             pairs[family] = (a, b)
             test = eval_core.paired_comparison(a, b, metric)

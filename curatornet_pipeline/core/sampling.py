@@ -25,7 +25,13 @@ from curatornet_pipeline.core.strategies import (
     offsets_from_counts,
     visually_acceptable,
 )
-from curatornet_pipeline.core.types import STRATEGIES, TrainTestSplit, Triplets
+from curatornet_pipeline.core.types import (
+    GUIDELINE_STRATEGIES,
+    STRATEGIES,
+    STRATEGY_INFO,
+    TrainTestSplit,
+    Triplets,
+)
 
 __all__ = [
     "STRATEGY_FUNCS",
@@ -39,6 +45,8 @@ __all__ = [
     "profile_hashes",
     "sample_strategy",
     "select",
+    "strategy_target",
+    "take_rows",
     "triple_hashes",
     "verify_strategy",
 ]
@@ -142,7 +150,7 @@ def _compact_profiles(
     return new_offsets, items[idx].astype(np.int32), remap[profile]
 
 
-def _take(t: Triplets, rows: np.ndarray, meta: dict) -> Triplets:
+def take_rows(t: Triplets, rows: np.ndarray, meta: dict) -> Triplets:
     """Rows ``rows`` of ``t`` with the profile table compacted and deduplicated by hash."""
     offsets, items, profile = _compact_profiles(t.profile_offsets, t.profile_items, t.profile[rows])
     return Triplets(
@@ -173,13 +181,25 @@ def _describe(t: Triplets) -> dict:
     }
 
 
+def strategy_target(config: SamplingConfig, strategy: str) -> int:
+    """Training triples asked of ``strategy``: ``n_per_strategy``, six times that for ``random``.
+
+    The random partition feeds the size-matched ablation (:mod:`.experiment`):
+    CuratorNet trained on random triples must see as many as CuratorNet trained on
+    all six guidelines. ``config.size_matched_random=False`` asks ``n_per_strategy``.
+    """
+    if strategy == "random" and config.size_matched_random:
+        return config.n_per_strategy * len(GUIDELINE_STRATEGIES)
+    return config.n_per_strategy
+
+
 def sample_strategy(
     ctx: SamplingContext,
     strategy: str,
     config: SamplingConfig | None = None,
     exclude: np.ndarray | None = None,
 ) -> Triplets:
-    """``n_per_strategy`` unique training triples plus ``validation_fraction`` as many validation ones.
+    """:func:`strategy_target` unique training triples plus ``validation_fraction`` as many validation ones.
 
     Candidates are drawn in batches (at most ``max_batch`` each) until the target
     is met, or the space looks exhausted: a batch yields fewer than ``min_yield``
@@ -196,8 +216,13 @@ def sample_strategy(
         ctx = dataclasses.replace(ctx, config=config)
     code = STRATEGIES.index(strategy)
     rng = np.random.default_rng([config.seed, code])
-    n_val_target = int(round(config.n_per_strategy * config.validation_fraction))
-    target = config.n_per_strategy + n_val_target
+    n_target = strategy_target(config, strategy)
+    # validation: the same rounded share per n_per_strategy, so that the random
+    # partition holds as many validation triples as the six guidelines together
+    n_val_target = int(round(config.n_per_strategy * config.validation_fraction)) * (
+        n_target // config.n_per_strategy if config.n_per_strategy else 1
+    )
+    target = n_target + n_val_target
 
     chunks: list[tuple[np.ndarray, ...]] = []
     seen = np.zeros(0, _U64) if exclude is None else np.sort(np.asarray(exclude, _U64))
@@ -253,7 +278,9 @@ def sample_strategy(
         is_validation=is_val,
         meta={
             "strategy": strategy,
-            "target": config.n_per_strategy,
+            "paper_guideline": STRATEGY_INFO[strategy].paper_guideline,
+            "reference_strategy": STRATEGY_INFO[strategy].reference_number,
+            "target": n_target,
             "target_validation": n_val_target,
             "produced": n - n_val,
             "produced_validation": n_val,
@@ -354,7 +381,7 @@ def select(triplets: Triplets, strategies: tuple[str, ...] | list[str]) -> Tripl
     codes = [STRATEGIES.index(s) for s in strategies]
     rows = np.flatnonzero(np.isin(triplets.strategy, codes))
     meta = {**triplets.meta, "selected": list(strategies)}
-    return _take(triplets, rows, meta)
+    return take_rows(triplets, rows, meta)
 
 
 def hidden_item_leaks(

@@ -11,6 +11,7 @@ import logging
 import numpy as np
 import torch
 
+from curatornet_pipeline.core import ragged
 from curatornet_pipeline.core.models import VBPR, CuratorNet
 from curatornet_pipeline.core.types import TrainTestSplit
 
@@ -18,13 +19,7 @@ logger = logging.getLogger(__name__)
 
 
 def _check_profiles(profile_offsets: np.ndarray, profile_items: np.ndarray) -> tuple:
-    offsets = np.asarray(profile_offsets, dtype=np.int64)
-    items = np.asarray(profile_items, dtype=np.int64)
-    if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != len(items):
-        raise ValueError(f"profile_offsets must go from 0 to len(profile_items)={len(items)}")
-    if np.any(np.diff(offsets) < 0):
-        raise ValueError("profile_offsets must be non-decreasing")
-    return offsets, items
+    return ragged.check(profile_offsets, profile_items, "profile_offsets")
 
 
 class CuratorNetScorer:

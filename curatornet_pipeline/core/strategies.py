@@ -10,9 +10,14 @@ Choices the reference leaves open, made here:
 
 - Profiles are sets: sorted unique item indices.
 - s1, s3, random draw the user uniformly; s2 draws the item uniformly; s4 draws
-  the profile item uniformly among items whose artist has another item; s5 draws
-  the (user, b) profile uniformly, then the positive uniformly in basket b+1;
-  s6 draws the (basket, hidden item) pair uniformly.
+  the profile item uniformly among items whose artist has another item.
+- s5 and s6 weight users as the reference does (``basket_weighting="user"``):
+  s5 draws a user uniformly among users with a next-basket profile, then the
+  basket b uniformly among that user's, then the positive uniformly in basket
+  b+1; s6 draws a user, then one of the user's baskets with >= 2 items, then the
+  hidden item, each uniformly. ``basket_weighting="pair"`` draws the (user, b)
+  profile or the (basket, hidden item) pair uniformly instead, which lets the
+  heaviest buyers (hundreds of baskets) dominate both sets.
 - s5: the positive is any item of basket b+1 (a repeat purchase may lie in the
   profile, as the definition allows).
 - s6: the hidden item is removed from the profile entirely, also when it was
@@ -54,6 +59,18 @@ class SamplingConfig:
     max_batch: int = 2_000_000  # candidates drawn per batch (bounds memory)
     min_yield: float = 0.01  # a batch with fewer new triples per draw means exhausted
     max_negative_redraws: int = 50  # redraws of a rule-breaking negative before dropping
+    # s5/s6: "user" draws a user first, then a basket (the reference); "pair" draws
+    # the (user, basket) profile uniformly, weighting users by their basket count
+    basket_weighting: str = "user"
+    # the random partition draws 6 x n_per_strategy triples, so the random-sampling
+    # variants of the ablation can train on as many triples as the guideline ones
+    size_matched_random: bool = True
+
+    def __post_init__(self) -> None:
+        if self.basket_weighting not in ("user", "pair"):
+            raise ValueError(
+                f"basket_weighting must be 'user' or 'pair', got {self.basket_weighting!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,7 @@ class SamplingContext:
     hide_items: np.ndarray  # (sum,) int32
     hide_user: np.ndarray  # (P6,) int32
     hide_item: np.ndarray  # (P6,) int32 the hidden item (the positive)
+    hide_basket: np.ndarray  # (P6,) int64 training basket the item is hidden from
     config: SamplingConfig = field(default_factory=SamplingConfig)
 
     def in_profile(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -182,6 +200,28 @@ def _uniform_in(
     start = offsets[rows]
     size = offsets[rows + 1] - start
     return items[start + (rng.random(len(rows)) * size).astype(np.int64)]
+
+
+def nested_uniform(keys: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` row positions drawn level by level: a uniform value of ``keys[0]``, then a
+    uniform value of ``keys[1]`` among its rows, ..., then a uniform row.
+
+    Rows must be sorted so that rows sharing a key (and every earlier key) are
+    contiguous, and a key value must not recur in another group of an earlier
+    level. With ``keys=[]`` every row is equally likely.
+    """
+    m = len(keys[0]) if keys else 0
+    lo = np.zeros(n, np.int64)
+    hi = np.full(n, m if keys else 0, np.int64)
+    for key in keys:
+        new = np.ones(len(key), bool)
+        new[1:] = key[1:] != key[:-1]
+        starts = np.append(np.flatnonzero(new), len(key))  # group starts + sentinel
+        first = np.searchsorted(starts, lo)
+        last = np.searchsorted(starts, hi)  # groups first..last-1 lie in [lo, hi)
+        g = first + (rng.random(n) * (last - first)).astype(np.int64)
+        lo, hi = starts[g], starts[g + 1]
+    return lo + (rng.random(n) * (hi - lo)).astype(np.int64)
 
 
 def _fill(
@@ -368,7 +408,10 @@ def s5_next_basket(ctx: SamplingContext, n: int, rng: np.random.Generator) -> Ca
     profiles = np.flatnonzero(ctx.n_negatives[ctx.next_user] > 0)
     if len(profiles) == 0:
         return _empty(ctx.next_offsets, ctx.next_items)
-    k = profiles[rng.integers(0, len(profiles), n)]
+    if ctx.config.basket_weighting == "user":  # profiles are grouped by user, in basket order
+        k = profiles[nested_uniform([ctx.next_user[profiles]], n, rng)]
+    else:
+        k = profiles[rng.integers(0, len(profiles), n)]
     u = ctx.next_user[k]
     pos = _uniform_in(ctx.basket_item_offsets, ctx.next_basket[k], ctx.basket_items, rng)
     neg, ok = _history_negative(ctx, u, rng)
@@ -380,7 +423,11 @@ def s6_hide_one(ctx: SamplingContext, n: int, rng: np.random.Generator) -> Candi
     profiles = np.flatnonzero(ctx.n_negatives[ctx.hide_user] > 0)
     if len(profiles) == 0:
         return _empty(ctx.hide_offsets, ctx.hide_items)
-    k = profiles[rng.integers(0, len(profiles), n)]
+    if ctx.config.basket_weighting == "user":  # rows grouped by user, then basket
+        keys = [ctx.hide_user[profiles], ctx.hide_basket[profiles]]
+        k = profiles[nested_uniform(keys, n, rng)]
+    else:
+        k = profiles[rng.integers(0, len(profiles), n)]
     u = ctx.hide_user[k]
     neg, ok = _history_negative(ctx, u, rng)
     return _result(ctx.hide_offsets, ctx.hide_items, k, ctx.hide_item[k], neg, u, ok, n)
@@ -462,6 +509,7 @@ def _prefix_profiles(split: TrainTestSplit, n_items: int) -> dict[str, np.ndarra
         "hide_items": hide_items,
         "hide_user": basket_user[hb].astype(np.int32),
         "hide_item": hidden.astype(np.int32),
+        "hide_basket": hb.astype(np.int64),
     }
 
 

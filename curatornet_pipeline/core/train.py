@@ -7,8 +7,13 @@ mini-batches cut by a budget of profile items. VBPR (He & McAuley, AAAI 2016) go
 the same loop on the triples of real users.
 
 Batches hold every unique item once (see :class:`~curatornet_pipeline.core.models.TripletBatch`).
-Checkpoints after every epoch carry all state (weights, Adam, scheduler, RNGs, history), so a
-killed run resumed from its checkpoint ends with the same weights as an uninterrupted one.
+Checkpoints after every epoch carry all state (weights, Adam, RNGs, history, best epoch), so
+a killed run resumed from its checkpoint ends with the same weights as an uninterrupted one.
+
+:func:`train_grid` trains the variants of one model that differ only in L2 in one pass (the
+paper's lambda grid), each with its own Adam state and early stopping. An optional
+``evaluator`` (model -> named validation figures, e.g. a ranking AUC over held-out baskets)
+runs after every epoch; ``TrainConfig.monitor`` names the figure that picks the best epoch.
 """
 
 import copy
@@ -16,14 +21,15 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from curatornet_pipeline.core.models import VBPR, CuratorNet, TripletBatch
+from curatornet_pipeline.core import ragged
+from curatornet_pipeline.core.models import VBPR, CuratorNet, TripletBatch, stack_models
 from curatornet_pipeline.core.types import Triplets
 
 logger = logging.getLogger(__name__)
@@ -54,6 +60,12 @@ class TrainConfig:
     # re-run keeps the model's data version; costs little on CPU
     deterministic: bool = True
     bf16: bool = False  # bfloat16 autocast of the matmuls (not in the paper; ~4x on AVX512-BF16)
+    # VBPR: sparse gradients of the user/item latent tables, updated by SparseAdam (only the
+    # rows of a batch move, as in BPR's per-sample SGD); dense Adam for the rest
+    sparse_rows: bool = True
+    # the validation figure that drives early stopping and the best epoch (higher is better):
+    # "auto" is "val_auc" when an evaluator is given, else "val_accuracy"
+    monitor: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -64,17 +76,98 @@ class EpochStats:
     lr: float  # learning rate used during the epoch
     triples_per_second: float  # training triples / training seconds (validation excluded)
     seconds: float  # wall time of the epoch, validation included
-    improved: bool  # validation accuracy improved on the best so far
+    improved: bool  # the monitored validation figure improved on the best so far
+    metrics: dict[str, float] = field(default_factory=dict)  # the evaluator's, if any
 
 
 @dataclass
 class TrainResult:
     history: list[EpochStats]
     best_epoch: int  # 1-based epoch whose weights the model holds
-    best_val_accuracy: float
+    best_val_accuracy: float  # triple accuracy of that epoch
     seconds: float  # total training wall time (over resumed runs too)
     triples_per_second: float  # over all training epochs
     model: CuratorNet | VBPR = field(repr=False)
+    monitor: str = "val_accuracy"  # the figure that chose the best epoch
+    best_value: float = math.nan  # its value at the best epoch
+    best_metrics: dict[str, float] = field(default_factory=dict)  # evaluator's, best epoch
+
+
+Evaluator = Callable[[CuratorNet | VBPR], Mapping[str, float]]
+
+
+def resolve_monitor(config: TrainConfig, evaluator: Evaluator | None) -> str:
+    if config.monitor == "auto":
+        return "val_auc" if evaluator is not None else "val_accuracy"
+    if config.monitor != "val_accuracy" and evaluator is None:
+        raise ValueError(
+            f"monitor {config.monitor!r} needs an evaluator (only val_accuracy without)"
+        )
+    return config.monitor
+
+
+def _monitored(monitor: str, val_accuracy: float, metrics: Mapping[str, float]) -> float:
+    if monitor == "val_accuracy":
+        return val_accuracy
+    if monitor not in metrics:
+        raise ValueError(
+            f"monitor {monitor!r} is not among the evaluator's metrics {sorted(metrics)}"
+        )
+    return float(metrics[monitor])
+
+
+def _evaluate(model: CuratorNet | VBPR, evaluator: Evaluator | None) -> dict[str, float]:
+    if evaluator is None:
+        return {}
+    model.eval()
+    try:
+        with torch.no_grad():
+            return {str(k): float(v) for k, v in evaluator(model).items()}
+    finally:
+        model.train()
+
+
+class _Tracker:
+    """Best epoch, patience and history of one trained model (plain, checkpointable state)."""
+
+    def __init__(self, monitor: str):
+        self.monitor = monitor
+        self.history: list[EpochStats] = []
+        self.best: dict = {"epoch": 0, "value": -math.inf, "accuracy": -math.inf, "metrics": {}}
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.stale = 0
+
+    def update(self, stats_without_improved: dict, model: torch.nn.Module) -> EpochStats:
+        value = _monitored(
+            self.monitor, stats_without_improved["val_accuracy"], stats_without_improved["metrics"]
+        )
+        improved = value > self.best["value"]
+        if improved:
+            self.best = {
+                "epoch": stats_without_improved["epoch"],
+                "value": value,
+                "accuracy": stats_without_improved["val_accuracy"],
+                "metrics": dict(stats_without_improved["metrics"]),
+            }
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            self.stale = 0
+        else:
+            self.stale += 1
+        stats = EpochStats(**stats_without_improved, improved=improved)
+        self.history.append(stats)
+        return stats
+
+    def state(self) -> dict:
+        return {
+            "history": [asdict(h) for h in self.history],
+            "best": self.best,
+            "best_state": self.best_state,
+            "stale": self.stale,
+        }
+
+    def load(self, state: dict) -> None:
+        self.history = [EpochStats(**h) for h in state["history"]]
+        self.best, self.best_state, self.stale = state["best"], state["best_state"], state["stale"]
 
 
 # ----------------------------------------------------------------------------- batching
@@ -104,6 +197,7 @@ class _TripleSet:
             sel["user"],
         )
         self.with_profiles = with_profiles
+        self.scaled = False  # the features given to batch() are already z-scored
         self.offsets = np.asarray(t.profile_offsets, dtype=np.int64)
         self.items = np.asarray(t.profile_items, dtype=np.int64)
         if with_profiles:
@@ -132,12 +226,7 @@ class _TripleSet:
         b = len(idx)
         if self.with_profiles:
             p = self.profile[idx]
-            lengths = self.sizes[idx]
-            offsets = np.zeros(b + 1, dtype=np.int64)
-            np.cumsum(lengths, out=offsets[1:])
-            # flat positions of every profile's items in t.profile_items
-            flat = np.repeat(self.offsets[p] - offsets[:-1], lengths) + np.arange(offsets[-1])
-            prof = self.items[flat]
+            offsets, prof = ragged.take_rows(self.offsets, self.items, p)
         else:
             offsets = np.zeros(b + 1, dtype=np.int64)
             prof = np.zeros(0, dtype=np.int64)
@@ -152,6 +241,7 @@ class _TripleSet:
             positive=torch.from_numpy(inverse[s : s + b]).to(device),
             negative=torch.from_numpy(inverse[s + b :]).to(device),
             users=torch.from_numpy(self.user[idx]).to(device),
+            scaled=self.scaled,
         )
 
     def batches(
@@ -193,30 +283,15 @@ def accuracy(
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)  # atomic: a kill during the write keeps the previous checkpoint
 
 
-def _train(
-    model: CuratorNet | VBPR,
-    train: Triplets,
-    validation: Triplets,
-    features: np.ndarray,
-    config: TrainConfig = TrainConfig(),
-    callback: Callable[[EpochStats], None] | None = None,
-    checkpoint_dir: Path | None = None,
-    resume: bool = True,
-) -> TrainResult:
-    """Train ``model`` in place with Adam; return it holding its best-validation weights.
-
-    Training uses the triples of ``train`` not flagged ``is_validation``. Validation uses
-    the flagged triples of ``validation`` when it is the same object as ``train`` (the
-    sampling stage's single output), else all of its triples. VBPR uses the triples of
-    real users only (``user >= 0``). ``features`` (n_items, input_dim) follow the catalogue
-    item index. Raises :class:`TrainingDivergedError` on a NaN loss.
-    """
-    device = resolve_device(config.device)
+def _triple_sets(
+    model: CuratorNet | VBPR, train: Triplets, validation: Triplets
+) -> tuple["_TripleSet", "_TripleSet"]:
     with_profiles = bool(model.needs_profiles)
     with_users = isinstance(model, VBPR)
     train_set = _TripleSet(train, ~np.asarray(train.is_validation, bool), with_profiles, with_users)
@@ -231,42 +306,92 @@ def _train(
         raise ValueError(f"no {what} to train {type(model).__name__} on")
     if len(val_set) == 0:
         raise ValueError("no validation triples (is_validation) to select the best epoch")
+    return train_set, val_set
+
+
+@torch.no_grad()
+def _scaled_features(model, features: np.ndarray, device, *sets: "_TripleSet") -> torch.Tensor:
+    """The catalogue's features z-scored once by the model's fixed scaler (frozen inputs),
+    so batches skip the per-batch (U, F) subtract and divide."""
+    raw = torch.as_tensor(np.asarray(features, dtype=np.float32), device=device)
+    for s in sets:
+        s.scaled = True
+    return model.scale(raw)
+
+
+def _lr_factor(config: TrainConfig, epoch: int) -> float:
+    """lr_e / lr: decay per epoch down to lr_min (0-based epoch)."""
+    return max(config.lr_min / config.lr, config.lr_decay**epoch)
+
+
+def _diverged(model_name: str, loss: float, epoch: int, lr: float, l2: float) -> None:
+    if not math.isfinite(loss):
+        raise TrainingDivergedError(
+            f"{model_name} loss is {loss} in epoch {epoch + 1} "
+            f"(lr={lr:g}, l2={l2:g}); lower the learning rate or check the features"
+        )
+
+
+def _train(
+    model: CuratorNet | VBPR,
+    train: Triplets,
+    validation: Triplets,
+    features: np.ndarray,
+    config: TrainConfig = TrainConfig(),
+    callback: Callable[[EpochStats], None] | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = True,
+    evaluator: Evaluator | None = None,
+) -> TrainResult:
+    """Train ``model`` in place with Adam; return it holding its best-validation weights.
+
+    Training uses the triples of ``train`` not flagged ``is_validation``. Validation uses
+    the flagged triples of ``validation`` when it is the same object as ``train`` (the
+    sampling stage's single output), else all of its triples. VBPR uses the triples of
+    real users only (``user >= 0``). ``features`` (n_items, input_dim) follow the catalogue
+    item index. ``evaluator(model)``, when given, runs after every epoch (model in eval
+    mode, no grad) and returns named validation figures (e.g. ``val_auc``); the figure
+    named by ``config.monitor`` chooses the best epoch and drives early stopping.
+    Raises :class:`TrainingDivergedError` on a NaN loss.
+    """
+    device = resolve_device(config.device)
+    monitor = resolve_monitor(config, evaluator)
+    train_set, val_set = _triple_sets(model, train, validation)
 
     model.to(device).train()
-    features_t = torch.as_tensor(np.asarray(features, dtype=np.float32), device=device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    floor = config.lr_min / config.lr
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda e: max(floor, config.lr_decay**e)
-    )
+    features_t = _scaled_features(model, features, device, train_set, val_set)
+    optimizer = _Optimizer(model, config)
     rng = np.random.default_rng(config.seed)
-    history: list[EpochStats] = []
-    best = {"epoch": 0, "accuracy": -math.inf, "state": copy.deepcopy(model.state_dict())}
-    stale, seconds, train_seconds, n_trained = 0, 0.0, 0.0, 0
+    tracker = _Tracker(monitor)
+    seconds, train_seconds, n_trained = 0.0, 0.0, 0
     start_epoch = 0
 
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
     if ckpt_path is not None and resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if ckpt["train_config"] != asdict(config) or ckpt["kind"] != model.kind:
+        if (
+            ckpt.get("train_config") != asdict(config)
+            or ckpt.get("kind") != model.kind
+            or ckpt.get("grid") is not None
+        ):
             raise ValueError(f"{ckpt_path}: checkpoint of another configuration; delete it")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["torch_rng"].cpu())
         rng.bit_generator.state = ckpt["numpy_rng"]
-        history = [EpochStats(**h) for h in ckpt["history"]]
-        best = ckpt["best"]
-        stale, seconds = ckpt["stale"], ckpt["seconds"]
-        train_seconds, n_trained = ckpt["train_seconds"], ckpt["n_trained"]
-        start_epoch = ckpt["epoch"]
+        tracker.load(ckpt["tracker"])
+        seconds, train_seconds = ckpt["seconds"], ckpt["train_seconds"]
+        n_trained, start_epoch = ckpt["n_trained"], ckpt["epoch"]
         logger.info("resumed from %s after epoch %d", ckpt_path, start_epoch)
+    if tracker.best_state is None:
+        tracker.best_state = copy.deepcopy(model.state_dict())
 
     for epoch in range(start_epoch, config.epochs):
-        if stale >= config.patience:
+        if tracker.stale >= config.patience:
             break
         t0 = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
+        lr = config.lr * _lr_factor(config, epoch)
+        optimizer.set_lr(lr)
         order = rng.permutation(len(train_set))
         loss_sum = torch.zeros((), device=device)
         for batch in train_set.batches(order, config, features_t, device):
@@ -277,44 +402,28 @@ def _train(
             optimizer.step()
             loss_sum += loss.detach() * len(batch)
         epoch_loss = float(loss_sum) / len(train_set)
-        if not math.isfinite(epoch_loss):
-            raise TrainingDivergedError(
-                f"{type(model).__name__} loss is {epoch_loss} in epoch {epoch + 1} "
-                f"(lr={lr:g}, l2={config.l2:g}); lower the learning rate or check the features"
-            )
+        _diverged(type(model).__name__, epoch_loss, epoch, lr, config.l2)
         t_train = time.perf_counter() - t0
         val_acc = accuracy(model, val_set, config, features_t, device)
-        scheduler.step()
-        improved = val_acc > best["accuracy"]
-        if improved:
-            best = {
-                "epoch": epoch + 1,
-                "accuracy": val_acc,
-                "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            }
-            stale = 0
-        else:
-            stale += 1
+        metrics = _evaluate(model, evaluator)
         epoch_seconds = time.perf_counter() - t0
         seconds += epoch_seconds
         train_seconds += t_train
         n_trained += len(train_set)
-        stats = EpochStats(
-            epoch=epoch + 1,
-            loss=epoch_loss,
-            val_accuracy=val_acc,
-            lr=lr,
-            triples_per_second=len(train_set) / max(t_train, 1e-9),
-            seconds=epoch_seconds,
-            improved=improved,
+        stats = tracker.update(
+            {
+                "epoch": epoch + 1,
+                "loss": epoch_loss,
+                "val_accuracy": val_acc,
+                "lr": lr,
+                "triples_per_second": len(train_set) / max(t_train, 1e-9),
+                "seconds": epoch_seconds,
+                "metrics": metrics,
+            },
+            model,
         )
-        history.append(stats)
-        logger.info(
-            "epoch %d: loss %.5f, val acc %.4f, lr %.2e, %.0f triples/s",
-            stats.epoch, stats.loss, stats.val_accuracy, lr, stats.triples_per_second,
-        )  # fmt: skip
+        _log_epoch(type(model).__name__, stats)
         if ckpt_path is not None:
-            ckpt_path.parent.mkdir(parents=True, exist_ok=True)
             _save_checkpoint(
                 ckpt_path,
                 {
@@ -323,12 +432,9 @@ def _train(
                     "epoch": epoch + 1,
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
                     "torch_rng": torch.get_rng_state(),
                     "numpy_rng": rng.bit_generator.state,
-                    "history": [asdict(h) for h in history],
-                    "best": best,
-                    "stale": stale,
+                    "tracker": tracker.state(),
                     "seconds": seconds,
                     "train_seconds": train_seconds,
                     "n_trained": n_trained,
@@ -337,16 +443,268 @@ def _train(
         if callback is not None:
             callback(stats)
 
-    model.load_state_dict(best["state"])
+    if isinstance(model, VBPR):
+        model.sparse_grad = False
+    return _result(model, tracker, seconds, n_trained, train_seconds)
+
+
+class _Optimizer:
+    """Adam, or for VBPR with ``sparse_rows`` SparseAdam on the latent tables + Adam on the rest."""
+
+    def __init__(self, model, config: TrainConfig):
+        sparse = model.kind == "vbpr" and config.sparse_rows
+        if model.kind == "vbpr":
+            model.sparse_grad = sparse
+        tables = {id(p) for p in model.sparse_parameters()} if sparse else set()
+        params = list(model.parameters())
+        # the parameter indices each part holds (their state is sliced when a grid shrinks)
+        self.index = [[k for k, p in enumerate(params) if id(p) not in tables]]
+        self.parts = [torch.optim.Adam([params[k] for k in self.index[0]], lr=config.lr)]
+        if sparse:
+            self.index.append([k for k, p in enumerate(params) if id(p) in tables])
+            self.parts.append(
+                torch.optim.SparseAdam([params[k] for k in self.index[1]], lr=config.lr)
+            )
+
+    def shrink(self, old_stack, new_stack, keep: list[int], config: TrainConfig) -> "_Optimizer":
+        """The optimizer of ``new_stack`` (``old_stack.select(keep)``), its state sliced."""
+        states = self.state_dict()
+        for index, state in zip(self.index, states, strict=True):
+            for pos, s in state["state"].items():
+                for key in ("exp_avg", "exp_avg_sq"):
+                    s[key] = old_stack.take(index[pos], s[key], keep)
+        new = _Optimizer(new_stack, config)
+        new.load_state_dict(states)
+        return new
+
+    def set_lr(self, lr: float) -> None:
+        for part in self.parts:
+            for group in part.param_groups:
+                group["lr"] = lr
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for part in self.parts:
+            part.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for part in self.parts:
+            part.step()
+
+    def state_dict(self) -> list[dict]:
+        return [part.state_dict() for part in self.parts]
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        for part, state in zip(self.parts, states, strict=True):
+            part.load_state_dict(state)
+
+
+def _log_epoch(name: str, stats: EpochStats) -> None:
+    extra = "".join(f", {k} {v:.4f}" for k, v in stats.metrics.items())
+    logger.info(
+        "%s epoch %d: loss %.5f, val acc %.4f%s, lr %.2e, %.0f triples/s",
+        name, stats.epoch, stats.loss, stats.val_accuracy, extra, stats.lr,
+        stats.triples_per_second,
+    )  # fmt: skip
+
+
+def _result(
+    model: CuratorNet | VBPR,
+    tracker: _Tracker,
+    seconds: float,
+    n_trained: int,
+    train_seconds: float,
+) -> TrainResult:
+    if tracker.best_state is not None:
+        model.load_state_dict(tracker.best_state)
     model.eval()
     return TrainResult(
-        history=history,
-        best_epoch=best["epoch"],
-        best_val_accuracy=best["accuracy"],
+        history=tracker.history,
+        best_epoch=tracker.best["epoch"],
+        best_val_accuracy=tracker.best["accuracy"],
         seconds=seconds,
         triples_per_second=n_trained / max(train_seconds, 1e-9),
         model=model,
+        monitor=tracker.monitor,
+        best_value=tracker.best["value"],
+        best_metrics=dict(tracker.best["metrics"]),
     )
+
+
+@torch.no_grad()
+def _grid_accuracy(stack, triples: _TripleSet, config, features, device) -> list[float]:
+    stack.eval()
+    correct = torch.zeros(len(stack), dtype=torch.int64, device=device)
+    for batch in triples.batches(np.arange(len(triples)), config, features, device):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+            s_pos, s_neg = stack.score_pairs(batch)
+        correct += (s_pos > s_neg).sum(dim=1)
+    stack.train()
+    return [int(c) / max(len(triples), 1) for c in correct.cpu()]
+
+
+def _grid_settings(configs: Sequence[TrainConfig]) -> dict:
+    """The settings every variant of a grid shares (all but l2); error if they differ."""
+    shared = [{k: v for k, v in asdict(c).items() if k != "l2"} for c in configs]
+    for k, c in enumerate(shared[1:], start=1):
+        if c != shared[0]:
+            diff = sorted(key for key in c if c[key] != shared[0][key])
+            raise ValueError(f"grid variant {k} differs from variant 0 in {diff}; only l2 may")
+    return shared[0]
+
+
+def _train_grid(
+    models: Sequence[CuratorNet | VBPR],
+    train: Triplets,
+    validation: Triplets,
+    features: np.ndarray,
+    configs: Sequence[TrainConfig],
+    callbacks: Sequence[Callable[[EpochStats], None] | None] | None,
+    checkpoint_dir: Path | None,
+    resume: bool,
+    evaluator: Evaluator | None,
+) -> list[TrainResult]:
+    if len(models) != len(configs) or not models:
+        raise ValueError(f"{len(models)} models for {len(configs)} configs")
+    callbacks = list(callbacks) if callbacks is not None else [None] * len(models)
+    if len(callbacks) != len(models):
+        raise ValueError(f"{len(callbacks)} callbacks for {len(models)} models")
+    shared = _grid_settings(configs)
+    config = configs[0]
+    device = resolve_device(config.device)
+    monitor = resolve_monitor(config, evaluator)
+    train_set, val_set = _triple_sets(models[0], train, validation)
+    name = type(models[0]).__name__
+    kind = models[0].kind
+    n = len(models)
+
+    for m in models:
+        m.to(device).train()
+    stack = stack_models(list(models)).to(device).train()
+    features_t = _scaled_features(stack, features, device, train_set, val_set)
+    active = list(range(n))  # variants still training, in stack order
+    optimizer = _Optimizer(stack, config)
+    rng = np.random.default_rng(config.seed)
+    trackers = [_Tracker(monitor) for _ in models]
+    seconds, train_seconds, n_trained = 0.0, 0.0, [0] * n
+    start_epoch = 0
+
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    l2s = [c.l2 for c in configs]
+    if ckpt_path is not None and resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        if ckpt.get("grid") != {"shared": shared, "l2": l2s} or ckpt.get("kind") != kind:
+            raise ValueError(f"{ckpt_path}: checkpoint of another configuration; delete it")
+        active = list(ckpt["active"])
+        stack = stack.select(active)
+        stack.load_state_dict(ckpt["stack"])
+        optimizer = _Optimizer(stack, config)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["torch_rng"].cpu())
+        rng.bit_generator.state = ckpt["numpy_rng"]
+        for t, state in zip(trackers, ckpt["trackers"], strict=True):
+            t.load(state)
+        seconds, train_seconds = ckpt["seconds"], ckpt["train_seconds"]
+        n_trained, start_epoch = list(ckpt["n_trained"]), ckpt["epoch"]
+        logger.info("resumed grid from %s after epoch %d", ckpt_path, start_epoch)
+    for t, m in zip(trackers, models, strict=True):
+        if t.best_state is None:
+            t.best_state = copy.deepcopy(m.state_dict())
+
+    for epoch in range(start_epoch, config.epochs):
+        keep = [k for k, i in enumerate(active) if trackers[i].stale < config.patience]
+        if len(keep) < len(active):  # stopped variants leave the stack with their Adam state
+            smaller = stack.select(keep)
+            optimizer = optimizer.shrink(stack, smaller, keep, config)
+            stack = smaller
+            active = [active[k] for k in keep]
+        if not active:
+            break
+        t0 = time.perf_counter()
+        lr = config.lr * _lr_factor(config, epoch)
+        optimizer.set_lr(lr)
+        l2 = torch.tensor([l2s[i] for i in active], dtype=torch.float32, device=device)
+        order = rng.permutation(len(train_set))
+        loss_sum = torch.zeros(len(active), device=device)
+        for batch in train_set.batches(order, config, features_t, device):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                losses = stack.losses(batch, l2)
+            optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()  # disjoint parameters: each variant gets its own gradient
+            optimizer.step()
+            loss_sum += losses.detach().float() * len(batch)
+        epoch_loss = (loss_sum / len(train_set)).tolist()
+        for i, value in zip(active, epoch_loss, strict=True):
+            _diverged(name, value, epoch, lr, l2s[i])
+        t_train = time.perf_counter() - t0
+        val_acc = _grid_accuracy(stack, val_set, config, features_t, device)
+        metrics = []
+        for j, i in enumerate(active):
+            stack.write_back(j, models[i])
+            metrics.append(_evaluate(models[i], evaluator))
+        epoch_seconds = time.perf_counter() - t0
+        seconds += epoch_seconds
+        train_seconds += t_train
+        done = []
+        for j, i in enumerate(active):
+            n_trained[i] += len(train_set)
+            stats = trackers[i].update(
+                {
+                    "epoch": epoch + 1,
+                    "loss": epoch_loss[j],
+                    "val_accuracy": val_acc[j],
+                    "lr": lr,
+                    # the grid's throughput: triples of all variants per second
+                    "triples_per_second": len(active) * len(train_set) / max(t_train, 1e-9),
+                    "seconds": epoch_seconds,
+                    "metrics": metrics[j],
+                },
+                models[i],
+            )
+            _log_epoch(f"{name}[l2={l2s[i]:g}]", stats)
+            done.append((i, stats))
+        if ckpt_path is not None:
+            _save_checkpoint(
+                ckpt_path,
+                {
+                    "kind": kind,
+                    "grid": {"shared": shared, "l2": l2s},
+                    "epoch": epoch + 1,
+                    "active": active,
+                    "stack": stack.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "numpy_rng": rng.bit_generator.state,
+                    "trackers": [t.state() for t in trackers],
+                    "seconds": seconds,
+                    "train_seconds": train_seconds,
+                    "n_trained": n_trained,
+                },
+            )
+        for i, stats in done:
+            if callbacks[i] is not None:
+                callbacks[i](stats)
+
+    return [
+        _result(m, t, seconds, n_trained[i], train_seconds)
+        for i, (m, t) in enumerate(zip(models, trackers, strict=True))
+    ]
+
+
+def _deterministic(config: TrainConfig):
+    class _Ctx:
+        def __enter__(self):
+            self.previous = torch.are_deterministic_algorithms_enabled()
+            self.fill = torch.utils.deterministic.fill_uninitialized_memory
+            torch.use_deterministic_algorithms(config.deterministic, warn_only=True)
+            # deterministic mode would NaN-fill every torch.empty (11% of an epoch's time);
+            # the training kernels write every element they allocate
+            torch.utils.deterministic.fill_uninitialized_memory = False
+
+        def __exit__(self, *exc):
+            torch.use_deterministic_algorithms(self.previous)
+            torch.utils.deterministic.fill_uninitialized_memory = self.fill
+
+    return _Ctx()
 
 
 def train(
@@ -358,11 +716,40 @@ def train(
     callback: Callable[[EpochStats], None] | None = None,
     checkpoint_dir: Path | None = None,
     resume: bool = True,
+    evaluator: Evaluator | None = None,
 ) -> TrainResult:
     """Train ``model`` (see :func:`_train`), with deterministic kernels when configured."""
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(config.deterministic, warn_only=True)
-    try:
-        return _train(model, train, validation, features, config, callback, checkpoint_dir, resume)
-    finally:
-        torch.use_deterministic_algorithms(previous)
+    with _deterministic(config):
+        return _train(
+            model, train, validation, features, config, callback, checkpoint_dir, resume, evaluator
+        )
+
+
+def train_grid(
+    models: Sequence[CuratorNet | VBPR],
+    train: Triplets,
+    validation: Triplets,
+    features: np.ndarray,
+    configs: Sequence[TrainConfig],
+    callbacks: Sequence[Callable[[EpochStats], None] | None] | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = True,
+    evaluator: Evaluator | None = None,
+) -> list[TrainResult]:
+    """Train variants that differ only in ``l2`` in one pass; one :class:`TrainResult` each.
+
+    ``models`` share kind, configuration and feature scaler (typically the same initial
+    weights); ``configs`` differ in ``l2`` only. Every batch is built once and each layer runs
+    once for all variants (:class:`~curatornet_pipeline.core.models.CuratorNetStack`); each
+    variant has its own loss, Adam state, best epoch and early stopping (a stopped variant
+    leaves the stack), so each result means what :func:`train` of that model alone gives,
+    up to floating-point summation order. ``callbacks[k]`` gets variant k's epochs; the
+    checkpoint holds the whole grid. Each model ends holding its best weights.
+    """
+    if not configs:
+        raise ValueError("a grid needs at least one config")
+    with _deterministic(configs[0]):
+        return _train_grid(
+            models, train, validation, features, configs, callbacks, checkpoint_dir, resume,
+            evaluator,
+        )  # fmt: skip

@@ -19,8 +19,10 @@ from typing import Protocol
 
 import numpy as np
 
-#: Names of the triple-sampling strategies, in the paper's order (see
-#: ``REFERENCE_FACTS.md``), followed by the uniform BPR baseline of Figure 3.
+#: Partition keys of the triple-sampling strategies. The six guidelines come in
+#: the order of the authors' reference code (``s1`` is its first strategy), *not*
+#: the paper's numbering: see :data:`STRATEGY_INFO` for the paper's guideline
+#: number of each key. The uniform BPR baseline of Figure 3 comes last.
 STRATEGIES: tuple[str, ...] = (
     "s1_user_profile",
     "s2_single_item",
@@ -31,6 +33,104 @@ STRATEGIES: tuple[str, ...] = (
     "random",
 )
 GUIDELINE_STRATEGIES: tuple[str, ...] = STRATEGIES[:6]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """What a sampling strategy is called where: partition key, paper and reference code."""
+
+    key: str  # partition key, e.g. "s1_user_profile" (reference-code order)
+    paper_guideline: int | None  # number in the paper's section 3 list; None: the baseline
+    reference_number: int | None  # position in the authors' reference sampler (1..6)
+    paper_wording: str  # the paper's own sentence for the guideline
+    definition: str  # profile / positive / negative as implemented (REFERENCE_FACTS.md)
+
+    @property
+    def label(self) -> str:
+        """Short label for tables and plots, e.g. 'paper G4 (s1_user_profile)'."""
+        if self.paper_guideline is None:
+            return f"uniform random ({self.key})"
+        return f"paper G{self.paper_guideline} ({self.key})"
+
+    def params(self) -> dict[str, str | int]:
+        """Flat dict for metadata and MLflow params."""
+        return {
+            "strategy": self.key,
+            "paper_guideline": self.paper_guideline if self.paper_guideline is not None else "none",
+            "reference_strategy": (
+                self.reference_number if self.reference_number is not None else "none"
+            ),
+            "paper_wording": self.paper_wording,
+        }
+
+
+#: The single source of truth for strategy numbering: partition key -> Strategy.
+#: Paper numbering from the paper's section 3 ("Guidelines for sampling
+#: triples"); reference numbering from the authors' sampler (REFERENCE_FACTS.md).
+STRATEGY_INFO: dict[str, Strategy] = {
+    s.key: s
+    for s in (
+        Strategy(
+            "s1_user_profile", 4, 1,
+            "Recommending profile items from the same user profile.",
+            "profile = the user's history; positive in it; negative outside it",
+        ),
+        Strategy(
+            "s2_single_item", 5, 2,
+            "Create an artificial user profile of a single item purchased, and recommending "
+            "profile items given this artificially created user profile.",
+            "profile (i,); positive i; negative any other item",
+        ),
+        Strategy(
+            "s3_artist_cluster", 3, 3,
+            "Recommending visually similar artworks from the favorite artists of a user.",
+            "profile = history; positive outside it sharing an artist and a cluster with it; "
+            "negative sharing neither",
+        ),
+        Strategy(
+            "s4_same_artist", 6, 4,
+            "Create artificial profile with a single item, then recommend visually similar "
+            "items from the same artist.",
+            "profile (q,); positive another item by q's artist; negative by another artist, "
+            "visually acceptable",
+        ),
+        Strategy(
+            "s5_next_basket", 2, 5,
+            "Sort items purchased sequentially, and then predict next purchase in basket.",
+            "profile = baskets 1..b; positive in basket b+1; negative with artist and cluster "
+            "absent from the history",
+        ),
+        Strategy(
+            "s6_hide_one", 1, 6,
+            "Removing item from purchase basket, and predicting this missing item.",
+            "profile = baskets up to b minus one item of basket b; positive = that item; "
+            "negative as s5",
+        ),
+        Strategy(
+            "random", None, None,
+            "Traditional BPR: negative sampled uniformly at random from the items the user "
+            "did not buy (Figure 3 baseline).",
+            "profile = the user's history; positive in it; negative uniform outside it",
+        ),
+    )
+}  # fmt: skip
+
+
+def paper_guideline(key: str) -> int | None:
+    """The paper's guideline number of a partition key (None for ``random``)."""
+    if key not in STRATEGY_INFO:
+        raise ValueError(f"unknown strategy {key!r}; expected one of {list(STRATEGY_INFO)}")
+    return STRATEGY_INFO[key].paper_guideline
+
+
+#: Guidelines in the paper's numbering: paper number -> partition key.
+PAPER_GUIDELINES: dict[int, str] = {
+    s.paper_guideline: s.key for s in STRATEGY_INFO.values() if s.paper_guideline is not None
+}
+
+#: VBPR has one vector per real user and no notion of baskets; of the guidelines
+#: it uses the real-user, basket-free ones: the paper's 3 and 4 (Figure 3).
+VBPR_GUIDELINES: tuple[str, ...] = (PAPER_GUIDELINES[4], PAPER_GUIDELINES[3])
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,10 @@ import dagster as dg
 
 #: Tag naming what launched a run: cli, ui, schedule, sensor, automation.
 TRIGGER_TAG = "curatornet/trigger"
+#: Runs that use every core (torch): the queued run coordinator runs a limited number
+#: of them at once (``tag_concurrency_limits`` in dagster.yaml), so that two trainings
+#: never oversubscribe the machine's cores.
+HEAVY_TAG = "curatornet/heavy"
 
 _deps_data_changed = dg.AutomationCondition.any_deps_match(
     dg.AutomationCondition.data_version_changed() | dg.AutomationCondition.will_be_requested()
@@ -33,6 +37,7 @@ ON_DATA_CHANGE = (
 ).with_label("on_data_change")
 
 UPSTREAM_ASSETS = (
+    "applied_batches",  # applies the incoming batch a sensor run carries; else a no-op
     "inventory",
     "purchases",
     "image_manifest",
@@ -48,12 +53,13 @@ TRAINING_JOBS = {
     "train_vbpr": "vbpr_models",
     "train_random_sampling": "random_sampling_models",
 }
-REPORT_ASSETS = ("evaluation_report", "sampling_ablation", "sample_recommendations")
+REPORT_ASSETS = ("evaluation_report", "sampling_ablation", "sample_recommendations", "champion")
 
 
-def _job(name: str, keys, description: str):
+def _job(name: str, keys, description: str, heavy: bool = True):
     selection = dg.AssetSelection.assets(*keys)
-    return dg.define_asset_job(name, selection=selection, description=description)
+    tags = {HEAVY_TAG: "true"} if heavy else {}
+    return dg.define_asset_job(name, selection=selection, description=description, tags=tags)
 
 
 refresh_upstream = _job(
@@ -66,6 +72,7 @@ sample_triplets = _job(
     "sample_triplets",
     ["triplets"],
     "Training and validation triples, one partition per sampling strategy.",
+    heavy=False,  # numpy on one core: two partitions side by side use the machine
 )
 training_jobs = [
     _job(job, [asset], f"Train the {asset.replace('_', ' ')}, one partition per variant.")
@@ -74,7 +81,8 @@ training_jobs = [
 evaluate = _job(
     "evaluate",
     REPORT_ASSETS,
-    "Table 2 on both protocols, Figure 3's sampling ablation and sample recommendations.",
+    "Table 2 on both protocols, Figure 3's sampling ablation, sample recommendations and the "
+    "registry's champion (test-AUC rule).",
 )
 
 #: The whole graph, in the order `curatornet run` launches it (runs of one stage together).

@@ -201,6 +201,7 @@ class DatasetResource(dg.ConfigurableResource):
     on_unknown_items: str = "error"  # or "drop": purchases of ids absent from inventory
     on_missing_images: str = "error"  # or "drop": inventory items without an image file
     on_unreadable_images: str = "error"  # or "drop": image files that cannot be decoded
+    on_missing_vectors: str = "error"  # or "drop": items without an imported embedding
 
     def paths(self):
         from pathlib import Path

@@ -4,6 +4,15 @@ A small ``ConfigurableResource`` over ``mlflow.MlflowClient`` instead of
 ``dagster-mlflow``, which opens one run per Dagster run, merges every asset's
 metrics into it and leaves runs RUNNING without a job hook. Runs of one Dagster
 run share the ``dagster.run_id`` tag, which the MLflow UI filters on.
+
+Links both ways (docs/operations.md, "Links between the UIs"): the deployment names
+its UIs once, ``CURATORNET_MLFLOW_UI`` and ``CURATORNET_DAGSTER_UI`` (``curatornet ui``
+exports both from its ``--mlflow-port`` / ``--dagster-port``). Every asset definition
+carries an ``mlflow`` link computed when the code location loads
+(:func:`definition_links`), so it follows the current address even for
+materializations made before a port changed; each materialization also records
+``mlflow_run_id`` and the link as of its run. Each MLflow run's description links
+back to its Dagster run and asset page (tag ``dagster.run_url``).
 """
 
 import json
@@ -33,6 +42,92 @@ TAG_DATA_VERSION = "dagster.data_version"
 TAG_INPUT_PREFIX = "dagster.input."
 TAG_HOST = "process.host"  # the machine and process that owns a RUNNING run (crash sweeps)
 TAG_PID = "process.pid"
+TAG_RUN_URL = "dagster.run_url"
+TAG_NOTE = "mlflow.note.content"  # the run's / experiment's description (markdown) in the UI
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow 3 UI: which view the experiment opens in
+EXPERIMENT_KIND = "custom_model_development"  # the model-training view (runs, models)
+WORKFLOW = "workflowType=machine_learning"  # UI query: the navigation of model training
+DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
+DEFAULT_DAGSTER_UI = "http://127.0.0.1:3000"
+EXPERIMENT_DESCRIPTION = (
+    "One run per Dagster asset materialization (and partition) of the curatornet pipeline: "
+    "params, metrics, figures and tables of each stage. Tags `dagster.run_id`, "
+    "`dagster.asset_key`, `dagster.partition_key` say where a run came from; its description "
+    "links back to the Dagster UI. Trained CuratorNets are registered as the model "
+    "`curatornet` (alias `champion`, see the Models page)."
+)
+
+
+def mlflow_ui_address() -> str:
+    """The MLflow UI of this deployment: ``CURATORNET_MLFLOW_UI``, else a tracking server's
+    own address, else ``curatornet ui``'s default."""
+    if os.environ.get("CURATORNET_MLFLOW_UI"):
+        return os.environ["CURATORNET_MLFLOW_UI"].rstrip("/")
+    uri = settings.mlflow_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    return DEFAULT_MLFLOW_UI
+
+
+def dagster_ui_address() -> str:
+    """The Dagster UI of this deployment: ``CURATORNET_DAGSTER_UI``, else ``curatornet ui``'s."""
+    return os.environ.get("CURATORNET_DAGSTER_UI", DEFAULT_DAGSTER_UI).rstrip("/")
+
+
+def run_link(ui_url: str, experiment_id: str, run_id: str) -> str:
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{WORKFLOW}"
+
+
+def _sqlite_experiment_id(uri: str, name: str) -> str | None:
+    """The experiment id from a local SQLite store without importing mlflow (load time)."""
+    import sqlite3
+
+    path = uri[len("sqlite:///") :]
+    if not Path(path).is_file():
+        return None
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2) as db:
+            row = db.execute(
+                "SELECT experiment_id FROM experiments WHERE name = ? AND lifecycle_stage = "
+                "'active'",
+                (name,),
+            ).fetchone()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row else None
+
+
+def definition_links(asset_key: str, experiment_name: str = "curatornet") -> dict[str, Any]:
+    """Definition metadata of an asset: its MLflow runs at the deployment's current address.
+
+    Computed when the code location loads, so ``curatornet ui --mlflow-port 5500`` (which
+    exports ``CURATORNET_MLFLOW_UI``) gets links to port 5500 for every materialization.
+    """
+    import urllib.parse
+
+    ui = mlflow_ui_address()
+    uri = settings.mlflow_tracking_uri()
+    experiment = _sqlite_experiment_id(uri, experiment_name) if uri.startswith("sqlite:") else None
+    if experiment is None:
+        return {"mlflow_ui": dg.MetadataValue.url(f"{ui}/#/experiments?{WORKFLOW}")}
+    search = urllib.parse.quote(f"tags.`{TAG_ASSET}` = '{asset_key}'")
+    return {
+        "mlflow_runs": dg.MetadataValue.url(
+            f"{ui}/#/experiments/{experiment}/runs?searchFilter={search}&{WORKFLOW}"
+        )
+    }
+
+
+def with_definition_links(assets: list) -> list:
+    """``assets`` with :func:`definition_links` merged into each asset's definition metadata."""
+    return list(
+        dg.map_asset_specs(
+            lambda spec: spec.merge_attributes(
+                metadata=definition_links(spec.key.to_user_string())
+            ),
+            assets,
+        )
+    )
 
 
 class TrackingError(RuntimeError):
@@ -62,7 +157,7 @@ class TrackedRun:
 
     @property
     def url(self) -> str:
-        return f"{self.ui_url}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        return run_link(self.ui_url, self.experiment_id, self.run_id)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -126,13 +221,13 @@ class MlflowTracking(dg.ConfigurableResource):
         return self.tracking_uri or settings.mlflow_tracking_uri()
 
     def resolved_ui_url(self) -> str:
-        """Where the metadata links point: a tracking server serves its own UI."""
+        """Where the metadata links point (see :func:`mlflow_ui_address`)."""
         if self.ui_url:
             return self.ui_url
         uri = self.resolved_uri()
-        if uri.startswith(("http://", "https://")):
+        if uri.startswith(("http://", "https://")) and not os.environ.get("CURATORNET_MLFLOW_UI"):
             return uri
-        return os.environ.get("CURATORNET_MLFLOW_UI", "http://127.0.0.1:5000")
+        return mlflow_ui_address()
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Connect before any asset work starts, so an unreachable server fails fast."""
@@ -155,10 +250,21 @@ class MlflowTracking(dg.ConfigurableResource):
                     if uri.startswith("sqlite:"):
                         artifact_location = Path(settings.mlflow_artifact_root()).as_uri()
                     experiment_id = client.create_experiment(
-                        self.experiment_name, artifact_location=artifact_location
+                        self.experiment_name,
+                        artifact_location=artifact_location,
+                        tags={
+                            TAG_EXPERIMENT_KIND: EXPERIMENT_KIND,
+                            TAG_NOTE: EXPERIMENT_DESCRIPTION,
+                        },
                     )
+                    _hide_empty_default(client)
                 else:
                     experiment_id = experiment.experiment_id
+                    if TAG_EXPERIMENT_KIND not in experiment.tags:  # stores made before
+                        client.set_experiment_tag(
+                            experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND
+                        )
+                        client.set_experiment_tag(experiment_id, TAG_NOTE, EXPERIMENT_DESCRIPTION)
         except Exception as exc:  # any failure here means no tracking at all
             raise TrackingError(
                 f"MLflow tracking store {uri!r} is not reachable: {exc}. "
@@ -199,6 +305,16 @@ class MlflowTracking(dg.ConfigurableResource):
             "mlflow.runName": f"{asset_key}[{partition}]" if partition else asset_key,
             **(tags or {}),
         }
+        dagster_ui = dagster_ui_address()
+        run_url = f"{dagster_ui}/runs/{context.run.run_id}"
+        asset_url = f"{dagster_ui}/assets/{'/'.join(context.asset_key.path)}"
+        where = f" partition `{partition}`" if partition else ""
+        run_tags[TAG_RUN_URL] = run_url
+        run_tags[TAG_NOTE] = (
+            f"Materialization of the Dagster asset [{asset_key}]({asset_url}){where} "
+            f"in Dagster run [{context.run.run_id[:8]}]({run_url}) "
+            f"(job `{context.run.job_name}`)."
+        )
         run = client.create_run(self.experiment_id, tags={k: str(v) for k, v in run_tags.items()})
         tracked = TrackedRun(client, run.info.run_id, self.experiment_id, self.resolved_ui_url())
         try:
@@ -215,34 +331,17 @@ class MlflowTracking(dg.ConfigurableResource):
             client.set_terminated(tracked.run_id, "FINISHED")
 
 
-def register_version(
-    run: TrackedRun, name: str, artifact_path: str, metric: str, value: float
-) -> tuple[str, bool]:
-    """Register the run's model artifact as a new version of ``name``.
-
-    The alias ``champion`` moves to the new version only when its ``metric``
-    beats the current champion's (or there is none). Returns (version, promoted).
-    """
+def _hide_empty_default(client: Any) -> None:
+    """Delete MLflow's "Default" experiment when it holds no run, so that ``curatornet``
+    is the experiment the UI lists (it stays restorable in MLflow's trash)."""
     from mlflow.exceptions import MlflowException
 
-    client = run.client
+    default = client.get_experiment_by_name("Default")
+    if default is None or default.lifecycle_stage != "active":
+        return
+    if client.search_runs([default.experiment_id], max_results=1):
+        return
     try:
-        client.get_registered_model(name)
-    except MlflowException:
-        client.create_registered_model(name, description=f"{name} models trained by the pipeline")
-    source = f"{client.get_run(run.run_id).info.artifact_uri}/{artifact_path}"
-    version = client.create_model_version(
-        name, source, run_id=run.run_id, tags={metric: str(value)}
-    ).version
-    try:
-        champion = client.get_model_version_by_alias(name, "champion")
-        best = float(champion.tags.get(metric, "-inf"))
-    except MlflowException:
-        best = float("-inf")
-    promoted = value > best
-    if promoted:
-        client.set_registered_model_alias(name, "champion", version)
-    run.set_tags(
-        {"registered_model": name, "registered_version": version, "champion": str(promoted)}
-    )
-    return str(version), promoted
+        client.delete_experiment(default.experiment_id)
+    except MlflowException as exc:  # some servers refuse: only the list gets longer
+        logger.info("kept the Default experiment: %s", exc)

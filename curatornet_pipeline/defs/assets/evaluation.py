@@ -11,6 +11,7 @@ from curatornet_pipeline.core import experiment
 from curatornet_pipeline.core import report as report_core
 from curatornet_pipeline.core.recommend import Catalogue
 from curatornet_pipeline.core.types import TrainTestSplit
+from curatornet_pipeline.defs import presentation
 from curatornet_pipeline.defs.automation import ON_DATA_CHANGE
 from curatornet_pipeline.defs.common import check, finish, markdown_table, upstream_versions
 from curatornet_pipeline.defs.executors import ComputeResource
@@ -32,7 +33,7 @@ def models_by_label(*inputs: dict | object) -> dict[str, dict]:
         )
         for payload in payloads:
             v = payload["extra"]["variant"]
-            variant = experiment.Variant(v["family"], float(v["l2"]), v["sampling"])
+            variant = experiment.Variant(v["name"], v["kind"], float(v["l2"]), v["sampling"])
             out[variant.label] = payload
     return out
 
@@ -137,16 +138,15 @@ def evaluation_report(
                 "ndcg": config.ndcg,
                 "test_users": int(primary["n_users"].max()),
                 "profile": pipeline.profile,
-                "metrics_by_method": dg.MetadataValue.json(
-                    {
-                        method: {m: float(v) for m, v in row.items() if isinstance(v, float | int)}
-                        for method, row in primary.to_dict(orient="index").items()
-                    }
+                **presentation.report_metadata(
+                    context.instance,
+                    result.tables,
+                    upstream,
+                    lambda key: label_of(key, pipeline.grid()),
+                    mlflow.experiment_id,
                 ),
-                "report_files": dg.MetadataValue.json(files),
             },
             metrics=metrics,
-            tables={f"table2_{p}": md for p, md in result.markdown.items()},
             checks=[
                 check("oracle_is_perfect", not wrong, imperfect=wrong),
                 check("random_near_half_auc", near_half, auc=float(rand["auc"])),

@@ -34,6 +34,7 @@ def _describe(series: pd.Series) -> dict[str, float]:
     dagster_type=pd.DataFrame,
     group_name=GROUP,
     code_version=source_hash(data.read_inventory, _describe),
+    deps=["applied_batches"],  # incoming batches are applied before the files are read
 )
 def inventory(
     context: dg.AssetExecutionContext, dataset: DatasetResource, mlflow: MlflowTracking

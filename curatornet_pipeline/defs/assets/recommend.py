@@ -9,8 +9,9 @@ from curatornet_pipeline.core import recommend as rec_core
 from curatornet_pipeline.core.cluster import load_thumbnail
 from curatornet_pipeline.core.scorers import CuratorNetScorer
 from curatornet_pipeline.core.types import TrainTestSplit
+from curatornet_pipeline.defs import presentation
 from curatornet_pipeline.defs.automation import ON_DATA_CHANGE
-from curatornet_pipeline.defs.common import check, finish, markdown_table, upstream_versions
+from curatornet_pipeline.defs.common import check, finish, upstream_versions
 from curatornet_pipeline.defs.executors import ComputeResource
 from curatornet_pipeline.defs.io_managers import ArtifactStorage
 from curatornet_pipeline.defs.tracking import MlflowTracking
@@ -22,7 +23,7 @@ TOP = 10  # recommendations per user
 
 
 def _best(models: dict) -> tuple[str, dict]:
-    """The variant with the best validation accuracy, as the registry's champion rule."""
+    """The variant with the best validation accuracy (the registry uses test AUC: registry.py)."""
     name = max(models, key=lambda n: float(models[n]["extra"].get("best_val_accuracy", 0.0)))
     return name, models[name]
 
@@ -93,10 +94,10 @@ def sample_recommendations(
                 "hits": int(table["in_hidden_basket"].sum()),
                 "same_artist_share": float(table["same_artist"].mean()) if len(table) else 0.0,
                 "same_cluster_share": float(table["same_cluster"].mean()) if len(table) else 0.0,
+                "recommendations": presentation.recommendations_value(table),
             },
             figures={"sample_recommendations": png},
             storage=storage,
-            tables={"recommendations": markdown_table(table, max_rows=TOP * N_USERS)},
             checks=[
                 check("excludes_profile_and_sold_out", clean),
                 check("explained_by_profile_items", explained),

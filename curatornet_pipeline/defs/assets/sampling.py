@@ -10,7 +10,13 @@ from curatornet_pipeline.core import sampling as sampling_core
 from curatornet_pipeline.core import split as split_core
 from curatornet_pipeline.core import strategies as strategies_core
 from curatornet_pipeline.core.recommend import Catalogue
-from curatornet_pipeline.core.types import STRATEGIES, ItemVectors, TrainTestSplit, Triplets
+from curatornet_pipeline.core.types import (
+    STRATEGIES,
+    STRATEGY_INFO,
+    ItemVectors,
+    TrainTestSplit,
+    Triplets,
+)
 from curatornet_pipeline.defs.automation import ON_DATA_CHANGE
 from curatornet_pipeline.defs.common import check, finish, markdown_table, upstream_versions
 from curatornet_pipeline.defs.resources import PipelineSettings
@@ -104,7 +110,7 @@ def triplets(
     strategy = context.partition_key
     config = pipeline.build("sampling")
     upstream = upstream_versions(context)
-    params = {**dataclasses.asdict(config), "strategy": strategy}
+    params = {**dataclasses.asdict(config), **STRATEGY_INFO[strategy].params()}
     with mlflow.run_for(context, params=params) as run:
         ctx = _context(train_test_split, catalogue, pca_embeddings)
         result: Triplets = sampling_core.sample_strategy(ctx, strategy, config)
@@ -139,6 +145,7 @@ def triplets(
                 ),
                 "profiles": len(result.profile_offsets) - 1,
                 "seed": config.seed,
+                "paper_guideline": str(STRATEGY_INFO[strategy].paper_guideline or "none"),
                 "config": dg.MetadataValue.json(dataclasses.asdict(config)),
             },
             tables={"profile_sizes": markdown_table(hist_df)},

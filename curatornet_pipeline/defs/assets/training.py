@@ -28,7 +28,7 @@ from curatornet_pipeline.defs.common import check, finish, upstream_versions
 from curatornet_pipeline.defs.executors import ComputeResource
 from curatornet_pipeline.defs.io_managers import ArtifactStorage
 from curatornet_pipeline.defs.resources import PipelineSettings
-from curatornet_pipeline.defs.tracking import MlflowTracking, register_version
+from curatornet_pipeline.defs.tracking import MlflowTracking
 from curatornet_pipeline.defs.versioning import source_hash
 
 GROUP = "models"
@@ -38,6 +38,21 @@ curatornet_variants = dg.DynamicPartitionsDefinition(name="curatornet_variants")
 vbpr_variants = dg.DynamicPartitionsDefinition(name="vbpr_variants")
 random_sampling_families = dg.StaticPartitionsDefinition(list(experiment.FAMILY_STRATEGIES))
 PARTITIONS = {"curatornet": curatornet_variants, "vbpr": vbpr_variants}
+#: A random-sampling model reads the ``random`` partition and, for its size, the guideline
+#: partitions of the model it is compared with (size-matched ablation, Figure 3).
+RANDOM_SAMPLING_MAPPING = dg.StaticPartitionMapping(
+    {
+        strategy: [
+            f
+            for f in experiment.KINDS
+            if strategy
+            in experiment.triplet_partitions_for(
+                experiment.random_variant(f, experiment.ModelGrid())
+            )
+        ]
+        for strategy in (experiment.RANDOM_STRATEGY, *experiment.GUIDELINE_STRATEGIES)
+    }
+)
 
 CODE_VERSION = source_hash(models_core, train_core, experiment, sampling_core.merge_triplets)
 #: A crash (killed worker, lost node) is worth a retry: training resumes from its checkpoint.
@@ -107,10 +122,14 @@ def train_variant(
     missing = set(variant.strategies) - set(parts)
     if missing:
         raise ValueError(f"{variant.name}: triplet partitions {sorted(missing)} were not loaded")
-    triples = (
-        sampling_core.merge_triplets(parts) if len(parts) > 1 else parts[variant.strategies[0]]
-    )
     config = dataclasses.replace(pipeline.build("train"), l2=variant.l2)
+    guided = {k: v for k, v in parts.items() if k != experiment.RANDOM_STRATEGY}
+    union = sampling_core.merge_triplets(guided) if len(guided) > 1 else next(iter(guided.values()))
+    # guideline variants: their guidelines; random variants: as many random triples as the
+    # guideline variant they are compared with (size-matched ablation)
+    triples = experiment.training_triples(
+        variant, union, parts.get(experiment.RANDOM_STRATEGY), config.seed
+    )
     upstream = upstream_versions(context)
     key = crash.checkpoint_key(upstream, dataclasses.asdict(config), CODE_VERSION)
     checkpoints = storage.checkpoint_dir(context, key)
@@ -120,6 +139,8 @@ def train_variant(
         **dataclasses.asdict(variant),
         "checkpoint_key": key,
         "profile": pipeline.profile,
+        "paper_guidelines": experiment.paper_guidelines_of(variant),
+        "training_triples": experiment.training_counts(triples, variant.kind == "vbpr")[0],
     }
     with mlflow.run_for(context, params=params, tags={"model_kind": variant.family}) as run:
         import torch
@@ -134,6 +155,7 @@ def train_variant(
 
         def on_epoch(stats: train_core.EpochStats) -> None:
             row = dataclasses.asdict(stats)
+            row.update(row.pop("metrics"))  # the evaluator's figures, flat
             run.log_metrics(
                 {k: v for k, v in row.items() if k not in ("epoch", "improved")}, step=stats.epoch
             )
@@ -195,11 +217,7 @@ def train_variant(
         model_file = storage.scratch_file(context, "model.pt")
         models_core.save_model(model_file, result.model, payload["extra"])
         run.log_file(model_file, "model")
-        if variant.sampling == "guidelines":
-            version, promoted = register_version(
-                run, variant.family, "model/model.pt", "best_val_accuracy", result.best_val_accuracy
-            )
-            context.log.info(f"registered {variant.family} v{version}; champion: {promoted}")
+        # registration (pyfunc) and the champion rule: the `champion` asset (assets/registry.py)
     storage.clean_checkpoints(context)
     return mat
 
@@ -257,11 +275,7 @@ vbpr_models = _guideline_asset("vbpr")
     partitions_def=random_sampling_families,
     automation_condition=ON_DATA_CHANGE,
     retry_policy=RETRY,
-    ins={
-        "triplets": dg.AssetIn(
-            partition_mapping=dg.SpecificPartitionsPartitionMapping([experiment.RANDOM_STRATEGY])
-        )
-    },
+    ins={"triplets": dg.AssetIn(partition_mapping=RANDOM_SAMPLING_MAPPING)},
     check_specs=_checks("random"),
 )
 def random_sampling_models(
@@ -270,7 +284,7 @@ def random_sampling_models(
     mlflow: MlflowTracking,
     compute: ComputeResource,  # sets torch threads to the step budget
     storage: ArtifactStorage,
-    triplets: Triplets,
+    triplets: dict,
     catalogue: Catalogue,
     train_test_split: TrainTestSplit,
 ) -> dg.MaterializeResult:

@@ -9,7 +9,7 @@ import pandas as pd
 from curatornet_pipeline.core import cluster as cluster_core
 from curatornet_pipeline.core import embed as embed_core
 from curatornet_pipeline.core import recommend as rec_core
-from curatornet_pipeline.core.data import read_imported_embeddings
+from curatornet_pipeline.core.data import align_imported_embeddings, read_imported_embeddings
 from curatornet_pipeline.core.recommend import Catalogue
 from curatornet_pipeline.core.types import ItemVectors, VisualClusters
 from curatornet_pipeline.defs.common import check, finish, markdown_table, upstream_versions
@@ -23,15 +23,13 @@ GROUP = "visual"
 BUNDLE = "bundle_io_manager"
 
 
-def _imported(dataset: DatasetResource, inventory: pd.DataFrame) -> ItemVectors:
-    vectors = read_imported_embeddings(dataset.paths().imported_embeddings)
-    position = {item: i for i, item in enumerate(vectors.ids)}
-    keep = [position[i] for i in inventory["artwork_id_hash"] if i in position]
-    return ItemVectors(
-        ids=vectors.ids[keep],
-        vectors=vectors.vectors[keep],
-        meta={**vectors.meta, "source": "imported resnet_embeddings.npy"},
+def _imported(dataset: DatasetResource, inventory: pd.DataFrame) -> tuple[ItemVectors, dict]:
+    path = dataset.paths().imported_embeddings
+    vectors, report = align_imported_embeddings(
+        read_imported_embeddings(path), inventory, dataset.on_missing_vectors, path
     )
+    vectors.meta["source"] = "imported resnet_embeddings.npy"
+    return vectors, report
 
 
 @dg.asset(
@@ -50,6 +48,12 @@ def _imported(dataset: DatasetResource, inventory: pd.DataFrame) -> ItemVectors:
             "no_dropped_images",
             asset="item_embeddings",
             description="WARN when unreadable images were dropped (on_unreadable_images=drop).",
+        ),
+        dg.AssetCheckSpec(
+            "no_missing_vectors",
+            asset="item_embeddings",
+            description="WARN when items without an imported vector were dropped "
+            "(on_missing_vectors=drop).",
         ),
     ],
 )
@@ -72,13 +76,19 @@ def item_embeddings(
     upstream = upstream_versions(context)
     with mlflow.run_for(context, params=params) as run:
         if len(image_manifest) == 0:
-            vectors = _imported(dataset, inventory)
+            vectors, aligned = _imported(dataset, inventory)
             stats = {
                 "source": "imported",
                 "embedded": 0,
                 "reused": len(vectors.ids),
                 "dropped_unreadable_images": 0,
+                "dropped_missing_vectors": aligned["dropped_missing"],
             }
+            if aligned["dropped_missing"]:
+                context.log.warning(
+                    f"dropped {aligned['dropped_missing']} items without an imported vector: "
+                    f"{aligned['dropped_missing_examples']}"
+                )
             weights = vectors.meta.get("weights", "published ImageNet ResNet-50")
         else:
             store = embed_core.EmbeddingStore(str(storage.path("embedding_store")))
@@ -109,6 +119,7 @@ def item_embeddings(
             run.set_tags({"weights_warning": "RANDOM WEIGHTS"})
         run.log_params({"weights_resolved": weights})
         dropped = int(stats.get("dropped_unreadable_images", 0))
+        missing = int(stats.get("dropped_missing_vectors", 0))
         return finish(
             context,
             run,
@@ -124,6 +135,12 @@ def item_embeddings(
             checks=[
                 check("finite_vectors", bool(np.isfinite(vectors.vectors).all())),
                 check("no_dropped_images", dropped == 0, severity="WARN", dropped=dropped),
+                check(
+                    "no_missing_vectors",
+                    missing == 0,
+                    severity="WARN",
+                    dropped_missing_vectors=missing,
+                ),
             ],
         )
 

@@ -1,0 +1,213 @@
+"""Micro-benchmarks of the hand-written training kernels against the library's, at the shapes
+one default CuratorNet batch has on UGallery-scale data (~15k unique items of width 200,
+~24k profiles of mean size 4 over them, and the 4-variant grid's width 800).
+
+Each kernel is timed forward + backward (median of ``--repeats``), and in the same run the
+whole training step with the library kernel swapped in, since a kernel pays only if the
+step gets faster. Verdicts in docs/benchmarks.md.
+
+    .venv/bin/python benchmarks/bench_kernels.py
+"""
+
+import argparse
+import logging
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger("bench_kernels")
+
+# ----------------------------------------------------------------------------- the replaced
+# hand-written kernels, as the models used them before this benchmark's verdict
+
+_SELU_LAMBDA = 1.0507009873554804934193349852946  # Klambauer et al. (2017)
+_SELU_ALPHA = 1.6732632423543772848170429916717
+
+
+class _SELUFunction(torch.autograd.Function):
+    """SELU with exp instead of expm1: PyTorch's CPU ``elu`` runs a scalar expm1 and is
+    5x slower than the matmuls it follows. Absolute error ~1e-7 near 0, as fp32 itself."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        neg = torch.exp(torch.clamp(x, max=0.0)).sub_(1.0).mul_(_SELU_ALPHA)
+        y = torch.where(x > 0, x, neg).mul_(_SELU_LAMBDA)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        # dy/dx = lambda for x > 0, lambda*alpha*e^x = y + lambda*alpha otherwise
+        slope = torch.where(y > 0, _SELU_LAMBDA, y + _SELU_LAMBDA * _SELU_ALPHA)
+        return grad * slope
+
+
+class _PoolProfiles(torch.autograd.Function):
+    """[mean || max] over ragged profiles read straight from the unique item vectors.
+
+    Forward gathers the profile rows once and uses segment reductions; backward scatters
+    into the (U, D) item vectors with one ``index_add_`` (autograd's generic gather and
+    segment-max backward are 3x slower on CPU). Ties of the max share the gradient evenly.
+    Pools in fp32 under bf16 autocast (CPU segment reductions are slow in bf16).
+    """
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, profile_items: torch.Tensor, offsets: torch.Tensor):
+        ctx.in_dtype = h.dtype
+        h = h.float()
+        lengths = offsets[1:] - offsets[:-1]  # (B,)
+        h_p = h.index_select(0, profile_items)  # (S, D)
+        mean = torch.segment_reduce(h_p, "mean", lengths=lengths, axis=0)  # (B, D)
+        amax = torch.segment_reduce(h_p, "max", lengths=lengths, axis=0)  # (B, D)
+        seg = torch.repeat_interleave(torch.arange(len(lengths), device=h.device), lengths)  # (S,)
+        is_max = h_p == amax.index_select(0, seg)  # (S, D)
+        ctx.save_for_backward(profile_items, lengths, seg, is_max)
+        ctx.n_items = h.shape[0]
+        return torch.cat([mean, amax], dim=1)  # (B, 2D)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        profile_items, lengths, seg, is_max = ctx.saved_tensors
+        g_mean, g_max = grad.chunk(2, dim=1)  # (B, D) each
+        n_max = torch.segment_reduce(is_max.to(grad.dtype), "sum", lengths=lengths, axis=0)
+        g_p = (g_mean / lengths.unsqueeze(1).to(grad.dtype)).index_select(0, seg)  # (S, D)
+        g_p.addcmul_(is_max.to(grad.dtype), (g_max / n_max.clamp(min=1)).index_select(0, seg))
+        g_h = torch.zeros(ctx.n_items, g_mean.shape[1], dtype=grad.dtype, device=grad.device)
+        g_h.index_add_(0, profile_items, g_p)
+        return g_h.to(ctx.in_dtype), None, None
+
+
+def custom_pool(h, profile_items, offsets):
+    return _PoolProfiles.apply(h, profile_items, offsets)
+
+
+class CustomSELU(nn.Module):
+    def forward(self, x):
+        return _SELUFunction.apply(x)
+
+
+# ----------------------------------------------------------------------------- library
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return statistics.median(out)
+
+
+def fwd_bwd(op, x: torch.Tensor):
+    def run():
+        x.grad = None
+        y = op(x)
+        y.backward(torch.ones_like(y))
+
+    return run
+
+
+def pool_autograd(h, profile_items, offsets):
+    """[mean || max] of ragged profiles with autograd over index_select + segment_reduce."""
+    lengths = offsets[1:] - offsets[:-1]
+    h_p = h.index_select(0, profile_items)
+    mean = torch.segment_reduce(h_p, "mean", lengths=lengths, axis=0)
+    amax = torch.segment_reduce(h_p, "max", lengths=lengths, axis=0)
+    return torch.cat([mean, amax], dim=1)
+
+
+def pool_embedding_bag(h, profile_items, offsets):
+    """The same with F.embedding_bag (mean and max bags), autograd backward."""
+    off = offsets[:-1]
+    mean = F.embedding_bag(profile_items, h, off, mode="mean")
+    amax = F.embedding_bag(profile_items, h, off, mode="max")
+    return torch.cat([mean, amax], dim=1)
+
+
+def processor() -> str:
+    for line in open("/proc/cpuinfo", encoding="utf-8"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def training_step_seconds(kernels: str, repeats: int) -> float:
+    """One default-sized CuratorNet training step (forward, backward, Adam) on a batch of
+    UGallery shape, with the custom kernels or the library's."""
+    from bench_train import curatornet, synthetic  # noqa: PLC0415 (benchmarks/ is sys.path[0])
+
+    import curatornet_pipeline.core.models as m  # noqa: PLC0415
+    from curatornet_pipeline.core.train import TrainConfig, _TripleSet  # noqa: PLC0415
+
+    triplets, features = synthetic(60_000)
+    ts = _TripleSet(triplets, ~triplets.is_validation, True, False)
+    order = np.random.default_rng(0).permutation(len(ts))
+    a, b = ts.cuts(order, TrainConfig.max_profile_items_per_batch, TrainConfig.batch_triples)[0]
+    batch = ts.batch(order[a:b], torch.from_numpy(features), torch.device("cpu"))
+    model = curatornet(features)
+    if kernels == "custom":
+        for tower in (model.item_tower, model.user_tower):
+            for k, layer in enumerate(tower):
+                if isinstance(layer, nn.SELU):
+                    tower[k] = CustomSELU()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    saved = m.pool_profiles
+    m.pool_profiles = custom_pool if kernels == "custom" else saved
+    try:
+
+        def step():
+            loss = model.loss(batch, 1e-4)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        return timed(step, repeats)
+    finally:
+        m.pool_profiles = saved
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--items", type=int, default=15_000)
+    ap.add_argument("--profiles", type=int, default=24_000)
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+    log.info("processor: %s; torch %s, %d threads", processor(), torch.__version__,
+             torch.get_num_threads())  # fmt: skip
+    rng = np.random.default_rng(0)
+    sizes = np.minimum(rng.geometric(0.25, args.profiles), 270)
+    offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(sizes)]))
+    profile_items = torch.from_numpy(rng.integers(0, args.items, int(offsets[-1])))
+    for width in (200, 800):
+        x = torch.randn(args.items, width, requires_grad=True)
+        ours = timed(fwd_bwd(_SELUFunction.apply, x), args.repeats)
+        lib = timed(fwd_bwd(F.selu, x), args.repeats)
+        log.info("SELU (%d x %d) fwd+bwd: custom %.2f ms, F.selu %.2f ms: custom %.2fx",
+                 args.items, width, 1e3 * ours, 1e3 * lib, lib / ours)  # fmt: skip
+        runs = {
+            "custom backward": lambda h: _PoolProfiles.apply(h, profile_items, offsets),
+            "autograd segment_reduce": lambda h: pool_autograd(h, profile_items, offsets),
+            "autograd embedding_bag": lambda h: pool_embedding_bag(h, profile_items, offsets),
+        }
+        t = {k: timed(fwd_bwd(op, x), args.repeats) for k, op in runs.items()}
+        base = t["custom backward"]
+        log.info("pooling (%d items x %d, %d profiles, %d rows) fwd+bwd: %s", args.items, width,
+                 args.profiles, int(offsets[-1]), ", ".join(
+                     f"{k} {1e3 * v:.1f} ms ({v / base:.2f}x)" for k, v in t.items()))  # fmt: skip
+    steps = {k: training_step_seconds(k, args.repeats) for k in ("custom", "library")}
+    log.info("end to end, one default training step (%s): custom kernels %.0f ms, library "
+             "(F.selu, embedding_bag) %.0f ms: custom %.2fx", "forward+backward+Adam",
+             1e3 * steps["custom"], 1e3 * steps["library"],
+             steps["library"] / steps["custom"])  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

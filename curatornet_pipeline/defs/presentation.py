@@ -1,0 +1,236 @@
+"""What the Dagster UI shows on an asset's page: typed tables, short ids, lineage with links.
+
+Tables are ``MetadataValue.table`` with a typed ``TableSchema`` (rendered inline on
+the asset's page, no dialog). Links inside the UI are same-origin paths
+(``/assets/...``, ``/runs/...``), so they work behind any host and port.
+"""
+
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+SHORT = 8  # characters of an id or a data version shown
+
+
+def short(value: Any, n: int = SHORT) -> str:
+    """The first ``n`` characters of an id or a hash."""
+    return str(value)[:n]
+
+
+def _number(value: Any) -> float | None:
+    value = float(value)
+    return None if not np.isfinite(value) else round(value, 6)
+
+
+def table2_value(table: pd.DataFrame) -> dg.MetadataValue:
+    """Table 2 (one protocol): method, users, and each metric's mean and standard error."""
+    metrics = [c for c in table.columns if f"{c}_se" in table.columns]
+    columns = [
+        dg.TableColumn("method", "string", description="model or reference method"),
+        dg.TableColumn("users", "int", description="test users evaluated"),
+    ]
+    for m in metrics:
+        columns.append(dg.TableColumn(m, "float", description=f"mean {m} over test users"))
+        columns.append(dg.TableColumn(f"{m}_se", "float", description=f"standard error of {m}"))
+    records = []
+    for method, row in table.iterrows():
+        data: dict[str, Any] = {"method": str(method), "users": int(row["n_users"])}
+        for m in metrics:
+            data[m] = _number(row[m])
+            data[f"{m}_se"] = _number(row[f"{m}_se"])
+        records.append(dg.TableRecord(data))
+    return dg.MetadataValue.table(records, dg.TableSchema(columns))
+
+
+def table2_metadata(tables: Mapping[str, pd.DataFrame]) -> dict[str, dg.MetadataValue]:
+    """``table2_<protocol>`` for each protocol."""
+    return {f"table2_{p}": table2_value(t) for p, t in tables.items()}
+
+
+def recommendations_value(table: pd.DataFrame) -> dg.MetadataValue:
+    """Sample recommendations with short user and artwork ids (full ids in the asset's table)."""
+    columns = [
+        dg.TableColumn("user", "string", description="test user (id prefix)"),
+        dg.TableColumn("rank", "int"),
+        dg.TableColumn("artwork", "string", description="recommended artwork (id prefix)"),
+        dg.TableColumn("score", "float"),
+        dg.TableColumn("because", "string", description="liked artwork closest to it"),
+        dg.TableColumn("similarity", "float"),
+        dg.TableColumn("same_artist", "bool"),
+        dg.TableColumn("same_cluster", "bool"),
+        dg.TableColumn("hit", "bool", description="in the user's hidden test basket"),
+    ]
+    records = [
+        dg.TableRecord(
+            {
+                "user": short(r["user_id"]),
+                "rank": int(r["rank"]),
+                "artwork": short(r["item_id"]),
+                "score": round(float(r["score"]), 4),
+                "because": short(r["because"]),
+                "similarity": round(float(r["similarity"]), 4),
+                "same_artist": bool(r["same_artist"]),
+                "same_cluster": bool(r["same_cluster"]),
+                "hit": bool(r.get("in_hidden_basket", False)),
+            }
+        )
+        for r in table.to_dict(orient="records")
+    ]
+    return dg.MetadataValue.table(records, dg.TableSchema(columns))
+
+
+# ----------------------------------------------------------------------------- lineage
+
+
+def materialization_path(asset: str, partition: str | None, timestamp: float) -> str:
+    """Same-origin Dagster UI path of one materialization in the asset's events view."""
+    query = {"view": "events", "time": str(int(timestamp * 1000))}
+    if partition:
+        query["partition"] = partition
+    return f"/assets/{asset}?{urllib.parse.urlencode(query)}"
+
+
+def _walk(node: Any) -> list:
+    out, todo, seen = [], [node], set()
+    while todo:
+        n = todo.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        out.append(n)
+        todo.extend(n.inputs)
+    return out
+
+
+def model_lineage(
+    instance: dg.DagsterInstance, upstream: Mapping[str, Mapping[str, Any]], labels: Any
+) -> list[dict[str, Any]]:
+    """For each model input (``labels(key)`` names its Table 2 row, None: not a model): its
+    MLflow run and the triplet partitions, clusters and embeddings it was trained from
+    (data version, Dagster run, UI path of each)."""
+    from curatornet_pipeline.lineage import trace
+
+    rows = []
+    for key in sorted(upstream):
+        method = labels(key)
+        if method is None:
+            continue
+        info = upstream[key]
+        asset, _, partition = key.rstrip("]").partition("[")
+        node = trace(
+            instance, asset, partition or None, info.get("data_version"), info.get("dagster_run_id")
+        )
+        if node is None:
+            continue
+        found: dict[str, list] = {"triplets": [], "visual_clusters": [], "item_embeddings": []}
+        for n in _walk(node):
+            if n.asset in found:
+                found[n.asset].append(n)
+
+        def describe(n: Any) -> dict[str, Any]:
+            return {
+                "partition": n.partition,
+                "data_version": n.data_version,
+                "run_id": n.run_id,
+                "path": materialization_path(n.asset, n.partition, n.timestamp),
+            }
+
+        rows.append(
+            {
+                "method": method,
+                "model": key,
+                "model_version": node.data_version,
+                "model_path": materialization_path(asset, partition or None, node.timestamp),
+                "mlflow_run_id": str(node.metadata.get("mlflow_run_id", "")),
+                **{
+                    asset: [describe(n) for n in sorted(nodes, key=lambda n: n.partition or "")]
+                    for asset, nodes in found.items()
+                },
+            }
+        )
+    return rows
+
+
+def lineage_value(rows: Sequence[Mapping[str, Any]]) -> dg.MetadataValue:
+    """One row per model: run, triplet partitions, clusters and embeddings with data versions."""
+
+    def versions(items: Sequence[Mapping[str, Any]], with_partition: bool) -> str:
+        return ", ".join(
+            (f"{i['partition']}@" if with_partition else "") + short(i["data_version"])
+            for i in items
+        )
+
+    columns = [
+        dg.TableColumn("method", "string"),
+        dg.TableColumn("model", "string", description="models partition @ data version"),
+        dg.TableColumn("mlflow_run", "string", description="MLflow run id of the training"),
+        dg.TableColumn("triplets", "string", description="triplet partitions @ data version"),
+        dg.TableColumn("visual_clusters", "string", description="data version"),
+        dg.TableColumn("item_embeddings", "string", description="data version"),
+    ]
+    records = [
+        dg.TableRecord(
+            {
+                "method": r["method"],
+                "model": f"{r['model']}@{short(r['model_version'])}",
+                "mlflow_run": r["mlflow_run_id"],
+                "triplets": versions(r["triplets"], True),
+                "visual_clusters": versions(r["visual_clusters"], False),
+                "item_embeddings": versions(r["item_embeddings"], False),
+            }
+        )
+        for r in rows
+    ]
+    return dg.MetadataValue.table(records, dg.TableSchema(columns))
+
+
+def lineage_markdown(rows: Sequence[Mapping[str, Any]], mlflow_run_url: Any) -> str:
+    """The same lineage with links: each model, its MLflow run, and each input's
+    materialization (same-origin Dagster paths)."""
+    lines = [
+        "**Lineage of each model row of Table 2** (links open the exact materializations)",
+        "",
+        "| method | model | MLflow run | triplets | visual_clusters | item_embeddings |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def links(items: Sequence[Mapping[str, Any]]) -> str:
+        return ", ".join(
+            f"[{(i['partition'] + ' ') if i['partition'] else ''}{short(i['data_version'])}]"
+            f"({i['path']})"
+            for i in items
+        )
+
+    for r in rows:
+        run = r["mlflow_run_id"]
+        lines.append(
+            f"| {r['method']} | [{r['model']}]({r['model_path']}) | "
+            f"[{short(run)}]({mlflow_run_url(run)}) | {links(r['triplets'])} | "
+            f"{links(r['visual_clusters'])} | {links(r['item_embeddings'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def report_metadata(
+    instance: dg.DagsterInstance,
+    tables: Mapping[str, pd.DataFrame],
+    upstream: Mapping[str, Mapping[str, Any]],
+    labels: Any,
+    experiment_id: str,
+) -> dict[str, dg.MetadataValue]:
+    """The evaluation report's page: Table 2 per protocol, then each model's lineage."""
+    from curatornet_pipeline.defs.tracking import mlflow_ui_address, run_link
+
+    rows = model_lineage(instance, upstream, labels)
+    ui = mlflow_ui_address()
+    return {
+        **table2_metadata(tables),
+        "lineage": lineage_value(rows),
+        "lineage_links": dg.MetadataValue.md(
+            lineage_markdown(rows, lambda run: run_link(ui, experiment_id, run))
+        ),
+    }

@@ -54,7 +54,8 @@ def checkpoint_epochs(path) -> int:
 
     if not Path(path).exists():
         return 0
-    return len(torch.load(path, map_location="cpu", weights_only=True)["history"])
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return int(state["epoch"])
 
 
 def _running(mlflow: MlflowTracking, filters: list[str]) -> list:

@@ -515,7 +515,10 @@ def test_links_both_ways_on_non_default_ports(browser, ui_home: dict, shots: Pat
             partition = triplet.inner_text().split()[0]
             triplet.click()
             page.wait_for_url(re.compile(r"/assets/triplets\?.*partition="), timeout=60_000)
-            page.get_by_text(re.compile(r"^Materialized in run")).first.wait_for(state="visible")
+            # a partition's event reads "Partition <key> materialized in run <id>"
+            page.get_by_text(re.compile(r"materialized in run", re.I)).first.wait_for(
+                state="visible"
+            )
             assert f"partition={partition}" in page.url
             page.wait_for_timeout(1000)
             page.screenshot(path=str(shots / "dagster_triplet_from_lineage.png"), full_page=True)

@@ -140,7 +140,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = json.loads(os.environ.get("CURATORNET_OVERRIDES", "{}"))
     embed = profile_values(args.profile, overrides)["embed"]
     backbone = embed.get("backbone", "resnet50")
-    weights = resolve_weights(args.weights or embed.get("weights", "auto"), backbone)
+    from curatornet_pipeline.core.data import DatasetPaths
+
+    paths = DatasetPaths(data_root)
+    if paths.imported_embeddings.exists() and not paths.images.exists():
+        # vectors come from the imported file (its name and sha256 are recorded), not a backbone
+        weights = args.weights or embed.get("weights", "auto")
+    else:
+        weights = resolve_weights(args.weights or embed.get("weights", "auto"), backbone)
     overrides.setdefault("embed", {})["weights"] = weights
     os.environ["CURATORNET_OVERRIDES"] = json.dumps(overrides)
     settings.save_run_settings(args.profile, overrides)

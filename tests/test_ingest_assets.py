@@ -151,3 +151,10 @@ def test_item_without_imported_vector_error_then_counted_drop(
     assert mat.metadata["dropped_missing_vectors"].value == 1
     assert mat.metadata["items"].value == len(inventory) - 1
     assert missing not in set(dropped.output_for_node("item_embeddings").ids)
+    # imported vectors are described by their file and hash, never as (random) backbone weights
+    weights = mat.metadata["weights"].value
+    assert weights.startswith("imported:") and "sha256:" in weights and "RANDOM" not in weights
+    run_id = mat.metadata["mlflow_run_id"].value
+    params = MlflowTracking().client.get_run(run_id).data.params
+    assert params["source"] == "imported" and params["imported_sha256"] != "unknown"
+    assert "backbone" not in params and params.get("weights") == weights

@@ -72,11 +72,15 @@ def item_embeddings(
         pipeline.build("embed"),
         on_unreadable=dataset.on_unreadable_images,
     )
-    params = dataclasses.asdict(config)
+    imported = len(image_manifest) == 0
+    if imported:  # the backbone settings were never used: name the file and its hash
+        vectors, aligned = _imported(dataset, inventory)
+        params = embed_core.imported_meta(vectors.meta)
+    else:
+        params = dataclasses.asdict(config)
     upstream = upstream_versions(context)
     with mlflow.run_for(context, params=params) as run:
-        if len(image_manifest) == 0:
-            vectors, aligned = _imported(dataset, inventory)
+        if imported:
             stats = {
                 "source": "imported",
                 "embedded": 0,
@@ -89,7 +93,7 @@ def item_embeddings(
                     f"dropped {aligned['dropped_missing']} items without an imported vector: "
                     f"{aligned['dropped_missing_examples']}"
                 )
-            weights = vectors.meta.get("weights", "published ImageNet ResNet-50")
+            weights = params["weights"]
         else:
             store = embed_core.EmbeddingStore(str(storage.path("embedding_store")))
             total = len(image_manifest)
@@ -128,7 +132,7 @@ def item_embeddings(
             metadata={
                 **stats,
                 "weights": weights,
-                "backbone": config.backbone,
+                "backbone": "imported" if imported else config.backbone,
                 "dims": int(vectors.vectors.shape[1]),
                 "items": len(vectors.ids),
             },

@@ -161,13 +161,19 @@ def trace(
     return node
 
 
+def _table2_rows(report: Node) -> dict[str, dict]:
+    """Table 2 of the report's main protocol, by method: its typed metadata table."""
+    protocol = report.metadata.get("protocol", "unbought")
+    table = report.metadata.get(f"table2_{protocol}")
+    if table is not None:
+        return {r.data["method"]: dict(r.data) for r in getattr(table, "records", [])}
+    legacy = report.metadata.get("metrics_by_method") or {}  # reports made before the table
+    return json.loads(legacy) if isinstance(legacy, str) else dict(legacy)
+
+
 def metric_value(report: Node, variant: str, metric: str) -> float | None:
-    """A metric of one model variant from the evaluation report's metadata."""
-    table = report.metadata.get("metrics_by_method") or {}
-    if isinstance(table, str):
-        table = json.loads(table)
-    row = table.get(variant) or {}
-    return row.get(metric)
+    """A metric of one model variant from the evaluation report's Table 2."""
+    return (_table2_rows(report).get(variant) or {}).get(metric)
 
 
 def render(
@@ -208,7 +214,7 @@ def explain(
         raise LookupError(f"{report_asset} was never materialized in this Dagster instance")
     value = metric_value(report, variant, metric)
     if value is None:
-        known = sorted((report.metadata.get("metrics_by_method") or {}).keys())
+        known = sorted(_table2_rows(report))
         raise LookupError(f"no metric {metric!r} for {variant!r}; methods: {known}")
     from curatornet_pipeline.defs.assets.evaluation import label_of
     from curatornet_pipeline.defs.resources import pipeline_settings

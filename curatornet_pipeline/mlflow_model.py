@@ -28,20 +28,12 @@ import numpy as np
 import pandas as pd
 
 from curatornet_pipeline.core.models import CuratorNet, load_model
-from curatornet_pipeline.core.recommend import Catalogue, Recommender
+from curatornet_pipeline.core.recommend import CATALOGUE_ARRAYS, Catalogue, Recommender
 from curatornet_pipeline.core.scorers import CuratorNetScorer
 from curatornet_pipeline.registry import ARTIFACT_DIR as ARTIFACT_PATH
 
 DEFAULT_K = 20
-_CATALOGUE_FIELDS = (
-    "ids",
-    "features",
-    "artists",
-    "clusters",
-    "upload_timestamp",
-    "sold_out_timestamp",
-    "one_of_a_kind",
-)
+_CATALOGUE_FIELDS = CATALOGUE_ARRAYS
 
 
 # ----------------------------------------------------------------------------- catalogue file

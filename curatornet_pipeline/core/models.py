@@ -286,7 +286,8 @@ class _Stack(nn.Module):
     sparse_grad = False
 
     def _source_params(self, model: nn.Module) -> list[torch.Tensor]:
-        raise NotImplementedError
+        """The single model's parameters, in stacking order (each subclass names them)."""
+        raise NotImplementedError(f"{type(self).__name__} must define _source_params")
 
     def _stack_from(self, models: list[nn.Module]) -> None:
         first = models[0]
@@ -345,7 +346,7 @@ class _Stack(nn.Module):
 
     def losses(self, batch: TripletBatch, l2: torch.Tensor) -> torch.Tensor:
         """(M,) per-variant losses, each as the single model's ``loss(batch, l2[j])``."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define losses")
 
 
 class CuratorNetStack(_Stack):

@@ -30,6 +30,18 @@ NEVER: int = int(np.iinfo(np.int64).max)  # sold-out time of items that never le
 UNKNOWN_CLUSTER = -1  # cluster label of items added after clustering
 
 
+#: The per-item array fields of :class:`Catalogue`, in order (all of length n).
+CATALOGUE_ARRAYS: tuple[str, ...] = (
+    "ids",
+    "features",
+    "artists",
+    "clusters",
+    "upload_timestamp",
+    "sold_out_timestamp",
+    "one_of_a_kind",
+)
+
+
 @dataclass(frozen=True)
 class Catalogue:
     """The artworks that can be recommended, in item-index order."""
@@ -136,15 +148,7 @@ class Catalogue:
             self,
             **{
                 name: np.concatenate([getattr(self, name), getattr(new, name)])
-                for name in (
-                    "ids",
-                    "features",
-                    "artists",
-                    "clusters",
-                    "upload_timestamp",
-                    "sold_out_timestamp",
-                    "one_of_a_kind",
-                )
+                for name in CATALOGUE_ARRAYS
             },
         )
 

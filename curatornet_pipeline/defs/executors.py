@@ -71,19 +71,39 @@ class ComputeResource(dg.ConfigurableResource):
             context.log.debug(f"torch uses {threads} threads in process {os.getpid()}")
 
 
+class _Opaque:
+    """A value Dask ships to the worker as one pickle, without looking inside.
+
+    ``Client.submit`` walks tuples, lists and dicts among a task's arguments to find
+    futures and task references. The execution plan's known state is a tree of
+    Dagster records; for a run that reads a range of upstream partitions (a model
+    partition reading several ``triplets`` partitions) it holds a
+    ``KeyRangesPartitionsSubset``, a record that forbids iteration, and the walk
+    raises before the step is even submitted.
+    """
+
+    def __init__(self, value: tuple) -> None:
+        self.value = value
+
+
+def _execute_step_on_worker(dependencies: list, args: _Opaque) -> list:
+    """dagster-dask's ``query_on_dask_worker`` on the unwrapped arguments. ``dependencies``
+    (the upstream steps' futures) only makes Dask run the step after them."""
+    from dagster_dask.executor import query_on_dask_worker
+
+    return query_on_dask_worker(dependencies, *args.value)
+
+
 def _run_scoped_dask_executor(address: str) -> dg.Executor:
     """dagster-dask's executor on an existing scheduler, with task keys unique to the run.
 
     dagster-dask names each task ``<job>.<step>``: two runs of one job (two
     partitions) on the same scheduler then share a key, and the scheduler hands
     the second run the first one's result. The run id in the key keeps them apart.
+    Its arguments travel wrapped (:class:`_Opaque`), so Dask does not walk them.
     (Imported here: ``distributed`` takes seconds to import.)
     """
-    from dagster_dask.executor import (
-        DaskExecutor,
-        get_dask_resource_requirements,
-        query_on_dask_worker,
-    )
+    from dagster_dask.executor import DaskExecutor, get_dask_resource_requirements
 
     class RunScopedDaskExecutor(DaskExecutor):
         def execute(self, plan_context, execution_plan):
@@ -104,14 +124,18 @@ def _run_scoped_dask_executor(address: str) -> dg.Executor:
                             futures[key] for inp in step.step_inputs for key in inp.dependency_keys
                         ]
                         futures[step.key] = client.submit(
-                            query_on_dask_worker,
+                            _execute_step_on_worker,
                             dependencies,
-                            plan_context.reconstructable_job,
-                            plan_context.dagster_run,
-                            plan_context.run_config,
-                            [step.key],
-                            instance.get_ref(),
-                            execution_plan.known_state,
+                            _Opaque(
+                                (
+                                    plan_context.reconstructable_job,
+                                    plan_context.dagster_run,
+                                    plan_context.run_config,
+                                    [step.key],
+                                    instance.get_ref(),
+                                    execution_plan.known_state,
+                                )
+                            ),
                             key=f"{run_id}.{step.key}",
                             resources=get_dask_resource_requirements(step.tags),
                             pure=False,

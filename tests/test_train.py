@@ -394,3 +394,49 @@ def test_the_training_step_runs_on_the_meta_device():
     loss.backward()
     optimizer.step()
     assert loss.device == meta and all(p.device == meta for p in model.parameters())
+
+
+def test_checkpoint_in_shared_storage_resumes_on_another_worker(tmp_path):
+    """Killed on one worker, retried on another with its own local folder: the retry
+    resumes from the checkpoint the first left under the shared storage root (an
+    fsspec URI, here ``memory://``, which neither worker's local folder holds)."""
+    import dagster as dg
+    import fsspec
+
+    from curatornet_pipeline.defs.io_managers import ArtifactStorage
+
+    triplets, features = _planted(600)
+    config = replace(FAST, epochs=3, patience=10)
+    reference = train(_curatornet(features), triplets, triplets, features, config)
+    root = f"memory://shared-{tmp_path.name}"
+    results: dict[str, object] = {}
+
+    @dg.asset(partitions_def=dg.StaticPartitionsDefinition(["l0"]))
+    def model(context: dg.AssetExecutionContext, storage: ArtifactStorage) -> None:
+        def kill(stats):
+            if stats.epoch == 1 and "killed" not in results:
+                results["killed"] = storage.checkpoint_dir(context, "k")
+                raise _Killed
+
+        ckpt = storage.checkpoint_dir(context, "k")
+        # the retry starts from other weights: everything must come from the checkpoint
+        seed = 7 if "killed" in results else 0
+        results["result"] = train(
+            _curatornet(features, seed=seed), triplets, triplets, features, config, kill, ckpt
+        )
+
+    for worker in ("a", "b"):
+        storage = ArtifactStorage(root=root, local_root=str(tmp_path / worker))
+        dg.materialize(
+            [model], resources={"storage": storage}, partition_key="l0", raise_on_error=False
+        )
+    ckpt_dir = results["killed"]
+    assert str(ckpt_dir).startswith("memory://")
+    assert fsspec.filesystem("memory").exists(f"{ckpt_dir.path}/{CHECKPOINT_NAME}")
+    assert not list(tmp_path.rglob(CHECKPOINT_NAME))  # in no worker's local folder
+    resumed = results["result"]
+    assert [h.epoch for h in resumed.history] == [1, 2, 3]
+    for a, b in zip(reference.history, resumed.history, strict=True):
+        assert a.loss == b.loss and a.val_accuracy == b.val_accuracy
+    for name, value in reference.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=1e-7)

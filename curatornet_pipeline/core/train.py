@@ -17,6 +17,7 @@ runs after every epoch; ``TrainConfig.monitor`` names the figure that picks the 
 """
 
 import copy
+import io
 import logging
 import math
 import os
@@ -282,11 +283,41 @@ def accuracy(
     return correct / max(len(triples), 1)
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
+def checkpoint_path(checkpoint_dir) -> "os.PathLike | None":
+    """The checkpoint file in ``checkpoint_dir``: a local folder or any fsspec URI (a
+    ``UPath``), so that a step resumed on another worker finds it in shared storage."""
+    from upath import UPath
+
+    return UPath(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+
+
+def _is_local(path) -> bool:
+    return isinstance(path, Path)  # UPath of a local folder is a pathlib.Path; remote is not
+
+
+def _save_checkpoint(path, state: dict) -> None:
+    """Write ``state``; a kill during the write keeps the previous checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a kill during the write keeps the previous checkpoint
+    if _is_local(path):
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # atomic rename
+        return
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with tmp.open("wb") as f:  # object stores write the object whole on close
+        f.write(buffer.getvalue())
+    tmp.fs.mv(tmp.path, path.path)
+
+
+def load_checkpoint(path, device: "torch.device | str" = "cpu") -> dict | None:
+    """The checkpoint at ``path`` (local or fsspec), or None when there is none."""
+    if path is None or not path.exists():
+        return None
+    if _is_local(path):
+        return torch.load(path, map_location=device, weights_only=True)
+    with path.open("rb") as f:
+        return torch.load(io.BytesIO(f.read()), map_location=device, weights_only=True)
 
 
 def _triple_sets(
@@ -366,9 +397,9 @@ def _train(
     seconds, train_seconds, n_trained = 0.0, 0.0, 0
     start_epoch = 0
 
-    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    if ckpt_path is not None and resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+    ckpt_path = checkpoint_path(checkpoint_dir)
+    ckpt = load_checkpoint(ckpt_path, device) if resume else None
+    if ckpt is not None:
         if (
             ckpt.get("train_config") != asdict(config)
             or ckpt.get("kind") != model.kind
@@ -588,10 +619,10 @@ def _train_grid(
     seconds, train_seconds, n_trained = 0.0, 0.0, [0] * n
     start_epoch = 0
 
-    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    ckpt_path = checkpoint_path(checkpoint_dir)
     l2s = [c.l2 for c in configs]
-    if ckpt_path is not None and resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+    ckpt = load_checkpoint(ckpt_path, device) if resume else None
+    if ckpt is not None:
         if ckpt.get("grid") != {"shared": shared, "l2": l2s} or ckpt.get("kind") != kind:
             raise ValueError(f"{ckpt_path}: checkpoint of another configuration; delete it")
         active = list(ckpt["active"])

@@ -47,15 +47,13 @@ def checkpoint_key(upstream: Mapping[str, Mapping[str, Any]], config: dict, code
 
 
 def checkpoint_epochs(path) -> int:
-    """Epochs a training checkpoint holds (0 when there is none)."""
-    from pathlib import Path
+    """Epochs a training checkpoint (local path or fsspec ``UPath``) holds; 0 without one."""
+    from upath import UPath
 
-    import torch
+    from curatornet_pipeline.core.train import load_checkpoint
 
-    if not Path(path).exists():
-        return 0
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return int(state["epoch"])
+    state = load_checkpoint(UPath(path))
+    return int(state["epoch"]) if state is not None else 0
 
 
 def _running(mlflow: MlflowTracking, filters: list[str]) -> list:

@@ -88,12 +88,14 @@ class ArtifactStorage(dg.ConfigurableResource):
 
     The IO managers store asset values; everything else an asset writes goes
     through this resource, so one URI (``CURATORNET_STORAGE``) decides where all
-    files live. Checkpoints and scratch files need a local path (torch writes
-    them): with a remote root they go under ``local_root``.
+    files live. Checkpoints live under the root too, local or remote, so a step
+    retried on another worker (another machine) resumes from the epoch the first
+    one reached. Scratch files need a local path (torch writes them): with a
+    remote root they go under ``local_root``.
     """
 
     root: str  # the storage root URI (a folder, s3://..., gs://...)
-    local_root: str = ""  # local folder for checkpoints when ``root`` is remote
+    local_root: str = ""  # local folder for scratch files when ``root`` is remote
 
     def path(self, *parts: str) -> UPath:
         return UPath(self.root).joinpath(*parts)
@@ -116,21 +118,22 @@ class ArtifactStorage(dg.ConfigurableResource):
             return Path(str(base.path if hasattr(base, "path") else base))
         return Path(self.local_root or "/tmp/curatornet-local")
 
-    def _partition_dir(self, context: dg.AssetExecutionContext) -> Path:
-        folder = self._local() / "checkpoints" / "/".join(context.asset_key.path)
-        return folder / (context.partition_key if context.has_partition_key else "__all__")
+    def _partition_dir(self, context: dg.AssetExecutionContext) -> UPath:
+        partition = context.partition_key if context.has_partition_key else "__all__"
+        return self.path("checkpoints", *context.asset_key.path, partition)
 
-    def checkpoint_dir(self, context: dg.AssetExecutionContext, key: str) -> Path:
-        """Where the training of this asset partition with inputs/settings ``key`` checkpoints."""
+    def checkpoint_dir(self, context: dg.AssetExecutionContext, key: str) -> UPath:
+        """Where the training of this asset partition with inputs/settings ``key``
+        checkpoints: under the storage root, which every worker reads."""
         path = self._partition_dir(context) / key
         path.mkdir(parents=True, exist_ok=True)
         return path
 
     def clean_checkpoints(self, context: dg.AssetExecutionContext) -> None:
         """Remove every checkpoint of this asset partition (the model has landed)."""
-        import shutil
-
-        shutil.rmtree(self._partition_dir(context), ignore_errors=True)
+        path = self._partition_dir(context)
+        if path.exists():
+            path.fs.rm(path.path, recursive=True)
 
     def scratch_file(self, context: dg.AssetExecutionContext, name: str) -> Path:
         path = self._local() / "scratch" / context.run.run_id / name

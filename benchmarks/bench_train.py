@@ -28,6 +28,7 @@ from curatornet_pipeline.core.models import (
     VBPR,
     CuratorNet,
     CuratorNetConfig,
+    CuratorNetStack,
     VBPRConfig,
     stack_models,
 )
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--only", default="all", help="comma list: single,grid,onebyone,vbpr")
+    ap.add_argument("--only", default="all", help="comma list: single,grid,gridbmm,onebyone,vbpr")
     ap.add_argument("--profile", action="store_true", help="profile one CuratorNet epoch")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
@@ -181,7 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     parts = (
-        set(args.only.split(",")) if args.only != "all" else {"single", "grid", "onebyone", "vbpr"}
+        set(args.only.split(","))
+        if args.only != "all"
+        else {"single", "grid", "gridbmm", "onebyone", "vbpr"}
     )
 
     triplets, features = synthetic(args.triples)
@@ -209,9 +212,13 @@ def main(argv: list[str] | None = None) -> None:
         r = train(curatornet(features), triplets, triplets, features, config)
         return n_train / r.triples_per_second
 
-    def grid() -> float:
-        rs = train_grid([curatornet(features) for _ in configs], triplets, triplets, features,
-                        configs)  # fmt: skip
+    def grid(layout: str = "loop") -> float:
+        CuratorNetStack.layout = layout
+        try:
+            rs = train_grid([curatornet(features) for _ in configs], triplets, triplets,
+                            features, configs)  # fmt: skip
+        finally:
+            CuratorNetStack.layout = "loop"
         return n_train / rs[0].triples_per_second
 
     def one_by_one() -> float:
@@ -226,13 +233,16 @@ def main(argv: list[str] | None = None) -> None:
     if "single" in parts:
         results["single"] = median_seconds(one, args.repeats)
         report("CuratorNet, one model", results["single"], f_one, 1)
-    if "grid" in parts:
+    if parts & {"grid", "gridbmm"}:
         f_grid = flops_per_triple(
             lambda: stack_models([curatornet(features) for _ in configs]), triplets, features,
             config,
         )  # fmt: skip
         results["grid"] = median_seconds(grid, args.repeats)
         report("CuratorNet, 4-lambda grid, one pass", results["grid"], f_grid, 4)
+    if "gridbmm" in parts:
+        results["gridbmm"] = median_seconds(lambda: grid("bmm"), args.repeats)
+        report("CuratorNet, 4-lambda grid, bmm layout", results["gridbmm"], f_grid, 4)
     if "onebyone" in parts:
         results["onebyone"] = median_seconds(one_by_one, args.repeats)
         report("CuratorNet, 4 one by one", results["onebyone"], 4 * f_one, 4)
@@ -241,6 +251,9 @@ def main(argv: list[str] | None = None) -> None:
                  results["grid"] / results["single"])  # fmt: skip
     if "grid" in parts and "onebyone" in parts:
         log.info("grid speedup over one by one: %.2fx", results["onebyone"] / results["grid"])
+    if "gridbmm" in parts and "grid" in parts:
+        log.info("grid layouts: bmm takes %.2fx the loop layout's time",
+                 results["gridbmm"] / results["grid"])  # fmt: skip
     if "vbpr" in parts:
         for sparse in (False, True):
             c = replace(config, sparse_rows=sparse)

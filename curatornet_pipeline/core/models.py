@@ -350,11 +350,23 @@ class _Stack(nn.Module):
 
 
 class CuratorNetStack(_Stack):
-    """M CuratorNets: the item tower's first layer is one (U, F) @ (F, M*D) product, the
-    further layers batched products (bmm); profiles pooled once over (U, M*D)."""
+    """M CuratorNets on one batch: the item tower's first layer, the widest product
+    ((U, 2048) @ (2048, M*D)), runs once for all variants.
+
+    The further layers have two layouts (``layout``), both exact:
+
+    - ``"loop"`` (default): each variant's remaining layers, pooling and scores as
+      one model's, on its column block of the first layer's output. The working
+      set per product is one model's, so it stays in cache;
+    - ``"bmm"``: batched products over (M, U, D) stacks, profiles pooled once
+      over (U, M*D). Fewer, larger kernels, which suits a GPU; on 2 CPU cores the
+      M-times larger elementwise and gather tensors fall out of cache and the
+      epoch took 6x one model's time (docs/benchmarks.md).
+    """
 
     kind = "curatornet"
     needs_profiles = True
+    layout = "loop"
 
     def __init__(self, models: list[CuratorNet]):
         super().__init__()
@@ -387,6 +399,27 @@ class CuratorNetStack(_Stack):
 
     def score_pairs(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(s_pos, s_neg), each (M, B)."""
+        if self.layout == "bmm":
+            return self._score_pairs_bmm(batch)
+        if self.layout != "loop":
+            raise ValueError(f"layout {self.layout!r}: choose 'loop' or 'bmm'")
+        w0, b0 = self.stacked[0], self.stacked[1]
+        m, d1 = w0.shape[0], w0.shape[1]
+        x = batch.x if batch.scaled else self.scale(batch.x)
+        first = F.selu(F.linear(x, w0.reshape(m * d1, -1), b0.reshape(-1)))  # (U, M*D1)
+        s_pos, s_neg = [], []
+        for j in range(m):
+            h = first[:, j * d1 : (j + 1) * d1]
+            for k in range(1, self.n_item):
+                h = F.selu(F.linear(h, self.stacked[2 * k][j], self.stacked[2 * k + 1][j]))
+            z = pool_profiles(h.contiguous(), batch.profile_items, batch.profile_offsets)
+            for k in range(self.n_item, self.n_item + self.n_user):
+                z = F.selu(F.linear(z, self.stacked[2 * k][j], self.stacked[2 * k + 1][j]))
+            s_pos.append((z * h.index_select(0, batch.positive)).sum(dim=1))
+            s_neg.append((z * h.index_select(0, batch.negative)).sum(dim=1))
+        return torch.stack(s_pos), torch.stack(s_neg)
+
+    def _score_pairs_bmm(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.embed_items(batch.x, batch.scaled)  # (M, U, D)
         m, n_u, d = h.shape
         wide = h.transpose(0, 1).reshape(n_u, m * d)  # (U, M*D): pooling is per column

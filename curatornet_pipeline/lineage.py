@@ -29,6 +29,7 @@ SHOWN = {
             "epochs_run",
             "best_epoch",
             "best_val_accuracy",
+            "best_val_auc",
             "training_triples",
             "triples_per_second",
             "mlflow_run_id",
@@ -37,6 +38,7 @@ SHOWN = {
     },
     "triplets": ("triples", "target", "seed", "rejected_duplicates", "config"),
     "train_test_split": ("users", "test_users", "hidden_items"),
+    "validation_split": ("validation_users", "validation_purchases", "config"),
     "visual_clusters": ("k", "silhouette"),
     "pca_embeddings": ("dims",),
     "item_embeddings": ("backbone", "weights", "dims", "items", "source"),
@@ -101,6 +103,7 @@ def _split_label(label: str) -> tuple[str, str | None]:
 _ORDER = (
     *MODEL_ASSETS,
     "triplets",
+    "validation_split",
     "catalogue",
     "train_test_split",
     "visual_clusters",

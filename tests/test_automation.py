@@ -26,6 +26,7 @@ def test_nightly_schedule_requests_the_upstream_refresh() -> None:
         "item_embeddings",
         "visual_clusters",
         "train_test_split",
+        "validation_split",
     } <= selected
     assert not selected & {"triplets", "curatornet_models", "evaluation_report"}
 

@@ -24,6 +24,7 @@ def test_definitions_load_with_every_stage() -> None:
         "catalogue",
         "cluster_map",
         "train_test_split",
+        "validation_split",
         "triplets",
         "curatornet_models",
         "vbpr_models",

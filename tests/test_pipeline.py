@@ -81,6 +81,7 @@ def test_every_step_succeeds_and_every_check_passes(pipeline: Pipeline) -> None:
         ("item_embeddings", "finite_vectors"),
         ("visual_clusters", "silhouette_positive"),
         ("triplets", "no_hidden_basket_items"),
+        ("triplets", "no_validation_basket_items"),
         ("triplets", "strategy_invariants"),
         ("curatornet_models", "weights_finite"),
         ("evaluation_report", "oracle_is_perfect"),
@@ -139,6 +140,36 @@ def test_models_are_registered_with_a_champion(pipeline: Pipeline) -> None:
     assert 0.0 <= float(champion.tags["test_auc"]) <= 1.0
     run = client.get_run(champion.run_id)
     assert run.data.tags.get("champion") == "True"
+
+
+def _latest(pipeline: Pipeline, asset: str, partition: str | None = None) -> dict:
+    records = pipeline.instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None
+        ),
+        limit=1,
+    ).records
+    return records[0].asset_materialization.metadata
+
+
+def test_models_choose_epochs_and_the_champion_on_held_out_baskets(pipeline: Pipeline) -> None:
+    """Training ranks held-out training baskets after each epoch; the champion compares that
+    validation AUC, not the test set's."""
+    held = _latest(pipeline, "validation_split")
+    assert held["validation_users"].value > 0
+    aucs = {}
+    for partition in ("l0", "l0.0001"):
+        meta = _latest(pipeline, "curatornet_models", partition)
+        assert meta["monitor"].value == "val_auc"
+        aucs[partition] = meta["best_val_auc"].value
+        assert 0.5 < aucs[partition] <= 1.0  # the tiny data's planted signal ranks
+    run = MlflowTracking().client.get_run(meta["mlflow_run_id"].value)
+    assert {"val_auc", "val_recall_100", "val_accuracy"} <= set(run.data.metrics)  # @ -> _
+    champion = _latest(pipeline, "champion")
+    assert champion["selected_on"].value == "val_auc"
+    assert champion["validation_auc"].value == pytest.approx(aucs)
+    best = max(aucs, key=aucs.__getitem__)
+    assert champion["variant"].value == f"curatornet-{best}"
 
 
 def test_same_seed_gives_the_same_data_version(pipeline: Pipeline) -> None:

@@ -251,3 +251,11 @@ def training_triples(
         return guided
     n_train, n_val = training_counts(guided, users_only=variant.kind == "vbpr")
     return match_size(random, n_train, n_val, seed)
+
+
+def validation_auc(payload: dict) -> float:
+    """A trained model's validation AUC at its best epoch (its held-out training baskets),
+    from its payload's ``extra``; NaN for a model trained without the validation hold-out.
+    The champion and the sample recommendations choose the weight decay on it."""
+    value = (payload.get("extra", {}).get("best_validation") or {}).get("val_auc")
+    return float("nan") if value is None else float(value)

@@ -47,6 +47,7 @@ UPSTREAM_ASSETS = (
     "cluster_map",
     "catalogue",
     "train_test_split",
+    "validation_split",
 )
 TRAINING_JOBS = {
     "train_curatornet": "curatornet_models",

@@ -23,6 +23,7 @@ from curatornet_pipeline.core.evaluate import EvalConfig
 from curatornet_pipeline.core.experiment import ModelGrid
 from curatornet_pipeline.core.strategies import SamplingConfig
 from curatornet_pipeline.core.train import TrainConfig
+from curatornet_pipeline.core.validation import ValidationConfig
 
 #: Stage settings per profile. Keys are the fields of each stage's core config
 #: dataclass; anything absent takes that dataclass's (paper) default.
@@ -75,6 +76,7 @@ STAGES: dict[str, type] = {
     "pca": PCAConfig,
     "cluster": ClusterConfig,
     "sampling": SamplingConfig,
+    "validation": ValidationConfig,
     "train": TrainConfig,
     "models": ModelGrid,
     "evaluation": EvalConfig,
@@ -117,6 +119,7 @@ PCASettings = SETTINGS_CLASSES["pca"]
 ClusterSettings = SETTINGS_CLASSES["cluster"]
 SamplingSettings = SETTINGS_CLASSES["sampling"]
 TrainSettings = SETTINGS_CLASSES["train"]
+ValidationSettings = SETTINGS_CLASSES["validation"]
 ModelGridSettings = SETTINGS_CLASSES["models"]
 EvaluationSettings = SETTINGS_CLASSES["evaluation"]
 
@@ -129,6 +132,7 @@ class PipelineSettings(dg.ConfigurableResource):
     pca: PCASettings = PCASettings()  # type: ignore[valid-type]
     cluster: ClusterSettings = ClusterSettings()  # type: ignore[valid-type]
     sampling: SamplingSettings = SamplingSettings()  # type: ignore[valid-type]
+    validation: ValidationSettings = ValidationSettings()  # type: ignore[valid-type]
     train: TrainSettings = TrainSettings()  # type: ignore[valid-type]
     models: ModelGridSettings = ModelGridSettings()  # type: ignore[valid-type]
     evaluation: EvaluationSettings = EvaluationSettings()  # type: ignore[valid-type]

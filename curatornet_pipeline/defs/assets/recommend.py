@@ -4,6 +4,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from curatornet_pipeline.core import experiment
 from curatornet_pipeline.core import models as models_core
 from curatornet_pipeline.core import recommend as rec_core
 from curatornet_pipeline.core.cluster import load_thumbnail
@@ -23,8 +24,8 @@ TOP = 10  # recommendations per user
 
 
 def _best(models: dict) -> tuple[str, dict]:
-    """The variant with the best validation accuracy (the registry uses test AUC: registry.py)."""
-    name = max(models, key=lambda n: float(models[n]["extra"].get("best_val_accuracy", 0.0)))
+    """The variant whose held-out validation baskets rank best, as the champion's choice."""
+    name = max(models, key=lambda n: np.nan_to_num(experiment.validation_auc(models[n]), nan=-1))
     return name, models[name]
 
 

@@ -73,8 +73,9 @@ def champion(
     catalogue: Catalogue,
     train_test_split: TrainTestSplit,
 ) -> dg.MaterializeResult:
-    """Registers the best CuratorNet by test AUC; it becomes champion only if it beats the
-    current one re-scored on the same split."""
+    """Registers the CuratorNet whose weight decay ranks the validation baskets best (the
+    test set chooses nothing); it becomes champion only if it beats the current one
+    re-scored on the same test split, the deployment gate."""
     from curatornet_pipeline.mlflow_model import log_recommender
 
     models = curatornet_models
@@ -83,12 +84,21 @@ def champion(
     config = pipeline.build("evaluation")
     upstream = upstream_versions(context)
     scores = {n: _test_auc(evaluation_report, config.protocol, n) for n in models}
-    best = max(scores, key=scores.__getitem__)
+    validation = {n: experiment.validation_auc(payload) for n, payload in models.items()}
+    # selection on validation AUC; models trained before the validation hold-out have none
+    chooser = validation if all(v == v for v in validation.values()) else scores
+    best = max(chooser, key=chooser.__getitem__)
     trained = upstream.get(f"curatornet_models[{best}]", {})
     variant = _variant(best)
     client = mlflow.client
+    selected_on = "val_auc" if chooser is validation else f"test {registry.METRIC}"
     with mlflow.run_for(
-        context, params={"metric": registry.METRIC, **dataclasses.asdict(config)}
+        context,
+        params={
+            "metric": registry.METRIC,
+            "selected_on": selected_on,
+            **dataclasses.asdict(config),
+        },
     ) as run:
         registry.ensure_registered_model(client)
         version = registry.find_version(
@@ -152,6 +162,7 @@ def champion(
                 {
                     "version": str(version.version),
                     "variant": variant.name,
+                    "val_auc": validation[best],
                     "test_auc": decision.candidate,
                     "champion_version": decision.champion_version or "",
                     "champion_test_auc": float("nan")
@@ -170,6 +181,9 @@ def champion(
             metadata={
                 "registered_version": dg.MetadataValue.text(str(version.version)),
                 "variant": variant.name,
+                "selected_on": selected_on,
+                "validation_auc": dg.MetadataValue.json(validation),
+                "val_auc": validation[best],
                 "test_auc": decision.candidate,
                 "decision": dg.MetadataValue.md(
                     decision.markdown(registry.METRIC, config.protocol)

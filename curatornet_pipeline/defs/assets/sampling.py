@@ -9,6 +9,7 @@ import pandas as pd
 from curatornet_pipeline.core import sampling as sampling_core
 from curatornet_pipeline.core import split as split_core
 from curatornet_pipeline.core import strategies as strategies_core
+from curatornet_pipeline.core import validation as validation_core
 from curatornet_pipeline.core.recommend import Catalogue
 from curatornet_pipeline.core.types import (
     STRATEGIES,
@@ -60,6 +61,60 @@ def train_test_split(
         )
 
 
+@dg.asset(
+    dagster_type=TrainTestSplit,
+    group_name=GROUP,
+    code_version=source_hash(validation_core.holdout_validation),
+    io_manager_key=BUNDLE,
+    automation_condition=ON_DATA_CHANGE,
+)
+def validation_split(
+    context: dg.AssetExecutionContext,
+    pipeline: PipelineSettings,
+    mlflow: MlflowTracking,
+    train_test_split: TrainTestSplit,
+) -> dg.MaterializeResult:
+    """The last training basket of users with enough training baskets, held out for validation.
+
+    Its training baskets are what triples are sampled from (the held-out ones feed no
+    triple); its ``test_*`` arrays are the held-out baskets, ranked after every epoch like
+    the test set (``core/validation.py``) to choose the best epoch, stop early and pick the
+    champion's weight decay.
+    """
+    config = pipeline.build("validation")
+    upstream = upstream_versions(context)
+    with mlflow.run_for(context, params=dataclasses.asdict(config)) as run:
+        _, held_out = validation_core.holdout_validation(train_test_split, config)
+        info = held_out.meta["validation_of"]
+        return finish(
+            context,
+            run,
+            held_out,
+            upstream=upstream,
+            metadata={
+                "validation_users": info["validation_users"],
+                "validation_purchases": info["validation_purchases"],
+                "training_baskets_left": len(held_out.basket_timestamps),
+                "config": dg.MetadataValue.json(dataclasses.asdict(config)),
+            },
+        )
+
+
+def sampling_split(split: TrainTestSplit, held_out: TrainTestSplit) -> TrainTestSplit:
+    """``split`` with only the training baskets ``held_out`` left: what triples may read."""
+    if not np.array_equal(split.user_ids, held_out.user_ids):
+        raise ValueError(
+            "train_test_split and validation_split list different users: rematerialize both"
+        )
+    return dataclasses.replace(
+        split,
+        user_basket_offsets=held_out.user_basket_offsets,
+        basket_item_offsets=held_out.basket_item_offsets,
+        basket_items=held_out.basket_items,
+        basket_timestamps=held_out.basket_timestamps,
+    )
+
+
 def _context(split, catalogue: Catalogue, pca: ItemVectors) -> sampling_core.SamplingContext:
     if not np.array_equal(catalogue.ids, pca.ids):
         raise ValueError("catalogue and pca_embeddings list different items: rematerialize both")
@@ -92,6 +147,13 @@ def _context(split, catalogue: Catalogue, pca: ItemVectors) -> sampling_core.Sam
             "positive. Blocks training.",
         ),
         dg.AssetCheckSpec(
+            "no_validation_basket_items",
+            asset="triplets",
+            blocking=True,
+            description="Leakage: no held-out validation item of its user appears in a profile "
+            "or as a positive, so the validation ranking is honest. Blocks training.",
+        ),
+        dg.AssetCheckSpec(
             "target_reached",
             asset="triplets",
             description="WARN when the strategy produced under 90% of the requested triples.",
@@ -103,19 +165,24 @@ def triplets(
     pipeline: PipelineSettings,
     mlflow: MlflowTracking,
     train_test_split: TrainTestSplit,
+    validation_split: TrainTestSplit,
     catalogue: Catalogue,
     pca_embeddings: ItemVectors,
 ) -> dg.MaterializeResult:
-    """Training and validation triples of one sampling strategy (the paper's guidelines, or random)."""
+    """Training triples of one sampling strategy (the paper's guidelines, or random), drawn
+    from the training baskets left after the validation hold-out."""
     strategy = context.partition_key
     config = pipeline.build("sampling")
     upstream = upstream_versions(context)
     params = {**dataclasses.asdict(config), **STRATEGY_INFO[strategy].params()}
     with mlflow.run_for(context, params=params) as run:
-        ctx = _context(train_test_split, catalogue, pca_embeddings)
+        ctx = _context(
+            sampling_split(train_test_split, validation_split), catalogue, pca_embeddings
+        )
         result: Triplets = sampling_core.sample_strategy(ctx, strategy, config)
         violations = sampling_core.verify_strategy(result, ctx, strategy)
         leaks = sampling_core.hidden_item_leaks(result, train_test_split)
+        validation_leaks = sampling_core.hidden_item_leaks(result, validation_split)
         meta = result.meta
         sizes = np.diff(result.profile_offsets)[result.profile]
         hist = (
@@ -152,6 +219,11 @@ def triplets(
             checks=[
                 check("strategy_invariants", not violations, violations=violations[:10]),
                 check("no_hidden_basket_items", leaks == 0, leaks=leaks),
+                check(
+                    "no_validation_basket_items",
+                    validation_leaks == 0,
+                    leaks=validation_leaks,
+                ),
                 check(
                     "target_reached",
                     produced >= 0.9 * target,

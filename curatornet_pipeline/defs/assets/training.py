@@ -19,8 +19,10 @@ from curatornet_pipeline.core import experiment
 from curatornet_pipeline.core import models as models_core
 from curatornet_pipeline.core import sampling as sampling_core
 from curatornet_pipeline.core import train as train_core
+from curatornet_pipeline.core import validation as validation_core
 from curatornet_pipeline.core.plots import training_curve
 from curatornet_pipeline.core.recommend import Catalogue
+from curatornet_pipeline.core.report import timeline
 from curatornet_pipeline.core.types import TrainTestSplit, Triplets
 from curatornet_pipeline.defs import crash
 from curatornet_pipeline.defs.automation import ON_DATA_CHANGE
@@ -54,7 +56,9 @@ RANDOM_SAMPLING_MAPPING = dg.StaticPartitionMapping(
     }
 )
 
-CODE_VERSION = source_hash(models_core, train_core, experiment, sampling_core.merge_triplets)
+CODE_VERSION = source_hash(
+    models_core, train_core, experiment, sampling_core.merge_triplets, validation_core
+)
 #: A crash (killed worker, lost node) is worth a retry: training resumes from its checkpoint.
 RETRY = dg.RetryPolicy(max_retries=1, delay=5)
 
@@ -87,8 +91,8 @@ def _checks(family: str) -> list[dg.AssetCheckSpec]:
         dg.AssetCheckSpec(
             "beats_chance",
             asset=asset,
-            description="WARN when the best validation accuracy is not above 0.5: the model "
-            "learned nothing from its triples.",
+            description="WARN when the validation AUC of the held-out baskets is not above "
+            "0.5: the model ranks them no better than chance.",
         ),
     ]
 
@@ -115,14 +119,20 @@ def train_variant(
     variant: experiment.Variant,
     triplets: Triplets | dict[str, Triplets],
     catalogue: Catalogue,
-    split: TrainTestSplit,
+    validation_split: TrainTestSplit,
 ) -> dg.MaterializeResult:
-    """Train one variant on the triplet partitions it reads; resume from its checkpoint."""
+    """Train one variant on the triplet partitions it reads; resume from its checkpoint.
+
+    After every epoch the held-out validation baskets are ranked as the test set is
+    (``val_auc``, ``val_recall@100``, ...); ``val_auc`` chooses the best epoch and
+    drives early stopping (``train.monitor``), and the champion compares it.
+    """
     parts = triplets if isinstance(triplets, dict) else {variant.strategies[0]: triplets}
     missing = set(variant.strategies) - set(parts)
     if missing:
         raise ValueError(f"{variant.name}: triplet partitions {sorted(missing)} were not loaded")
     config = dataclasses.replace(pipeline.build("train"), l2=variant.l2)
+    validation_config = pipeline.build("validation")
     guided = {k: v for k, v in parts.items() if k != experiment.RANDOM_STRATEGY}
     union = sampling_core.merge_triplets(guided) if len(guided) > 1 else next(iter(guided.values()))
     # guideline variants: their guidelines; random variants: as many random triples as the
@@ -131,7 +141,11 @@ def train_variant(
         variant, union, parts.get(experiment.RANDOM_STRATEGY), config.seed
     )
     upstream = upstream_versions(context)
-    key = crash.checkpoint_key(upstream, dataclasses.asdict(config), CODE_VERSION)
+    key = crash.checkpoint_key(
+        upstream,
+        {**dataclasses.asdict(config), "validation": dataclasses.asdict(validation_config)},
+        CODE_VERSION,
+    )
     checkpoints = storage.checkpoint_dir(context, key)
     crash.end_orphaned_mlflow_runs(mlflow, context)
     params = {
@@ -146,7 +160,10 @@ def train_variant(
         import torch
 
         torch.manual_seed(config.seed)  # the initial weights: same inputs, same model version
-        model = _build(variant, catalogue, split)
+        model = _build(variant, catalogue, validation_split)
+        evaluator = validation_core.make_evaluator(
+            validation_split, catalogue.features, validation_config, timeline(catalogue)
+        )
         resumed_from = crash.checkpoint_epochs(checkpoints / train_core.CHECKPOINT_NAME) + 1
         if resumed_from > 1:
             context.log.info(
@@ -161,13 +178,22 @@ def train_variant(
             )
             context.log.info(
                 f"{variant.name} epoch {stats.epoch}: loss {stats.loss:.4f} "
+                f"val AUC {stats.metrics.get('val_auc', float('nan')):.4f} "
                 f"val acc {stats.val_accuracy:.4f} ({stats.triples_per_second:.0f}/s)"
             )
 
         start = time.perf_counter()
         result = train_core.train(
-            model, triples, triples, catalogue.features, config, on_epoch, checkpoints
+            model,
+            triples,
+            triples,
+            catalogue.features,
+            config,
+            on_epoch,
+            checkpoints,
+            evaluator=evaluator,
         )
+        best = result.best_metrics
         history = [dataclasses.asdict(h) for h in result.history]
         payload = models_core.model_payload(
             result.model,
@@ -177,6 +203,8 @@ def train_variant(
                 "history": history,
                 "best_epoch": result.best_epoch,
                 "best_val_accuracy": result.best_val_accuracy,
+                "monitor": result.monitor,
+                "best_validation": best,
                 "inputs": upstream,
             },
         )
@@ -197,6 +225,9 @@ def train_variant(
                 "epochs_run": len(history),
                 "best_epoch": result.best_epoch,
                 "best_val_accuracy": float(result.best_val_accuracy),
+                "monitor": result.monitor,
+                "best_val_auc": float(best.get("val_auc", float("nan"))),
+                "best_val_recall@100": float(best.get("val_recall@100", float("nan"))),
                 "training_seconds": float(time.perf_counter() - start),
                 "triples_per_second": float(result.triples_per_second),
                 "training_triples": int((~triples.is_validation).sum()),
@@ -207,9 +238,9 @@ def train_variant(
                 check("weights_finite", finite),
                 check(
                     "beats_chance",
-                    result.best_val_accuracy > 0.5,
+                    best.get("val_auc", 0.0) > 0.5,
                     severity="WARN",
-                    best_val_accuracy=float(result.best_val_accuracy),
+                    best_val_auc=float(best.get("val_auc", float("nan"))),
                 ),
             ],
         )
@@ -251,13 +282,13 @@ def _guideline_asset(family: str):
         storage: ArtifactStorage,
         triplets: dict,
         catalogue: Catalogue,
-        train_test_split: TrainTestSplit,
+        validation_split: TrainTestSplit,
     ) -> dg.MaterializeResult:
         variant = experiment.guideline_variant(
             family, experiment.l2_from_key(context.partition_key)
         )
         return train_variant(
-            context, pipeline, mlflow, storage, variant, triplets, catalogue, train_test_split
+            context, pipeline, mlflow, storage, variant, triplets, catalogue, validation_split
         )
 
     return _asset
@@ -286,10 +317,10 @@ def random_sampling_models(
     storage: ArtifactStorage,
     triplets: dict,
     catalogue: Catalogue,
-    train_test_split: TrainTestSplit,
+    validation_split: TrainTestSplit,
 ) -> dg.MaterializeResult:
     """CuratorNet and VBPR on uniformly sampled triples, at the ablation's weight decay (Fig. 3)."""
     variant = experiment.random_variant(context.partition_key, pipeline.grid())
     return train_variant(
-        context, pipeline, mlflow, storage, variant, triplets, catalogue, train_test_split
+        context, pipeline, mlflow, storage, variant, triplets, catalogue, validation_split
     )

@@ -67,6 +67,17 @@ def test_killed_training_resumes_from_its_checkpoint(
         )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CURATORNET_PROFILE": "tiny"}
     checkpoints = storage / "checkpoints" / ASSET / PARTITION
+    tracking = MlflowTracking()
+    query = f"tags.`{TAG_ASSET}` = '{ASSET}' and tags.`{TAG_PARTITION}` = '{PARTITION}'"
+    # the MLflow store is the session's: earlier tests may have trained this partition too
+    earlier = {
+        r.info.run_id
+        for r in tracking.client.search_runs([tracking.experiment_id], filter_string=query)
+    }
+
+    def runs_of_this_test() -> list:
+        found = tracking.client.search_runs([tracking.experiment_id], filter_string=query)
+        return [r for r in found if r.info.run_id not in earlier]
 
     first = subprocess.Popen(
         _materialize_command(),
@@ -88,18 +99,13 @@ def test_killed_training_resumes_from_its_checkpoint(
     epochs_saved = int(torch.load(saved[0], weights_only=True)["epoch"])
     assert epochs_saved == 1
 
-    tracking = MlflowTracking()
-    query = f"tags.`{TAG_ASSET}` = '{ASSET}' and tags.`{TAG_PARTITION}` = '{PARTITION}'"
-    runs = tracking.client.search_runs([tracking.experiment_id], filter_string=query)
+    runs = runs_of_this_test()
     assert [r.info.status for r in runs] == ["RUNNING"]  # what a kill leaves behind
     killed = runs[0].info.run_id
 
     second = subprocess.run(_materialize_command(), env=env, capture_output=True, text=True)
     assert second.returncode == 0, second.stderr[-3000:]
-    runs = {
-        r.info.run_id: r
-        for r in tracking.client.search_runs([tracking.experiment_id], filter_string=query)
-    }
+    runs = {r.info.run_id: r for r in runs_of_this_test()}
     assert runs[killed].info.status == "KILLED"
     assert "process died" in runs[killed].data.tags["killed_reason"]
     (resumed,) = [r for r in runs.values() if r.info.run_id != killed]

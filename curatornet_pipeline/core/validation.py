@@ -101,14 +101,6 @@ def holdout_validation(
         "min_train_baskets": config.min_train_baskets,
         "seed": config.seed,
     }
-    train_split = TrainTestSplit(
-        **common,
-        test_users=split.test_users,
-        test_item_offsets=split.test_item_offsets,
-        test_items=split.test_items,
-        test_timestamps=split.test_timestamps,
-        meta={**split.meta, "validation_holdout": meta},
-    )
     val_split = TrainTestSplit(
         **common,
         test_users=eligible.astype(np.int32),
@@ -122,7 +114,22 @@ def holdout_validation(
         len(eligible),
         len(val_items),
     )
-    return train_split, val_split
+    return training_split(split, val_split), val_split
+
+
+def training_split(split: TrainTestSplit, val_split: TrainTestSplit) -> TrainTestSplit:
+    """``split`` with only ``val_split``'s training baskets left (its test baskets kept):
+    what sampling and training may read once the validation baskets are held out."""
+    if not np.array_equal(split.user_ids, val_split.user_ids):
+        raise ValueError("the split and its validation split list different users")
+    return replace(
+        split,
+        user_basket_offsets=val_split.user_basket_offsets,
+        basket_item_offsets=val_split.basket_item_offsets,
+        basket_items=val_split.basket_items,
+        basket_timestamps=val_split.basket_timestamps,
+        meta={**split.meta, "validation_holdout": val_split.meta["validation_of"]},
+    )
 
 
 def as_scorer(model_or_scorer: object, features: np.ndarray | None) -> Scorer:

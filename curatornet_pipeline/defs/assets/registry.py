@@ -1,6 +1,7 @@
 """The registered model: the best CuratorNet of the report, as a pyfunc, and the champion rule."""
 
 import dataclasses
+import math
 import tempfile
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def champion(
     scores = {n: _test_auc(evaluation_report, config.protocol, n) for n in models}
     validation = {n: experiment.validation_auc(payload) for n, payload in models.items()}
     # selection on validation AUC; models trained before the validation hold-out have none
-    chooser = validation if all(v == v for v in validation.values()) else scores
+    chooser = scores if any(math.isnan(v) for v in validation.values()) else validation
     best = max(chooser, key=chooser.__getitem__)
     trained = upstream.get(f"curatornet_models[{best}]", {})
     variant = _variant(best)

@@ -100,21 +100,6 @@ def validation_split(
         )
 
 
-def sampling_split(split: TrainTestSplit, held_out: TrainTestSplit) -> TrainTestSplit:
-    """``split`` with only the training baskets ``held_out`` left: what triples may read."""
-    if not np.array_equal(split.user_ids, held_out.user_ids):
-        raise ValueError(
-            "train_test_split and validation_split list different users: rematerialize both"
-        )
-    return dataclasses.replace(
-        split,
-        user_basket_offsets=held_out.user_basket_offsets,
-        basket_item_offsets=held_out.basket_item_offsets,
-        basket_items=held_out.basket_items,
-        basket_timestamps=held_out.basket_timestamps,
-    )
-
-
 def _context(split, catalogue: Catalogue, pca: ItemVectors) -> sampling_core.SamplingContext:
     if not np.array_equal(catalogue.ids, pca.ids):
         raise ValueError("catalogue and pca_embeddings list different items: rematerialize both")
@@ -177,7 +162,9 @@ def triplets(
     params = {**dataclasses.asdict(config), **STRATEGY_INFO[strategy].params()}
     with mlflow.run_for(context, params=params) as run:
         ctx = _context(
-            sampling_split(train_test_split, validation_split), catalogue, pca_embeddings
+            validation_core.training_split(train_test_split, validation_split),
+            catalogue,
+            pca_embeddings,
         )
         result: Triplets = sampling_core.sample_strategy(ctx, strategy, config)
         violations = sampling_core.verify_strategy(result, ctx, strategy)

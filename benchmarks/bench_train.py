@@ -130,8 +130,10 @@ def flops_per_triple(make, triplets, features, config, n_batches: int = 4) -> fl
     return flops / triples
 
 
-def median_seconds(fn, repeats: int) -> float:
-    return statistics.median(fn() for _ in range(repeats))
+def timed_runs(fn, repeats: int) -> list[tuple[float, float]]:
+    """(seconds, matmul peak measured just before) of each repeat: on a shared machine the
+    peak drifts by tens of percent within minutes, so each run is set against its own."""
+    return [(matmul_peak_gflops(reps=5), fn())[::-1] for _ in range(repeats)]
 
 
 def profile_epoch(triplets, features, config) -> None:
@@ -194,19 +196,24 @@ def main(argv: list[str] | None = None) -> None:
              torch.get_num_threads())  # fmt: skip
     log.info("synthetic: %d items x %d, %d training triples, profile size mean %.2f max %d",
              N_ITEMS, D_IN, n_train, sizes.mean(), sizes.max())  # fmt: skip
-    peak = matmul_peak_gflops()
-    log.info("fp32 matmul peak (torch.mm 2048^2, median of 7): %.1f GFLOP/s", peak)
+    peaks = [matmul_peak_gflops()]
+    log.info("fp32 matmul peak (torch.mm 2048^2, median of 7): %.1f GFLOP/s", peaks[0])
     config = replace(
         TrainConfig(), epochs=1, batch_triples=args.batch_triples,
         max_profile_items_per_batch=args.budget, device=args.device,
     )  # fmt: skip
     configs = [replace(config, l2=l2) for l2 in GRID_L2]
 
-    def report(name: str, seconds: float, flops: float, n_models: int) -> None:
+    def report(name: str, runs: list[tuple[float, float]], flops: float) -> float:
+        """Log medians of the runs; the fraction of peak is the median of each run's own."""
+        seconds = statistics.median(s for s, _ in runs)
+        peaks.extend(p for _, p in runs)
         tps = n_train / seconds
         gflops = flops * tps / 1e9
+        fraction = statistics.median(flops * n_train / s / 1e9 / p for s, p in runs)
         log.info("%-34s %6.2f s/epoch  %8.0f triples/s  %6.1f MFLOP/triple  %6.1f GFLOP/s = "
-                 "%.2f of peak", name, seconds, tps, flops / 1e6, gflops, gflops / peak)  # fmt: skip
+                 "%.2f of peak", name, seconds, tps, flops / 1e6, gflops, fraction)  # fmt: skip
+        return seconds
 
     def one() -> float:
         r = train(curatornet(features), triplets, triplets, features, config)
@@ -231,21 +238,25 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     f_one = flops_per_triple(lambda: curatornet(features), triplets, features, config)
     if "single" in parts:
-        results["single"] = median_seconds(one, args.repeats)
-        report("CuratorNet, one model", results["single"], f_one, 1)
+        results["single"] = report("CuratorNet, one model", timed_runs(one, args.repeats), f_one)
     if parts & {"grid", "gridbmm"}:
         f_grid = flops_per_triple(
             lambda: stack_models([curatornet(features) for _ in configs]), triplets, features,
             config,
         )  # fmt: skip
-        results["grid"] = median_seconds(grid, args.repeats)
-        report("CuratorNet, 4-lambda grid, one pass", results["grid"], f_grid, 4)
+        results["grid"] = report(
+            "CuratorNet, 4-lambda grid, one pass", timed_runs(grid, args.repeats), f_grid
+        )
     if "gridbmm" in parts:
-        results["gridbmm"] = median_seconds(lambda: grid("bmm"), args.repeats)
-        report("CuratorNet, 4-lambda grid, bmm layout", results["gridbmm"], f_grid, 4)
+        results["gridbmm"] = report(
+            "CuratorNet, 4-lambda grid, bmm layout",
+            timed_runs(lambda: grid("bmm"), args.repeats),
+            f_grid,
+        )
     if "onebyone" in parts:
-        results["onebyone"] = median_seconds(one_by_one, args.repeats)
-        report("CuratorNet, 4 one by one", results["onebyone"], 4 * f_one, 4)
+        results["onebyone"] = report(
+            "CuratorNet, 4 one by one", timed_runs(one_by_one, args.repeats), 4 * f_one
+        )
     if "grid" in parts and "single" in parts:
         log.info("grid / one model: %.2fx the time (goal <= 2x)",
                  results["grid"] / results["single"])  # fmt: skip
@@ -268,11 +279,15 @@ def main(argv: list[str] | None = None) -> None:
                 return m
 
             f_v = flops_per_triple(make, triplets, features, c)
-            results[f"vbpr{sparse}"] = median_seconds(run_vbpr, args.repeats)
-            report(f"VBPR, {'sparse' if sparse else 'dense'} rows", results[f"vbpr{sparse}"],
-                   f_v, 1)  # fmt: skip
+            results[f"vbpr{sparse}"] = report(
+                f"VBPR, {'sparse' if sparse else 'dense'} rows",
+                timed_runs(run_vbpr, args.repeats),
+                f_v,
+            )
         log.info("VBPR sparse speedup over dense: %.2fx",
                  results["vbprFalse"] / results["vbprTrue"])  # fmt: skip
+    log.info("matmul peak over the run: median %.1f, min %.1f, max %.1f GFLOP/s (%d measures)",
+             statistics.median(peaks), min(peaks), max(peaks), len(peaks))  # fmt: skip
     if args.profile:
         profile_epoch(triplets, features, config)
 

@@ -268,6 +268,30 @@ def test_grid_killed_then_resumed_equals_uninterrupted(tmp_path):
         )  # fmt: skip
 
 
+def test_whole_catalogue_batches_train_exactly_like_gathered_ones():
+    """A batch touching most of the catalogue runs the item tower on all of it instead of
+    gathering its items' features: same loss and same gradients."""
+    triplets, features = _planted(400)
+    mask = ~triplets.is_validation
+    x = torch.from_numpy(features)
+    whole = _TripleSet(triplets, mask, True, False, whole_catalogue_at=0.0)
+    gathered = _TripleSet(triplets, mask, True, False)
+    idx = np.arange(40)
+    b_whole = whole.batch(idx, x, torch.device("cpu"))
+    b_gathered = gathered.batch(idx, x, torch.device("cpu"))
+    assert len(b_whole.items) == N_ITEMS > len(b_gathered.items)
+    assert b_whole.x.data_ptr() == x.data_ptr()  # the features themselves, no copy
+    grads = []
+    for batch in (b_whole, b_gathered):
+        model = _curatornet(features)
+        loss = model.loss(batch, 1e-3)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    for g_whole, g_gathered in zip(grads[0][1], grads[1][1], strict=True):
+        torch.testing.assert_close(g_whole, g_gathered)
+
+
 # ----------------------------------------------------------------------------- evaluator
 
 

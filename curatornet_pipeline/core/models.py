@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from curatornet_pipeline.core.pooling import segment_max
+
 logger = logging.getLogger(__name__)
 
 
@@ -112,14 +114,15 @@ def pool_profiles(
     """[mean || max] of ragged profiles: h (U, D) item vectors, profile k is the rows
     ``profile_items[offsets[k]:offsets[k+1]]`` of h (non-empty). Returns (B, 2D); no padding.
 
-    ``F.embedding_bag`` reads the rows straight from h (no (S, D) gather) and its autograd
-    backward beat a hand-written one (benchmarks/bench_kernels.py). Pools in fp32 under
-    bf16 autocast. Ties of the max send the gradient to one of the tied rows.
+    The mean is ``F.embedding_bag``'s (its vectorized kernel reads the rows straight from
+    h, no (S, D) gather); the max is :func:`~curatornet_pipeline.core.pooling.segment_max`
+    on the CPU, where ``embedding_bag``'s max is a scalar loop (benchmarks/bench_kernels.py).
+    Pools in fp32 under bf16 autocast. Ties of the max send the gradient to one of the
+    tied rows.
     """
     h = h.float()
-    starts = profile_offsets[:-1]
-    mean = F.embedding_bag(profile_items, h, starts, mode="mean")  # (B, D)
-    amax = F.embedding_bag(profile_items, h, starts, mode="max")  # (B, D)
+    mean = F.embedding_bag(profile_items, h, profile_offsets[:-1], mode="mean")  # (B, D)
+    amax = segment_max(h, profile_items, profile_offsets)  # (B, D)
     return torch.cat([mean, amax], dim=1)
 
 

@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--only", default="all", help="comma list: single,grid,gridbmm,onebyone,vbpr")
+    ap.add_argument("--only", default="all",
+                    help="comma list: single,grid,gridbmm,onebyone,vbpr")  # fmt: skip
     ap.add_argument("--profile", action="store_true", help="profile one CuratorNet epoch")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")

@@ -1,14 +1,10 @@
-"""Max pooling of ragged profiles (core.pooling) against F.embedding_bag, and the training
-process's heap tuning (core.heap) observed through the kernel's page-fault counter."""
-
-import resource
+"""Max pooling of ragged profiles (core.pooling) against F.embedding_bag."""
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from curatornet_pipeline.core import heap
 from curatornet_pipeline.core.pooling import segment_max
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -50,29 +46,3 @@ def test_segment_max_passes_gradcheck():
     items, offsets = _ragged(rng, 12, 200, 6)  # distinct values: no ties
     h = torch.randn(200, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: segment_max(t, items, offsets), (h,))
-
-
-BLOCK = 64 * 1024 * 1024  # bytes: above glibc's largest mmap threshold (32 MiB)
-
-
-def _faults_of_a_touched_block() -> int:
-    """Minor page faults taken by allocating, writing and freeing one BLOCK."""
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    block = torch.empty(BLOCK // 4)
-    block.fill_(1.0)
-    del block
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-
-@pytest.mark.skipif(heap._glibc() is None, reason="glibc malloc tuning only")
-def test_retained_heap_reuses_freed_memory_and_gives_it_back_after():
-    pages = BLOCK // resource.getpagesize()
-    _faults_of_a_touched_block()
-    # by default a block this size is mapped fresh every time: every page faults again
-    assert _faults_of_a_touched_block() > pages // 2
-    with heap.retained_heap() as applied:
-        assert applied
-        _faults_of_a_touched_block()  # the heap grows once
-        assert _faults_of_a_touched_block() < pages // 10  # then its pages are reused
-    # the defaults are back: the freed heap was trimmed, a new block faults again
-    assert _faults_of_a_touched_block() > pages // 2

@@ -31,7 +31,6 @@ import numpy as np
 import torch
 
 from curatornet_pipeline.core import ragged
-from curatornet_pipeline.core.heap import retained_heap
 from curatornet_pipeline.core.models import VBPR, CuratorNet, TripletBatch, stack_models
 from curatornet_pipeline.core.types import Triplets
 
@@ -761,8 +760,7 @@ def _train_grid(
 
 @contextlib.contextmanager
 def _training_context(config: TrainConfig) -> Iterator[None]:
-    """Deterministic kernels when configured, and freed activations kept in the process
-    (:func:`~curatornet_pipeline.core.heap.retained_heap`) for the duration of training."""
+    """Deterministic kernels for the duration of training, when configured."""
     previous = torch.are_deterministic_algorithms_enabled()
     fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(config.deterministic, warn_only=True)
@@ -770,8 +768,7 @@ def _training_context(config: TrainConfig) -> Iterator[None]:
     # the training kernels write every element they allocate
     torch.utils.deterministic.fill_uninitialized_memory = False
     try:
-        with retained_heap():
-            yield
+        yield
     finally:
         torch.use_deterministic_algorithms(previous)
         torch.utils.deterministic.fill_uninitialized_memory = fill

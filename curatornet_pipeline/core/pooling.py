@@ -22,9 +22,9 @@ import torch.nn.functional as F
 class _SegmentMax(torch.autograd.Function):
     """(B, D) per-profile maximum of the rows ``h[items[offsets[b]:offsets[b+1]]]``.
 
-    Profiles are sorted longest first; ``x`` holds the rows position-major (block k: the
-    k-th item of each of the ``longer[k]`` profiles longer than k), so that every step
-    reads one contiguous block and updates a prefix of the output. The argmax is kept as
+    Profiles are sorted longest first; ``rows`` lists the h rows position-major (block k:
+    the k-th item of each of the ``longer[k]`` profiles longer than k), so that every step
+    gathers one contiguous block and updates a prefix of the output. The argmax is kept as
     the position k, in float32: comparisons written straight into a float buffer and
     ``maximum`` are vectorized, where ``masked_fill_`` and bool masks are scalar loops.
     """
@@ -37,7 +37,7 @@ class _SegmentMax(torch.autograd.Function):
         sorted_lengths = lengths.index_select(0, order)
         # longer[k]: how many profiles are longer than k (a prefix of the sorted ones)
         longer = n_bags - torch.cumsum(torch.bincount(sorted_lengths), 0)
-        block = torch.zeros(longer.shape[0] + 1, dtype=torch.int64)  # block k: rows of x
+        block = torch.zeros(longer.shape[0] + 1, dtype=torch.int64)  # block k of ``rows``
         torch.cumsum(longer, 0, out=block[1:])
         bag = torch.repeat_interleave(torch.arange(n_bags), sorted_lengths)  # sorted bag ids
         first = torch.zeros(n_bags + 1, dtype=torch.int64)
@@ -46,14 +46,14 @@ class _SegmentMax(torch.autograd.Function):
         source = offsets.index_select(0, order).index_select(0, bag) + k  # into ``items``
         position_major = torch.empty_like(source)
         position_major[block.index_select(0, k) + bag] = source
-        rows = items.index_select(0, position_major)  # the h row of every row of x
+        rows = items.index_select(0, position_major)  # h rows, position-major
 
         bounds = list(zip(block.tolist(), longer.tolist(), strict=False))
         n0 = bounds[0][1] if bounds else 0
         out = torch.zeros(n_bags, width, dtype=h.dtype)
         out[:n0] = h.index_select(0, rows[:n0])
         argk = torch.zeros(n_bags, width, dtype=h.dtype)  # position of the max, as a float
-        better = torch.empty(max(bounds[1][1] if len(bounds) > 1 else 0, 1), width, dtype=h.dtype)
+        better = torch.empty(bounds[1][1] if len(bounds) > 1 else 0, width, dtype=h.dtype)
         for pos, (at, nk) in enumerate(bounds[1:], start=1):
             if nk == 0:
                 break

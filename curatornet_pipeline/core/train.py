@@ -759,8 +759,8 @@ def _train_grid(
 
 
 @contextlib.contextmanager
-def _training_context(config: TrainConfig) -> Iterator[None]:
-    """Deterministic kernels for the duration of training, when configured."""
+def _deterministic_kernels(config: TrainConfig) -> Iterator[None]:
+    """Deterministic kernels (when configured) for the duration of training."""
     previous = torch.are_deterministic_algorithms_enabled()
     fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(config.deterministic, warn_only=True)
@@ -786,7 +786,7 @@ def train(
     evaluator: Evaluator | None = None,
 ) -> TrainResult:
     """Train ``model`` (see :func:`_train`), with deterministic kernels when configured."""
-    with _training_context(config):
+    with _deterministic_kernels(config):
         return _train(
             model, train, validation, features, config, callback, checkpoint_dir, resume, evaluator
         )
@@ -815,7 +815,7 @@ def train_grid(
     """
     if not configs:
         raise ValueError("a grid needs at least one config")
-    with _training_context(configs[0]):
+    with _deterministic_kernels(configs[0]):
         return _train_grid(
             models, train, validation, features, configs, callbacks, checkpoint_dir, resume,
             evaluator,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from curatornet_pipeline.core import ragged
 from curatornet_pipeline.core.models import VBPR, CuratorNet, CuratorNetConfig, VBPRConfig
 from curatornet_pipeline.core.train import (
     CHECKPOINT_NAME,
@@ -174,7 +175,8 @@ def test_batches_respect_the_profile_budget_and_cover_every_triple_once():
     p = ts.profile[idx[-1]]
     expected = triplets.profile_items[triplets.profile_offsets[p] : triplets.profile_offsets[p + 1]]
     o = batch.profile_offsets.numpy()
-    got = batch.items[batch.profile_items[o[-2] : o[-1]]].numpy()
+    row = len(idx) - 1 if batch.profile_of is None else int(batch.profile_of[-1])
+    got = batch.items[batch.profile_items[o[row] : o[row + 1]]].numpy()
     np.testing.assert_array_equal(got, expected)
     torch.testing.assert_close(batch.x, torch.from_numpy(features[batch.items.numpy()]))
 
@@ -290,6 +292,34 @@ def test_whole_catalogue_batches_train_exactly_like_gathered_ones():
     torch.testing.assert_close(grads[0][0], grads[1][0])
     for g_whole, g_gathered in zip(grads[0][1], grads[1][1], strict=True):
         torch.testing.assert_close(g_whole, g_gathered)
+
+
+def test_triples_sharing_a_profile_pool_it_once_and_train_like_separate_copies():
+    """Triples of one batch that share a profile run the user tower once for it; the loss
+    and gradients equal those of the same triples each holding its own copy."""
+    triplets, features = _planted(400)
+    shared = replace(triplets, profile=triplets.profile // 4)  # 4 triples a profile
+    offsets, items = ragged.take_rows(shared.profile_offsets, shared.profile_items, shared.profile)
+    copies = replace(
+        shared, profile_offsets=offsets, profile_items=items, profile=np.arange(len(shared))
+    )
+    idx = np.arange(60)
+    x = torch.from_numpy(features)
+    every = np.ones(len(shared), bool)
+    b_shared = _TripleSet(shared, every, True, False).batch(idx, x, torch.device("cpu"))
+    b_copies = _TripleSet(copies, every, True, False).batch(idx, x, torch.device("cpu"))
+    assert b_copies.profile_of is None and len(b_copies.profile_offsets) == 61
+    assert len(b_shared.profile_offsets) == 16  # 15 distinct profiles pooled
+    np.testing.assert_array_equal(b_shared.profile_of.numpy(), idx // 4)
+    results = []
+    for batch in (b_shared, b_copies):
+        model = _curatornet(features)
+        loss = model.loss(batch, 1e-3)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for g_shared, g_copies in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(g_shared, g_copies)
 
 
 # ----------------------------------------------------------------------------- evaluator

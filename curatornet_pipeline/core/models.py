@@ -5,10 +5,10 @@ Recommendation of Art Images", 2020 (section 3). VBPR: He & McAuley, "VBPR: Visu
 Bayesian Personalized Ranking from Implicit Feedback", AAAI 2016.
 
 Both models consume a :class:`TripletBatch`: the unique catalogue items of a batch
-with their raw visual features, ragged profiles as CSR offsets into those unique
-items, and positive / negative items as local indices. The item tower of CuratorNet
-therefore runs once per unique item of the batch, and profiles are pooled with
-segment reductions, never padded.
+with their raw visual features, the batch's distinct profiles as CSR offsets into those
+unique items, and positive / negative items as local indices. The item tower of
+CuratorNet therefore runs once per unique item of the batch and the user tower once per
+distinct profile; profiles are pooled with segment reductions, never padded.
 
 Regularisation follows the reference TensorFlow code: ``tf.nn.l2_loss`` over the
 weights only (no biases), i.e. ``l2 * sum(0.5 * ||W||^2)``.
@@ -37,15 +37,31 @@ class TripletBatch:
 
     items: torch.Tensor  # (U,) int64 unique catalogue item indices of the batch
     x: torch.Tensor  # (U, input_dim) float32 raw visual features of ``items``
-    profile_offsets: torch.Tensor  # (B+1,) int64 into profile_items (all zeros if unused)
+    profile_offsets: torch.Tensor  # (P+1,) int64 into profile_items (all zeros if unused)
     profile_items: torch.Tensor  # (S,) int64 local indices into ``items``
     positive: torch.Tensor  # (B,) int64 local index into ``items``
     negative: torch.Tensor  # (B,) int64 local index into ``items``
     users: torch.Tensor  # (B,) int64 user index, -1 for artificial profiles
     scaled: bool = False  # x already z-scored by the model's scaler (training pre-scales once)
+    # (B,) int64: the profile (row of profile_offsets) of each triple, when triples share
+    # profiles (P < B); None: triple k has profile k (P == B)
+    profile_of: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.positive.shape[0])
+
+
+def triple_scores(
+    u: torch.Tensor, h: torch.Tensor, batch: TripletBatch
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s_pos, s_neg), each (..., B): u (..., P, D) vectors of the batch's profiles, h (..., U, D)
+    item vectors; a leading variant dimension (a model stack) is kept."""
+    dim = u.dim() - 2
+    if batch.profile_of is not None:
+        u = u.index_select(dim, batch.profile_of)  # (..., B, D)
+    s_pos = (u * h.index_select(dim, batch.positive)).sum(dim=-1)
+    s_neg = (u * h.index_select(dim, batch.negative)).sum(dim=-1)
+    return s_pos, s_neg
 
 
 class _ScaledInput(nn.Module):
@@ -160,10 +176,8 @@ class CuratorNet(_ScaledInput):
     def score_pairs(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(s_pos, s_neg), each (B,): x_ui and x_uj of every triple."""
         h = self.embed_items(batch.x, batch.scaled)  # (U, D) once per unique item
-        u = self.embed_users(h, batch.profile_items, batch.profile_offsets)  # (B, D)
-        s_pos = (u * h.index_select(0, batch.positive)).sum(dim=1)  # (B,)
-        s_neg = (u * h.index_select(0, batch.negative)).sum(dim=1)  # (B,)
-        return s_pos, s_neg
+        u = self.embed_users(h, batch.profile_items, batch.profile_offsets)  # (P, D)
+        return triple_scores(u, h, batch)
 
     def l2_penalty(self) -> torch.Tensor:
         """sum(0.5 * ||W||^2) over the weight matrices (``tf.nn.l2_loss``, biases excluded)."""
@@ -419,23 +433,22 @@ class CuratorNetStack(_Stack):
             z = pool_profiles(h.contiguous(), batch.profile_items, batch.profile_offsets)
             for k in range(self.n_item, self.n_item + self.n_user):
                 z = F.selu(F.linear(z, self.stacked[2 * k][j], self.stacked[2 * k + 1][j]))
-            s_pos.append((z * h.index_select(0, batch.positive)).sum(dim=1))
-            s_neg.append((z * h.index_select(0, batch.negative)).sum(dim=1))
+            pos, neg = triple_scores(z, h, batch)
+            s_pos.append(pos)
+            s_neg.append(neg)
         return torch.stack(s_pos), torch.stack(s_neg)
 
     def _score_pairs_bmm(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.embed_items(batch.x, batch.scaled)  # (M, U, D)
         m, n_u, d = h.shape
         wide = h.transpose(0, 1).reshape(n_u, m * d)  # (U, M*D): pooling is per column
-        pooled = pool_profiles(wide, batch.profile_items, batch.profile_offsets)  # (B, 2*M*D)
-        b = pooled.shape[0]
-        mean, amax = pooled.view(b, 2, m, d).unbind(1)  # (B, M, D) each
-        z = torch.cat([mean, amax], dim=2).transpose(0, 1).contiguous()  # (M, B, 2D)
+        pooled = pool_profiles(wide, batch.profile_items, batch.profile_offsets)  # (P, 2*M*D)
+        p = pooled.shape[0]
+        mean, amax = pooled.view(p, 2, m, d).unbind(1)  # (P, M, D) each
+        z = torch.cat([mean, amax], dim=2).transpose(0, 1).contiguous()  # (M, P, 2D)
         for k in range(self.n_item, self.n_item + self.n_user):
             z = self._layer(k, z)
-        s_pos = (z * h[:, batch.positive]).sum(dim=2)
-        s_neg = (z * h[:, batch.negative]).sum(dim=2)
-        return s_pos, s_neg
+        return triple_scores(z, h, batch)
 
     def l2_penalties(self) -> torch.Tensor:
         """(M,) sum(0.5 * ||W||^2) over each variant's weight matrices (biases excluded)."""

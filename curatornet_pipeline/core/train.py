@@ -247,8 +247,12 @@ class _TripleSet:
     def batch(self, idx: np.ndarray, features: torch.Tensor, device: torch.device) -> TripletBatch:
         pos, neg = self.positive[idx], self.negative[idx]
         b = len(idx)
+        profile_of = None
         if self.with_profiles:
             p = self.profile[idx]
+            distinct, inverse_p = np.unique(p, return_inverse=True)
+            if len(distinct) < b:  # triples share profiles: pool and run g once per profile
+                p, profile_of = distinct, torch.from_numpy(inverse_p.reshape(-1)).to(device)
             offsets, prof = ragged.take_rows(self.offsets, self.items, p)
         else:
             offsets = np.zeros(b + 1, dtype=np.int64)
@@ -277,6 +281,7 @@ class _TripleSet:
             negative=torch.from_numpy(inverse[s + b :]).to(device),
             users=torch.from_numpy(self.user[idx]).to(device),
             scaled=self.scaled,
+            profile_of=profile_of,
         )
 
     def batches(

@@ -86,6 +86,38 @@ def synthetic(n_triples: int, seed: int = 0) -> tuple[Triplets, np.ndarray]:
     return triplets, features
 
 
+def sampled(n_triples: int, seed: int = 0) -> tuple[Triplets, np.ndarray]:
+    """Triples of the six sampling strategies on the synthetic UGallery-scale purchases
+    (benchmarks/bench_sampling.py), over random 2048-d features: the real profile reuse
+    (whole histories shared by strategies 1 and 3, single items by 2 and 4)."""
+    from bench_sampling import load_ugallery
+
+    from curatornet_pipeline.core.sampling import (
+        SamplingConfig,
+        build_context,
+        merge_triplets,
+        sample_strategy,
+    )
+    from curatornet_pipeline.core.types import GUIDELINE_STRATEGIES
+
+    split, artist, clusters, pca = load_ugallery(seed)
+    ctx = build_context(split, artist, clusters, pca)
+    config = SamplingConfig(n_per_strategy=-(-n_triples // 6), seed=seed)
+    triplets = merge_triplets({s: sample_strategy(ctx, s, config) for s in GUIDELINE_STRATEGIES})
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((split.n_items, D_IN), dtype=np.float32)
+    return triplets, features
+
+
+def profiles_per_triple(triplets: Triplets, config: TrainConfig) -> float:
+    """Distinct profiles a default batch pools per triple (the user tower's share of rows)."""
+    ts = _TripleSet(triplets, ~triplets.is_validation, True, False)
+    order = np.random.default_rng(config.seed).permutation(len(ts))
+    cuts = ts.cuts(order, config.max_profile_items_per_batch, config.batch_triples)
+    distinct = sum(len(np.unique(ts.profile[order[a:b]])) for a, b in cuts)
+    return distinct / len(ts)
+
+
 def matmul_peak_gflops(n: int = 2048, reps: int = 7, dtype=torch.float32) -> float:
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
@@ -104,9 +136,9 @@ def curatornet(features: np.ndarray) -> CuratorNet:
     return model
 
 
-def vbpr(features: np.ndarray) -> VBPR:
+def vbpr(features: np.ndarray, n_users: int = N_USERS) -> VBPR:
     torch.manual_seed(0)
-    model = VBPR(VBPRConfig(n_users=N_USERS, n_items=N_ITEMS))
+    model = VBPR(VBPRConfig(n_users=n_users, n_items=len(features)))
     model.fit_scaler(features)
     return model
 
@@ -179,6 +211,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", default="all",
                     help="comma list: single,grid,gridbmm,onebyone,vbpr")  # fmt: skip
     ap.add_argument("--profile", action="store_true", help="profile one CuratorNet epoch")
+    ap.add_argument("--data", choices=["random", "sampled"], default="random",
+                    help="random: each triple draws one of n/4 power-law profiles; sampled: "
+                         "the six strategies on synthetic UGallery purchases")  # fmt: skip
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
     logging.getLogger("curatornet_pipeline").setLevel(logging.WARNING)
@@ -190,19 +225,21 @@ def main(argv: list[str] | None = None) -> None:
         else {"single", "grid", "gridbmm", "onebyone", "vbpr"}
     )
 
-    triplets, features = synthetic(args.triples)
+    triplets, features = (synthetic if args.data == "random" else sampled)(args.triples)
+    n_users = int(triplets.user.max()) + 1
     sizes = np.diff(triplets.profile_offsets)[triplets.profile]
     n_train = int((~triplets.is_validation).sum())
-    log.info("processor: %s; torch %s, %d threads", processor(), torch.__version__,
-             torch.get_num_threads())  # fmt: skip
-    log.info("synthetic: %d items x %d, %d training triples, profile size mean %.2f max %d",
-             N_ITEMS, D_IN, n_train, sizes.mean(), sizes.max())  # fmt: skip
-    peaks = [matmul_peak_gflops()]
-    log.info("fp32 matmul peak (torch.mm 2048^2, median of 7): %.1f GFLOP/s", peaks[0])
     config = replace(
         TrainConfig(), epochs=1, batch_triples=args.batch_triples,
         max_profile_items_per_batch=args.budget, device=args.device,
     )  # fmt: skip
+    log.info("processor: %s; torch %s, %d threads", processor(), torch.__version__,
+             torch.get_num_threads())  # fmt: skip
+    log.info("%s triples: %d items x %d, %d training triples, profile size mean %.2f max %d, "
+             "%.2f distinct profiles per triple in a batch", args.data, len(features), D_IN,
+             n_train, sizes.mean(), sizes.max(), profiles_per_triple(triplets, config))  # fmt: skip
+    peaks = [matmul_peak_gflops()]
+    log.info("fp32 matmul peak (torch.mm 2048^2, median of 7): %.1f GFLOP/s", peaks[0])
     configs = [replace(config, l2=l2) for l2 in GRID_L2]
 
     def report(name: str, runs: list[tuple[float, float]], flops: float) -> float:
@@ -271,11 +308,11 @@ def main(argv: list[str] | None = None) -> None:
             c = replace(config, sparse_rows=sparse)
 
             def run_vbpr(c=c) -> float:
-                r = train(vbpr(features), triplets, triplets, features, c)
+                r = train(vbpr(features, n_users), triplets, triplets, features, c)
                 return n_train / r.triples_per_second
 
             def make(sparse=sparse):
-                m = vbpr(features)
+                m = vbpr(features, n_users)
                 m.sparse_grad = sparse
                 return m
 

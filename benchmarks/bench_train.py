@@ -168,6 +168,11 @@ def timed_runs(fn, repeats: int) -> list[tuple[float, float]]:
     return [(matmul_peak_gflops(reps=5), fn())[::-1] for _ in range(repeats)]
 
 
+def _named(key: str, names: tuple[str, ...]) -> bool:
+    """``key`` is one of ``names``; a name ending in ``*`` matches as a prefix."""
+    return any(key.startswith(n[:-1]) if n.endswith("*") else key == n for n in names)
+
+
 def profile_epoch(triplets, features, config) -> None:
     """Where one CuratorNet epoch's time goes, by operator category."""
     from torch.profiler import ProfilerActivity, profile
@@ -175,25 +180,61 @@ def profile_epoch(triplets, features, config) -> None:
     model = curatornet(features)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         train(model, triplets, triplets, features, replace(config, epochs=1))
+    # self time of the operators; the pooling functions' own loops count as pooling. Fresh
+    # pages of new tensors fault on first touch, inside whichever operator writes them
     cats = {
         "matmuls (mm/addmm/bmm/baddbmm)": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
-        "gathers (index_select/index/embedding)": (
+        "SELU forward and backward (elu)": ("aten::elu", "aten::elu_", "aten::elu_backward"),
+        "pooling (embedding_bag mean, segment_max)": (
+            "aten::embedding_bag",
+            "aten::_embedding_bag",
+            "aten::_embedding_bag_backward",
+            "aten::_embedding_bag_dense_backward",
+            "_SegmentMax",
+            "_SegmentMaxBackward",
+            "aten::maximum",
+            "aten::gt",
+            "aten::eq",
+            "aten::mul_",
+            "aten::index_copy_",
+            "aten::cat",
+        ),
+        "gathers and scatters (scores, profiles)": (
             "aten::index_select",
             "aten::index",
-            "aten::embedding",
             "aten::index_add_",
+            "aten::scatter_add_",
             "aten::embedding_dense_backward",
         ),
-        "pooling (segment_reduce)": ("aten::segment_reduce", "aten::_segment_reduce_backward"),
-        "SELU (exp/where/clamp)": ("aten::exp", "aten::where", "aten::clamp", "aten::elu"),
-        "optimizer (Adam)": ("aten::_foreach_", "Optimizer.step"),
-        "batch preparation (unique, numpy)": ("aten::unique", "aten::_unique2", "aten::from_numpy"),
+        "other elementwise (scores, loss, grads)": (
+            "aten::mul",
+            "aten::sum",
+            "aten::add",
+            "aten::add_",
+            "aten::sub",
+            "aten::copy_",
+            "aten::fill_",
+            "aten::zero_",
+            "aten::softplus",
+            "aten::softplus_backward",
+        ),
+        "optimizer (Adam)": (
+            "aten::_foreach_*",
+            "Optimizer.step*",
+            "aten::addcmul_",
+            "aten::lerp_",
+        ),
+        "batch preparation (unique, from_numpy)": (
+            "aten::unique",
+            "aten::_unique2",
+            "aten::from_numpy",
+        ),
     }
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     log.info("profile of one epoch (self CPU time, %.2f s total):", total / 1e6)
     for name, prefixes in cats.items():
-        t = sum(e.self_cpu_time_total for e in events if e.key.startswith(prefixes))
+        t = sum(e.self_cpu_time_total for e in events if _named(e.key, prefixes))
         log.info("  %-42s %5.1f%%", name, 100 * t / max(total, 1))
     top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:12]
     for e in top:

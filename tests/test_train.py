@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from curatornet_pipeline.core import ragged
-from curatornet_pipeline.core.models import VBPR, CuratorNet, CuratorNetConfig, VBPRConfig
+from curatornet_pipeline.core.models import (
+    VBPR,
+    CuratorNet,
+    CuratorNetConfig,
+    CuratorNetStack,
+    VBPRConfig,
+    stack_models,
+)
 from curatornet_pipeline.core.train import (
     CHECKPOINT_NAME,
     TrainConfig,
@@ -320,6 +327,34 @@ def test_triples_sharing_a_profile_pool_it_once_and_train_like_separate_copies()
     torch.testing.assert_close(results[0][0], results[1][0])
     for g_shared, g_copies in zip(results[0][1], results[1][1], strict=True):
         torch.testing.assert_close(g_shared, g_copies)
+
+
+def test_both_grid_layouts_give_the_single_models_scores_losses_and_gradients(monkeypatch):
+    """The loop and bmm layouts of a CuratorNet stack, on a batch whose triples share
+    profiles: each variant's scores and loss are its single model's, with equal gradients."""
+    triplets, features = _planted(400)
+    shared = replace(triplets, profile=triplets.profile // 3)
+    ts = _TripleSet(shared, np.ones(len(shared), bool), True, False)
+    batch = ts.batch(np.arange(90), torch.from_numpy(features), torch.device("cpu"))
+    assert batch.profile_of is not None
+    l2 = torch.tensor([0.0, 1e-3, 1e-2])
+    singles = [_curatornet(features, seed=k) for k in range(3)]
+    expected_loss = [m.loss(batch, float(c)) for m, c in zip(singles, l2, strict=True)]
+    expected_scores = [m.score_pairs(batch) for m in singles]
+    for layout in ("loop", "bmm"):
+        monkeypatch.setattr(CuratorNetStack, "layout", layout)
+        stack = stack_models([_curatornet(features, seed=k) for k in range(3)])
+        losses = stack.losses(batch, l2)
+        s_pos, s_neg = stack.score_pairs(batch)
+        for j, (loss, (pos, neg)) in enumerate(zip(expected_loss, expected_scores, strict=True)):
+            torch.testing.assert_close(losses[j], loss)
+            torch.testing.assert_close(s_pos[j], pos)
+            torch.testing.assert_close(s_neg[j], neg)
+        (grad_w0,) = torch.autograd.grad(losses.sum(), stack.stacked[0])
+        for j, model in enumerate(singles):
+            (expected,) = torch.autograd.grad(expected_loss[j], model.item_tower[0].weight,
+                                              retain_graph=True)  # fmt: skip
+            torch.testing.assert_close(grad_w0[j], expected)
 
 
 # ----------------------------------------------------------------------------- evaluator

@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--triples", type=int, default=200_000)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--batches", default="32768,4096,1024", help="batch_triples caps to compare")
+    ap.add_argument("--bf16", action="store_true",
+                    help="each cap also with bfloat16 autocast (TrainConfig.bf16)")  # fmt: skip
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
     logging.getLogger("curatornet_pipeline").setLevel(logging.WARNING)
@@ -120,22 +122,26 @@ def main(argv: list[str] | None = None) -> None:
     evaluate = make_evaluator(features, held)
     log.info("torch %d threads; %d triples, %d held-out users", torch.get_num_threads(),
              len(triplets), len(held))  # fmt: skip
-    log.info("| batch_triples | epoch | train s (cum.) | loss | val acc | held-out AUC | "
-             "Recall@100 |")  # fmt: skip
-    log.info("|---|---|---|---|---|---|---|")
-    for cap in (int(c) for c in args.batches.split(",")):
+    log.info("| batch_triples | precision | epoch | train s (cum.) | loss | val acc | "
+             "held-out AUC | Recall@100 |")  # fmt: skip
+    log.info("|---|---|---|---|---|---|---|---|")
+    runs = [
+        (int(c), bf16) for c in args.batches.split(",") for bf16 in (False, True)[: 1 + args.bf16]
+    ]
+    for cap, bf16 in runs:
         torch.manual_seed(0)
         model = CuratorNet(CuratorNetConfig())
         model.fit_scaler(features)
         config = replace(TrainConfig(), epochs=args.epochs, patience=args.epochs,
-                         batch_triples=cap, device="cpu")  # fmt: skip
+                         batch_triples=cap, device="cpu", bf16=bf16)  # fmt: skip
         n_train = int((~triplets.is_validation).sum())
         cum = [0.0]
 
-        def show(stats, cap=cap, cum=cum, n_train=n_train) -> None:
+        def show(stats, cap=cap, cum=cum, n_train=n_train, bf16=bf16) -> None:
             cum[0] += n_train / stats.triples_per_second
-            log.info("| %d | %d | %.1f | %.4f | %.4f | %.4f | %.3f |", cap, stats.epoch, cum[0],
-                     stats.loss, stats.val_accuracy, stats.metrics["val_auc"],
+            log.info("| %d | %s | %d | %.1f | %.4f | %.4f | %.4f | %.3f |", cap,
+                     "bf16" if bf16 else "fp32", stats.epoch, cum[0], stats.loss,
+                     stats.val_accuracy, stats.metrics["val_auc"],
                      stats.metrics["val_recall@100"])  # fmt: skip
 
         train(model, triplets, triplets, features, config, show, evaluator=evaluate)

@@ -13,6 +13,7 @@ adds a ``torch.profiler`` breakdown of one CuratorNet epoch.
 
 import argparse
 import logging
+import math
 import platform
 import statistics
 import subprocess
@@ -250,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", default="all",
-                    help="comma list: single,grid,gridbmm,onebyone,vbpr")  # fmt: skip
+                    help="comma list: single,bf16,grid,gridbmm,onebyone,vbpr")  # fmt: skip
     ap.add_argument("--profile", action="store_true", help="profile one CuratorNet epoch")
     ap.add_argument("--data", choices=["random", "sampled"], default="random",
                     help="random: each triple draws one of n/4 power-law profiles; sampled: "
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     parts = (
         set(args.only.split(","))
         if args.only != "all"
-        else {"single", "grid", "gridbmm", "onebyone", "vbpr"}
+        else {"single", "bf16", "grid", "gridbmm", "onebyone", "vbpr"}
     )
 
     triplets, features = (synthetic if args.data == "random" else sampled)(args.triples)
@@ -318,6 +319,21 @@ def main(argv: list[str] | None = None) -> None:
     f_one = flops_per_triple(lambda: curatornet(features), triplets, features, config)
     if "single" in parts:
         results["single"] = report("CuratorNet, one model", timed_runs(one, args.repeats), f_one)
+    if "bf16" in parts:
+        bf16_peak = matmul_peak_gflops(dtype=torch.bfloat16)
+        log.info("bf16 matmul peak (torch.mm 2048^2, median of 7): %.1f GFLOP/s", bf16_peak)
+        config_bf16 = replace(config, bf16=True)
+
+        def one_bf16() -> float:
+            r = train(curatornet(features), triplets, triplets, features, config_bf16)
+            return n_train / r.triples_per_second
+
+        results["bf16"] = report(
+            "CuratorNet, bf16 autocast", timed_runs(one_bf16, args.repeats), f_one
+        )
+        log.info("bf16: %.2fx fp32's triples/s; %.2f of the bf16 peak (the fraction above is "
+                 "of the fp32 peak)", results.get("single", math.nan) / results["bf16"],
+                 f_one * n_train / results["bf16"] / 1e9 / bf16_peak)  # fmt: skip
     if parts & {"grid", "gridbmm"}:
         f_grid = flops_per_triple(
             lambda: stack_models([curatornet(features) for _ in configs]), triplets, features,

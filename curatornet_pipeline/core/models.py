@@ -139,7 +139,7 @@ def pool_profiles(
     h: torch.Tensor, profile_items: torch.Tensor, profile_offsets: torch.Tensor
 ) -> torch.Tensor:
     """[mean || max] of ragged profiles: h (U, D) item vectors, profile k is the rows
-    ``profile_items[offsets[k]:offsets[k+1]]`` of h (non-empty). Returns (B, 2D); no padding.
+    ``profile_items[offsets[k]:offsets[k+1]]`` of h (non-empty). Returns (P, 2D); no padding.
 
     The mean is ``F.embedding_bag``'s (its vectorized kernel reads the rows straight from
     h, no (S, D) gather); the max is :func:`~curatornet_pipeline.core.pooling.segment_max`
@@ -148,8 +148,8 @@ def pool_profiles(
     tied rows.
     """
     h = h.float()
-    mean = F.embedding_bag(profile_items, h, profile_offsets[:-1], mode="mean")  # (B, D)
-    amax = segment_max(h, profile_items, profile_offsets)  # (B, D)
+    mean = F.embedding_bag(profile_items, h, profile_offsets[:-1], mode="mean")  # (P, D)
+    amax = segment_max(h, profile_items, profile_offsets)  # (P, D)
     return torch.cat([mean, amax], dim=1)
 
 
@@ -180,7 +180,7 @@ class CuratorNet(_ScaledInput):
     def embed_users(
         self, h: torch.Tensor, profile_items: torch.Tensor, profile_offsets: torch.Tensor
     ) -> torch.Tensor:
-        """g([mean || max]): (U, D) item vectors, CSR profiles of row indices -> (B, D)."""
+        """g([mean || max]): (U, D) item vectors, P CSR profiles of row indices -> (P, D)."""
         return self.user_tower(pool_profiles(h, profile_items, profile_offsets))
 
     def _vectors(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,9 @@ Recommendation of Art Images", 2020): Adam, learning rate decaying by 0.6 per ep
 mini-batches cut by a budget of profile items. VBPR (He & McAuley, AAAI 2016) goes through
 the same loop on the triples of real users.
 
-Batches hold every unique item once (see :class:`~curatornet_pipeline.core.models.TripletBatch`).
+Batches hold every unique item and every distinct profile once (see
+:class:`~curatornet_pipeline.core.models.TripletBatch`): the item tower runs once per item of a
+batch, the pooling and user tower once per profile, however many triples share them.
 Checkpoints after every epoch carry all state (weights, Adam, RNGs, history, best epoch), so
 a killed run resumed from its checkpoint ends with the same weights as an uninterrupted one.
 

@@ -277,6 +277,20 @@ def test_grid_killed_then_resumed_equals_uninterrupted(tmp_path):
         )  # fmt: skip
 
 
+def _assert_same_loss_and_gradients(features: np.ndarray, *batches) -> None:
+    """The same fresh CuratorNet gives every batch the same loss and parameter gradients."""
+    results = []
+    for batch in batches:
+        model = _curatornet(features)
+        loss = model.loss(batch, 1e-3)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    for loss, grads in results[1:]:
+        torch.testing.assert_close(loss, results[0][0])
+        for got, expected in zip(grads, results[0][1], strict=True):
+            torch.testing.assert_close(got, expected)
+
+
 def test_whole_catalogue_batches_train_exactly_like_gathered_ones():
     """A batch touching most of the catalogue runs the item tower on all of it instead of
     gathering its items' features: same loss and same gradients."""
@@ -290,15 +304,7 @@ def test_whole_catalogue_batches_train_exactly_like_gathered_ones():
     b_gathered = gathered.batch(idx, x, torch.device("cpu"))
     assert len(b_whole.items) == N_ITEMS > len(b_gathered.items)
     assert b_whole.x.data_ptr() == x.data_ptr()  # the features themselves, no copy
-    grads = []
-    for batch in (b_whole, b_gathered):
-        model = _curatornet(features)
-        loss = model.loss(batch, 1e-3)
-        loss.backward()
-        grads.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
-    torch.testing.assert_close(grads[0][0], grads[1][0])
-    for g_whole, g_gathered in zip(grads[0][1], grads[1][1], strict=True):
-        torch.testing.assert_close(g_whole, g_gathered)
+    _assert_same_loss_and_gradients(features, b_whole, b_gathered)
 
 
 def test_triples_sharing_a_profile_pool_it_once_and_train_like_separate_copies():
@@ -318,15 +324,7 @@ def test_triples_sharing_a_profile_pool_it_once_and_train_like_separate_copies()
     assert b_copies.profile_of is None and len(b_copies.profile_offsets) == 61
     assert len(b_shared.profile_offsets) == 16  # 15 distinct profiles pooled
     np.testing.assert_array_equal(b_shared.profile_of.numpy(), idx // 4)
-    results = []
-    for batch in (b_shared, b_copies):
-        model = _curatornet(features)
-        loss = model.loss(batch, 1e-3)
-        loss.backward()
-        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
-    torch.testing.assert_close(results[0][0], results[1][0])
-    for g_shared, g_copies in zip(results[0][1], results[1][1], strict=True):
-        torch.testing.assert_close(g_shared, g_copies)
+    _assert_same_loss_and_gradients(features, b_shared, b_copies)
 
 
 def test_both_grid_layouts_give_the_single_models_scores_losses_and_gradients(monkeypatch):

@@ -51,14 +51,20 @@ class TripletBatch:
         return int(self.positive.shape[0])
 
 
+def _per_triple(u: torch.Tensor, batch: TripletBatch) -> torch.Tensor:
+    """(..., P, D) profile vectors -> (..., B, D), the vector of each triple's profile."""
+    if batch.profile_of is None:
+        return u
+    return u.index_select(u.dim() - 2, batch.profile_of)
+
+
 def triple_scores(
     u: torch.Tensor, h: torch.Tensor, batch: TripletBatch
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(s_pos, s_neg), each (..., B): u (..., P, D) vectors of the batch's profiles, h (..., U, D)
     item vectors; a leading variant dimension (a model stack) is kept."""
     dim = u.dim() - 2
-    if batch.profile_of is not None:
-        u = u.index_select(dim, batch.profile_of)  # (..., B, D)
+    u = _per_triple(u, batch)
     s_pos = (u * h.index_select(dim, batch.positive)).sum(dim=-1)
     s_neg = (u * h.index_select(dim, batch.negative)).sum(dim=-1)
     return s_pos, s_neg
@@ -68,8 +74,7 @@ def triple_margins(u: torch.Tensor, h: torch.Tensor, batch: TripletBatch) -> tor
     """x_uij = s_pos - s_neg, (..., B), as one product with h_pos - h_neg: forward and
     backward make fewer (B, D) passes than two scores (1.2-1.4x at a default batch)."""
     dim = u.dim() - 2
-    if batch.profile_of is not None:
-        u = u.index_select(dim, batch.profile_of)  # (..., B, D)
+    u = _per_triple(u, batch)
     d = h.index_select(dim, batch.positive) - h.index_select(dim, batch.negative)
     return (u * d).sum(dim=-1)
 

@@ -36,6 +36,9 @@ run_coordinator:
   config:
     max_concurrent_runs: {max_runs}
     dequeue_interval_seconds: 1
+    # launch a stage's runs side by side: one at a time, each waits seconds for the code server
+    dequeue_use_threads: true
+    dequeue_num_workers: {max_runs}
     tag_concurrency_limits:
       - key: "{heavy}"
         limit: {heavy_runs}
@@ -177,7 +180,7 @@ def launch_all(
             (name,) = context.get_code_location_entries()  # workspace.yaml: one location
             location = context.get_code_location(name)
             (repo,) = location.get_repositories().values()
-            submitted = {}
+            created = []
             for launch in stage:
                 run_tags = {**tags, TRIGGER_TAG: tags.get(TRIGGER_TAG, "cli")}
                 if launch.partition is not None:
@@ -192,6 +195,13 @@ def launch_all(
                     op_selection=None,
                     run_id=None,
                 )
+                created.append((run, launch))
+            # Creating a run asks the code server for its plan (seconds on busy cores);
+            # enqueueing is one event. Create them all first, so that the whole stage is
+            # queued at once and the coordinator's limits, not the order of creation,
+            # decide which runs start together.
+            submitted = {}
+            for run, launch in created:
                 instance.submit_run(run.run_id, context)
                 submitted[run.run_id] = (launch, time.time())
             try:

@@ -335,6 +335,11 @@ run_coordinator:
   class: QueuedRunCoordinator
   config:
     max_concurrent_runs: {workers}
+    dequeue_interval_seconds: 1
+    # launch the runs of a stage side by side: one at a time, each launch waits seconds
+    # for the code server, and short runs never overlap on the workers
+    dequeue_use_threads: true
+    dequeue_num_workers: {workers}
     tag_concurrency_limits:
       # training runs: at most one per worker, so their threads fit the cores
       - key: "{key}"
@@ -561,7 +566,10 @@ def run_pipeline(profile: str = "tiny", overrides: dict | None = None, log=print
     from curatornet_pipeline.defs.resources import pipeline_settings, run_config
     from curatornet_pipeline.runner import daemon_alive, launch_all, plan
 
-    overrides = overrides or {}
+    if overrides is None:  # CURATORNET_OVERRIDES, as for `curatornet run` (docs/scaling.md)
+        from curatornet_pipeline.settings import run_overrides
+
+        overrides = run_overrides()
     started = time.monotonic()
 
     def on_done(launch, run, seconds: float) -> None:

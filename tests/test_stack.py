@@ -18,6 +18,8 @@ from curatornet_pipeline.defs.automation import TRAINING_JOBS
 
 pytestmark = pytest.mark.slow
 
+EPOCHS = 20
+
 
 def _cli(args: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
     result = subprocess.run(
@@ -84,6 +86,10 @@ def test_stack_runs_the_tiny_pipeline_on_dask_workers_and_stops_clean(tiny_data:
     home.chmod(0o755)
     env = project_env(home, tiny_data)
     env.pop("DAGSTER_HOME")
+    # The tiny models train in 1-2 s, less than the gap between two run workers' starts on
+    # busy cores: more epochs (no early stop) make each training step long enough that two
+    # runs the coordinator starts together must overlap on the workers if they can at all.
+    env["CURATORNET_OVERRIDES"] = json.dumps({"train": {"epochs": EPOCHS, "patience": EPOCHS}})
     pids: set[int] = set()
     ports: list[int] = []
     try:
@@ -157,6 +163,9 @@ def test_stack_runs_the_tiny_pipeline_on_dask_workers_and_stops_clean(tiny_data:
             assert cur.fetchone()[0] == len(model_runs)
             cur.execute("SELECT count(*) FROM runs WHERE status = 'FINISHED'")
             assert cur.fetchone()[0] >= len(model_runs)
+            # `stack run` trained with CURATORNET_OVERRIDES, as `curatornet run` does
+            cur.execute("SELECT DISTINCT value FROM params WHERE key = 'epochs'")
+            assert [row[0] for row in cur.fetchall()] == [str(EPOCHS)]
         conn.close()
         assert any((home / "stack" / "mlartifacts").rglob("*")), "artifacts through the server"
 

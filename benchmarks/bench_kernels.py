@@ -6,10 +6,12 @@ Each kernel is timed forward + backward (median of ``--repeats``), and in the sa
 whole training step with the library kernel swapped in, since a kernel pays only if the
 step gets faster. Verdicts in docs/benchmarks.md.
 
-The kernel in use is :func:`~curatornet_pipeline.core.pooling.segment_max` (the max half
-of the profile pooling), against ``F.embedding_bag(mode="max")``. The SELU and pooling
-backward written earlier lost to the library's and were deleted; they live on below only
-so that their verdicts can be measured again.
+The kernels in use are :func:`~curatornet_pipeline.core.pooling.segment_max` (the max half
+of the profile pooling), against ``F.embedding_bag(mode="max")``, and
+:func:`~curatornet_pipeline.core.activations.selu_` (in place, exp for expm1, the library's
+backward), against ``F.selu``. An earlier SELU with exp (out of place, its own backward) and
+a pooling backward lost to the library's and were deleted; they live on below only so that
+their verdicts can be measured again.
 
     .venv/bin/python benchmarks/bench_kernels.py
 """
@@ -147,13 +149,23 @@ def embedding_bag_max(h, profile_items, offsets):
     return F.embedding_bag(profile_items, h, offsets[:-1], mode="max")
 
 
+#: The training-step variants: which of the project's kernels the library's replace.
+STEPS = {
+    "project": "as trained: segment_max, selu_",
+    "library SELU": "nn.SELU in place of selu_",
+    "library max": "embedding_bag's max in place of segment_max",
+    "library": "both",
+    "deleted": "the deleted SELU and pooling",
+}
+
+
 def training_step_seconds(kernels: str, repeats: int) -> float:
     """One default-sized CuratorNet training step (forward, backward, Adam) on a batch of
-    UGallery shape: ``project`` as trained (library SELU and mean, segment_max), ``library``
-    with ``F.embedding_bag``'s max as well, ``custom`` with the deleted SELU and pooling."""
+    UGallery shape, with the kernels of ``STEPS[kernels]``."""
     from bench_train import curatornet, synthetic  # noqa: PLC0415 (benchmarks/ is sys.path[0])
 
     import curatornet_pipeline.core.models as m  # noqa: PLC0415
+    from curatornet_pipeline.core.activations import SELU  # noqa: PLC0415
     from curatornet_pipeline.core.train import (  # noqa: PLC0415
         WHOLE_CATALOGUE_AT,
         TrainConfig,
@@ -166,15 +178,17 @@ def training_step_seconds(kernels: str, repeats: int) -> float:
     a, b = ts.cuts(order, TrainConfig.max_profile_items_per_batch, TrainConfig.batch_triples)[0]
     batch = ts.batch(order[a:b], torch.from_numpy(features), torch.device("cpu"))
     model = curatornet(features)
-    if kernels == "custom":
+    activation = {"deleted": CustomSELU, "library SELU": lambda: nn.SELU(inplace=True),
+                  "library": lambda: nn.SELU(inplace=True)}.get(kernels)  # fmt: skip
+    if activation is not None:
         for tower in (model.item_tower, model.user_tower):
             for k, layer in enumerate(tower):
-                if isinstance(layer, nn.SELU):
-                    tower[k] = CustomSELU()
+                if isinstance(layer, SELU):
+                    tower[k] = activation()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     saved_pool, saved_max = m.pool_profiles, m.segment_max
-    m.pool_profiles = custom_pool if kernels == "custom" else saved_pool
-    m.segment_max = embedding_bag_max if kernels == "library" else saved_max
+    m.pool_profiles = custom_pool if kernels == "deleted" else saved_pool
+    m.segment_max = embedding_bag_max if kernels in ("library", "library max") else saved_max
     try:
 
         def step():
@@ -186,6 +200,18 @@ def training_step_seconds(kernels: str, repeats: int) -> float:
         return timed(step, repeats)
     finally:
         m.pool_profiles, m.segment_max = saved_pool, saved_max
+
+
+def selu_fwd_bwd(op, x0: torch.Tensor):
+    """Forward + backward of an in-place activation after a copy of x0 (the towers apply it
+    to a fresh linear output); the copy is timed too, for both sides alike."""
+
+    def run():
+        x = x0.clone().requires_grad_()
+        y = op(x * 1.0)
+        y.backward(torch.ones_like(y))
+
+    return run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -219,10 +245,21 @@ def main(argv: list[str] | None = None) -> None:
         log.info("max pooling (%d items x %d, %d profiles, %d rows) fwd+bwd: segment_max "
                  "%.1f ms, embedding_bag max %.1f ms: segment_max %.2fx", args.items, width,
                  args.profiles, int(offsets[-1]), 1e3 * ours, 1e3 * lib, lib / ours)  # fmt: skip
-    if not args.deleted:
-        kinds = ("project", "library")
-    else:
-        kinds = ("project", "library", "custom")
+    from curatornet_pipeline.core.activations import selu_  # noqa: PLC0415
+
+    # the towers' SELU shapes: item layers (items x 200), user layers (profiles x 300, 200),
+    # and the grid's first item layer (items x 800)
+    for rows, width in ((args.items, 200), (args.profiles, 300), (args.items, 800)):
+        x = torch.randn(rows, width)
+        copy = timed(selu_fwd_bwd(lambda z: z, x), args.repeats)
+        ours = timed(selu_fwd_bwd(selu_, x), args.repeats)
+        lib = timed(selu_fwd_bwd(lambda z: F.selu(z, inplace=True), x), args.repeats)
+        log.info("SELU (%d x %d) fwd+bwd: selu_ %.2f ms, F.selu %.2f ms: selu_ %.2fx "
+                 "(%.2fx without the %.2f ms copy and ones both include)", rows, width,
+                 1e3 * ours, 1e3 * lib, lib / ours, (lib - copy) / (ours - copy),
+                 1e3 * copy)  # fmt: skip
+    kinds = [k for k in STEPS if args.deleted or k != "deleted"]
+    if args.deleted:
         for width in (200, 800):
             x = torch.randn(args.items, width, requires_grad=True)
             ours = timed(fwd_bwd(_SELUFunction.apply, x), args.repeats)
@@ -243,9 +280,11 @@ def main(argv: list[str] | None = None) -> None:
                      ", ".join(f"{k} {1e3 * v:.1f} ms ({v / base:.2f}x)"
                                for k, v in t.items()))  # fmt: skip
     steps = {k: training_step_seconds(k, args.repeats) for k in kinds}
-    log.info("end to end, one default training step (forward+backward+Adam): %s; "
-             "segment_max makes the step %.2fx faster than embedding_bag's max",
-             ", ".join(f"{k} {1e3 * v:.0f} ms" for k, v in steps.items()),
+    log.info("end to end, one default training step (forward+backward+Adam): %s",
+             ", ".join(f"{k} {1e3 * v:.0f} ms" for k, v in steps.items()))  # fmt: skip
+    log.info("the step is %.2fx faster with selu_ than with nn.SELU, %.2fx with segment_max "
+             "than with embedding_bag's max, %.2fx with both than with neither",
+             steps["library SELU"] / steps["project"], steps["library max"] / steps["project"],
              steps["library"] / steps["project"])  # fmt: skip
 
 

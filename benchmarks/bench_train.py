@@ -185,7 +185,17 @@ def profile_epoch(triplets, features, config) -> None:
     # pages of new tensors fault on first touch, inside whichever operator writes them
     cats = {
         "matmuls (mm/addmm/bmm/baddbmm)": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
-        "SELU forward and backward (elu)": ("aten::elu", "aten::elu_", "aten::elu_backward"),
+        # selu_'s own passes (its add_ and mul_ count with the other elementwise ops)
+        "SELU forward and backward": (
+            "aten::elu",
+            "aten::elu_",
+            "aten::elu_backward",
+            "_SELUExp*",
+            "aten::exp_",
+            "aten::clamp",
+            "aten::clamp_",
+            "aten::sub_",
+        ),
         "pooling (embedding_bag mean, segment_max)": (
             "aten::embedding_bag",
             "aten::_embedding_bag",

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from curatornet_pipeline.core.activations import SELU, selu_
 from curatornet_pipeline.core.pooling import segment_max
 
 logger = logging.getLogger(__name__)
@@ -130,13 +131,14 @@ def _selu_mlp(sizes: list[int]) -> nn.Sequential:
     """Dense + SELU on every layer, the last included (as ``tf.layers.dense(activation=selu)``
     on every layer of the reference code). LeCun-normal weights, zero biases, as SELU's
     self-normalisation assumes (Klambauer et al., 2017). SELU works in place on the
-    linear output (which no backward needs): one activation fewer to allocate per layer."""
+    linear output (which no backward needs): one activation fewer to allocate per layer;
+    on the CPU it takes ``exp`` for ``expm1`` (:mod:`~curatornet_pipeline.core.activations`)."""
     layers: list[nn.Module] = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
         linear = nn.Linear(n_in, n_out)
         nn.init.normal_(linear.weight, std=1.0 / math.sqrt(n_in))
         nn.init.zeros_(linear.bias)
-        layers += [linear, nn.SELU(inplace=True)]
+        layers += [linear, SELU()]
     return nn.Sequential(*layers)
 
 
@@ -419,7 +421,7 @@ class CuratorNetStack(_Stack):
 
     def _layer(self, k: int, h: torch.Tensor) -> torch.Tensor:
         w, b = self.stacked[2 * k], self.stacked[2 * k + 1]  # (M, out, in), (M, out)
-        return F.selu(torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)))
+        return selu_(torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)))
 
     def embed_items(self, x: torch.Tensor, scaled: bool = False) -> torch.Tensor:
         """(U, F) raw (or ``scaled``) features -> (M, U, D) item vectors of every variant."""
@@ -427,7 +429,7 @@ class CuratorNetStack(_Stack):
         m, d1 = w.shape[0], w.shape[1]
         x = x if scaled else self.scale(x)
         h = F.linear(x, w.reshape(m * d1, -1), b.reshape(-1))  # (U, M*D1)
-        h = F.selu(h).view(-1, m, d1).transpose(0, 1).contiguous()  # (M, U, D1)
+        h = selu_(h).view(-1, m, d1).transpose(0, 1).contiguous()  # (M, U, D1)
         for k in range(1, self.n_item):
             h = self._layer(k, h)
         return h
@@ -442,15 +444,15 @@ class CuratorNetStack(_Stack):
         w0, b0 = self.stacked[0], self.stacked[1]
         m, d1 = w0.shape[0], w0.shape[1]
         x = batch.x if batch.scaled else self.scale(batch.x)
-        first = F.selu(F.linear(x, w0.reshape(m * d1, -1), b0.reshape(-1)))  # (U, M*D1)
+        first = selu_(F.linear(x, w0.reshape(m * d1, -1), b0.reshape(-1)))  # (U, M*D1)
         out = []
         for j in range(m):
             h = first[:, j * d1 : (j + 1) * d1]
             for k in range(1, self.n_item):
-                h = F.selu(F.linear(h, self.stacked[2 * k][j], self.stacked[2 * k + 1][j]))
+                h = selu_(F.linear(h, self.stacked[2 * k][j], self.stacked[2 * k + 1][j]))
             z = pool_profiles(h.contiguous(), batch.profile_items, batch.profile_offsets)
             for k in range(self.n_item, self.n_item + self.n_user):
-                z = F.selu(F.linear(z, self.stacked[2 * k][j], self.stacked[2 * k + 1][j]))
+                z = selu_(F.linear(z, self.stacked[2 * k][j], self.stacked[2 * k + 1][j]))
             out.append(score(z, h, batch))
         if isinstance(out[0], tuple):
             return tuple(torch.stack(parts) for parts in zip(*out, strict=True))

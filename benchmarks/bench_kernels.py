@@ -159,9 +159,11 @@ STEPS = {
 }
 
 
-def training_step_seconds(kernels: str, repeats: int) -> float:
-    """One default-sized CuratorNet training step (forward, backward, Adam) on a batch of
-    UGallery shape, with the kernels of ``STEPS[kernels]``."""
+def training_steps(kinds: list[str], repeats: int) -> dict[str, list[float]]:
+    """Seconds of one default-sized CuratorNet training step (forward, backward, Adam) on a
+    batch of UGallery shape, for each variant of ``STEPS``: all variants are built first,
+    then their steps alternate (``repeats`` rounds), so that a slow phase of the machine
+    hits every variant alike and each round gives paired ratios."""
     from bench_train import curatornet, synthetic  # noqa: PLC0415 (benchmarks/ is sys.path[0])
 
     import curatornet_pipeline.core.models as m  # noqa: PLC0415
@@ -177,29 +179,43 @@ def training_step_seconds(kernels: str, repeats: int) -> float:
     order = np.random.default_rng(0).permutation(len(ts))
     a, b = ts.cuts(order, TrainConfig.max_profile_items_per_batch, TrainConfig.batch_triples)[0]
     batch = ts.batch(order[a:b], torch.from_numpy(features), torch.device("cpu"))
-    model = curatornet(features)
-    activation = {"deleted": CustomSELU, "library SELU": lambda: nn.SELU(inplace=True),
-                  "library": lambda: nn.SELU(inplace=True)}.get(kernels)  # fmt: skip
-    if activation is not None:
-        for tower in (model.item_tower, model.user_tower):
-            for k, layer in enumerate(tower):
-                if isinstance(layer, SELU):
-                    tower[k] = activation()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     saved_pool, saved_max = m.pool_profiles, m.segment_max
-    m.pool_profiles = custom_pool if kernels == "deleted" else saved_pool
-    m.segment_max = embedding_bag_max if kernels in ("library", "library max") else saved_max
-    try:
 
-        def step():
-            loss = model.loss(batch, 1e-4)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    def variant(kernels: str):
+        model = curatornet(features)
+        activation = {"deleted": CustomSELU, "library SELU": lambda: nn.SELU(inplace=True),
+                      "library": lambda: nn.SELU(inplace=True)}.get(kernels)  # fmt: skip
+        if activation is not None:
+            for tower in (model.item_tower, model.user_tower):
+                for k, layer in enumerate(tower):
+                    if isinstance(layer, SELU):
+                        tower[k] = activation()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        pool = custom_pool if kernels == "deleted" else saved_pool
+        seg_max = embedding_bag_max if kernels in ("library", "library max") else saved_max
 
-        return timed(step, repeats)
-    finally:
-        m.pool_profiles, m.segment_max = saved_pool, saved_max
+        def step() -> float:
+            m.pool_profiles, m.segment_max = pool, seg_max
+            try:
+                t = time.perf_counter()
+                loss = model.loss(batch, 1e-4)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                return time.perf_counter() - t
+            finally:
+                m.pool_profiles, m.segment_max = saved_pool, saved_max
+
+        return step
+
+    steps = {k: variant(k) for k in kinds}
+    for step in steps.values():
+        step()  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(repeats):
+        for k, step in steps.items():
+            times[k].append(step())
+    return times
 
 
 def selu_fwd_bwd(op, x0: torch.Tensor):
@@ -279,13 +295,21 @@ def main(argv: list[str] | None = None) -> None:
             log.info("pooling [mean||max] (%d items x %d) fwd+bwd: %s", args.items, width,
                      ", ".join(f"{k} {1e3 * v:.1f} ms ({v / base:.2f}x)"
                                for k, v in t.items()))  # fmt: skip
-    steps = {k: training_step_seconds(k, args.repeats) for k in kinds}
-    log.info("end to end, one default training step (forward+backward+Adam): %s",
-             ", ".join(f"{k} {1e3 * v:.0f} ms" for k, v in steps.items()))  # fmt: skip
-    log.info("the step is %.2fx faster with selu_ than with nn.SELU, %.2fx with segment_max "
-             "than with embedding_bag's max, %.2fx with both than with neither",
-             steps["library SELU"] / steps["project"], steps["library max"] / steps["project"],
-             steps["library"] / steps["project"])  # fmt: skip
+    times = training_steps(kinds, max(args.repeats, 15))
+    log.info("end to end, one default training step (forward+backward+Adam), medians of %d "
+             "alternating rounds: %s", len(times["project"]),
+             ", ".join(f"{k} {1e3 * statistics.median(v):.0f} ms"
+                       for k, v in times.items()))  # fmt: skip
+
+    def paired(other: str) -> float:  # median over rounds of other's step / the project's
+        return statistics.median(
+            [o / p for o, p in zip(times[other], times["project"], strict=True)]
+        )
+
+    log.info("paired ratios, the step is %.2fx faster with selu_ than with nn.SELU, %.2fx "
+             "with segment_max than with embedding_bag's max, %.2fx with both than with "
+             "neither", paired("library SELU"), paired("library max"),
+             paired("library"))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 PyTorch's CPU ``elu`` kernel (which ``F.selu`` calls) evaluates ``expm1`` for every element,
 and the vectorized ``expm1`` is about 5x slower than ``exp`` (2048-wide AVX-512 rows: 3.1
 against 0.6 ns per element on the 2-core AMD EPYC of docs/benchmarks.md). The forward here
-is six passes around one ``exp``, made block by block so that they stay in cache. ``exp(x) - 1`` loses ``expm1``'s relative precision for
-x near 0 but not its absolute one (under 5e-7 on SELU's range, float32's rounding of values
-of order 1), which is what a sum with the next layer's other inputs sees.
+is six passes around one ``exp``, made block by block so that they stay in cache.
+``exp(x) - 1`` loses ``expm1``'s relative precision for x near 0 but not its absolute one
+(under 5e-7 on SELU's range, float32's rounding of values of order 1), which is what a sum
+with the next layer's other inputs sees.
 
 The backward is the library's own (``elu_backward`` on the result, as ``F.selu(inplace=True)``
 records it): the same gradients bit for bit, given the same output.

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from curatornet_pipeline.core.activations import SELU, selu_
+from curatornet_pipeline.core.linear import Linear, linear
 from curatornet_pipeline.core.pooling import segment_max
 
 logger = logging.getLogger(__name__)
@@ -135,10 +136,10 @@ def _selu_mlp(sizes: list[int]) -> nn.Sequential:
     on the CPU it takes ``exp`` for ``expm1`` (:mod:`~curatornet_pipeline.core.activations`)."""
     layers: list[nn.Module] = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-        linear = nn.Linear(n_in, n_out)
-        nn.init.normal_(linear.weight, std=1.0 / math.sqrt(n_in))
-        nn.init.zeros_(linear.bias)
-        layers += [linear, SELU()]
+        dense = Linear(n_in, n_out)
+        nn.init.normal_(dense.weight, std=1.0 / math.sqrt(n_in))
+        nn.init.zeros_(dense.bias)
+        layers += [dense, SELU()]
     return nn.Sequential(*layers)
 
 
@@ -428,7 +429,7 @@ class CuratorNetStack(_Stack):
         w, b = self.stacked[0], self.stacked[1]
         m, d1 = w.shape[0], w.shape[1]
         x = x if scaled else self.scale(x)
-        h = F.linear(x, w.reshape(m * d1, -1), b.reshape(-1))  # (U, M*D1)
+        h = linear(x, w.reshape(m * d1, -1), b.reshape(-1))  # (U, M*D1)
         h = selu_(h).view(-1, m, d1).transpose(0, 1).contiguous()  # (M, U, D1)
         for k in range(1, self.n_item):
             h = self._layer(k, h)
@@ -444,15 +445,15 @@ class CuratorNetStack(_Stack):
         w0, b0 = self.stacked[0], self.stacked[1]
         m, d1 = w0.shape[0], w0.shape[1]
         x = batch.x if batch.scaled else self.scale(batch.x)
-        first = selu_(F.linear(x, w0.reshape(m * d1, -1), b0.reshape(-1)))  # (U, M*D1)
+        first = selu_(linear(x, w0.reshape(m * d1, -1), b0.reshape(-1)))  # (U, M*D1)
         out = []
         for j in range(m):
             h = first[:, j * d1 : (j + 1) * d1]
             for k in range(1, self.n_item):
-                h = selu_(F.linear(h, self.stacked[2 * k][j], self.stacked[2 * k + 1][j]))
+                h = selu_(linear(h, self.stacked[2 * k][j], self.stacked[2 * k + 1][j]))
             z = pool_profiles(h.contiguous(), batch.profile_items, batch.profile_offsets)
             for k in range(self.n_item, self.n_item + self.n_user):
-                z = selu_(F.linear(z, self.stacked[2 * k][j], self.stacked[2 * k + 1][j]))
+                z = selu_(linear(z, self.stacked[2 * k][j], self.stacked[2 * k + 1][j]))
             out.append(score(z, h, batch))
         if isinstance(out[0], tuple):
             return tuple(torch.stack(parts) for parts in zip(*out, strict=True))

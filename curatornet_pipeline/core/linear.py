@@ -1,0 +1,144 @@
+"""Dense layers whose CPU products run on oneDNN where the BLAS is slow.
+
+PyTorch sends every float32 CPU product (``F.linear``'s ``addmm`` and both of its backward
+``mm``) to its BLAS, Intel's MKL. On AMD processors MKL does not take its AVX-512 kernels,
+and at the towers' shapes it reached 47-150 GFLOP/s on the 2-core AMD EPYC of
+docs/benchmarks.md, where oneDNN (bundled with PyTorch as MKL-DNN, and dispatching on the
+instruction set rather than on the vendor) made 130-200 of the same products. oneDNN here
+runs in float32 throughout (no bf16 or tf32 math mode): results differ from MKL's only in
+the order of the sums.
+
+:class:`Linear` is ``nn.Linear`` (same parameters, same state dict, same ``isinstance``)
+whose forward and input gradient run as ``mkldnn::_linear_pointwise`` when
+:func:`gemm_backend` is ``"onednn"``; the weight gradient stays on the BLAS, where MKL
+matched oneDNN at these shapes (``benchmarks/bench_kernels.py``). Elsewhere (CUDA,
+bfloat16 under autocast, the ``meta`` device, the ``"blas"`` backend) it is ``F.linear``.
+
+The backend is process-wide, like ``torch.backends`` flags: ``CURATORNET_CPU_GEMM`` =
+``auto`` (default), ``onednn`` or ``blas``. ``auto`` takes oneDNN on CPUs that are not
+Intel's, where MKL is tuned, and the BLAS on Intel's: the choice depends on the machine,
+never on timing, so that a resumed training takes the same kernels as the run it resumes.
+"""
+
+import contextlib
+import functools
+import math
+import os
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils import flop_counter
+
+BACKENDS = ("auto", "onednn", "blas")
+
+
+def _cpu_vendor() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def onednn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+@functools.cache
+def _configured_backend() -> str:
+    wanted = os.environ.get("CURATORNET_CPU_GEMM", "auto").strip().lower() or "auto"
+    if wanted not in BACKENDS:
+        raise ValueError(f"CURATORNET_CPU_GEMM={wanted!r}: expected one of {', '.join(BACKENDS)}")
+    if wanted == "blas" or not onednn_available():
+        return "blas"
+    if wanted == "onednn":
+        return "onednn"
+    return "blas" if _cpu_vendor() == "GenuineIntel" else "onednn"
+
+
+_forced: str | None = None
+
+
+def gemm_backend() -> str:
+    """``"onednn"`` or ``"blas"``: the float32 CPU backend of :class:`Linear` in this process."""
+    return _forced or _configured_backend()
+
+
+@contextlib.contextmanager
+def use_gemm_backend(backend: str) -> Iterator[None]:
+    """Run the block on ``backend`` (``"onednn"`` or ``"blas"``): for benchmarks and tests
+    that set the two side by side in one process."""
+    global _forced
+    if backend not in ("onednn", "blas"):
+        raise ValueError(f"gemm backend {backend!r}: expected 'onednn' or 'blas'")
+    if backend == "onednn" and not onednn_available():
+        raise RuntimeError("this PyTorch build has no oneDNN (MKL-DNN)")
+    previous, _forced = _forced, backend
+    try:
+        yield
+    finally:
+        _forced = previous
+
+
+def onednn_mm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """x @ w.T + b on oneDNN (x (M, K), w (N, K) contiguous)."""
+    return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+
+
+if onednn_available() and torch.ops.mkldnn._linear_pointwise not in flop_counter.flop_registry:
+
+    @flop_counter.register_flop_formula(torch.ops.mkldnn._linear_pointwise)
+    def _linear_pointwise_flop(x_shape, w_shape, *args, **kwargs) -> int:
+        """FLOPs of x @ w.T (FlopCounterMode knows ``addmm``, not oneDNN's op)."""
+        return 2 * math.prod(x_shape) * w_shape[0]
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """x @ weight.T + bias for a 2-D x: forward and input gradient on oneDNN."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        x = x.contiguous()
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return onednn_mm(x, weight.contiguous(), bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = onednn_mm(grad, weight.t().contiguous(), None)
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.mm(grad.t(), x)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum(0)
+        return grad_x, grad_w, grad_b
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear`` with the CPU float32 products on :func:`gemm_backend`."""
+    if (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and x.numel() > 0
+        and not (torch.is_autocast_enabled("cpu"))
+        and gemm_backend() == "onednn"
+    ):
+        y = _OneDNNLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias)
+        return y if x.dim() == 2 else y.view(*x.shape[:-1], weight.shape[0])
+    return F.linear(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` whose CPU float32 products run on :func:`gemm_backend`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)

@@ -6,7 +6,9 @@ Each kernel is timed forward + backward (median of ``--repeats``), and in the sa
 whole training step with the library kernel swapped in, since a kernel pays only if the
 step gets faster. Verdicts in docs/benchmarks.md.
 
-The kernels in use are :func:`~curatornet_pipeline.core.pooling.segment_max` (the max half
+The kernels in use are :class:`~curatornet_pipeline.core.linear.Linear` (the towers' dense
+layers, whose CPU products run on oneDNN where the BLAS is slow), against ``F.linear`` on the
+BLAS, :func:`~curatornet_pipeline.core.pooling.segment_max` (the max half
 of the profile pooling), against ``F.embedding_bag(mode="max")``, and
 :func:`~curatornet_pipeline.core.activations.selu_` (in place, exp for expm1, the library's
 backward), against ``F.selu``. An earlier SELU with exp (out of place, its own backward) and
@@ -26,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from curatornet_pipeline.core.linear import gemm_backend
 
 log = logging.getLogger("bench_kernels")
 
@@ -156,6 +160,8 @@ STEPS = {
     "library max": "embedding_bag's max in place of segment_max",
     "library": "both",
     "deleted": "the deleted SELU and pooling",
+    "BLAS GEMM": "every dense layer's products on the BLAS (MKL), as F.linear",
+    "oneDNN GEMM": "forward and input gradient of every dense layer on oneDNN",
 }
 
 
@@ -168,6 +174,7 @@ def training_steps(kinds: list[str], repeats: int) -> dict[str, list[float]]:
 
     import curatornet_pipeline.core.models as m  # noqa: PLC0415
     from curatornet_pipeline.core.activations import SELU  # noqa: PLC0415
+    from curatornet_pipeline.core.linear import gemm_backend, use_gemm_backend  # noqa: PLC0415
     from curatornet_pipeline.core.train import (  # noqa: PLC0415
         WHOLE_CATALOGUE_AT,
         TrainConfig,
@@ -193,16 +200,18 @@ def training_steps(kinds: list[str], repeats: int) -> dict[str, list[float]]:
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
         pool = custom_pool if kernels == "deleted" else saved_pool
         seg_max = embedding_bag_max if kernels in ("library", "library max") else saved_max
+        gemm = {"BLAS GEMM": "blas", "oneDNN GEMM": "onednn"}.get(kernels, gemm_backend())
 
         def step() -> float:
             m.pool_profiles, m.segment_max = pool, seg_max
             try:
-                t = time.perf_counter()
-                loss = model.loss(batch, 1e-4)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                return time.perf_counter() - t
+                with use_gemm_backend(gemm):
+                    t = time.perf_counter()
+                    loss = model.loss(batch, 1e-4)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    return time.perf_counter() - t
             finally:
                 m.pool_profiles, m.segment_max = saved_pool, saved_max
 
@@ -228,6 +237,50 @@ def selu_fwd_bwd(op, x0: torch.Tensor):
         y.backward(torch.ones_like(y))
 
     return run
+
+
+def dense_layers(items: int, profiles: int, repeats: int) -> None:
+    """Forward + backward of each tower layer at a default batch's shapes, its products on
+    the BLAS (``F.linear``) and on oneDNN (:class:`~curatornet_pipeline.core.linear.Linear`),
+    alternating round by round, against the 2048^2 product on each."""
+    from bench_train import gemm_peaks  # noqa: PLC0415 (benchmarks/ is sys.path[0])
+
+    from curatornet_pipeline.core.linear import Linear, use_gemm_backend  # noqa: PLC0415
+
+    peaks = gemm_peaks()
+    log.info("fp32 2048^2 product: %s", ", ".join(f"{k} {v:.0f} GFLOP/s"
+                                                  for k, v in peaks.items()))  # fmt: skip
+    # item tower over the catalogue (the features get no gradient), user tower over profiles
+    shapes = ((items, 2048, 200, False), (items, 200, 200, True), (profiles, 400, 300, True),
+              (profiles, 300, 200, True), (profiles, 200, 200, True))  # fmt: skip
+    total = {"blas": 0.0, "onednn": 0.0}
+    for rows, n_in, n_out, input_grad in shapes:
+        layer = Linear(n_in, n_out)
+        x = torch.randn(rows, n_in, requires_grad=input_grad)
+        g = torch.randn(rows, n_out)
+
+        def run(layer=layer, x=x, g=g):
+            layer.zero_grad()
+            x.grad = None
+            layer(x).backward(g)
+
+        times: dict[str, list[float]] = {"blas": [], "onednn": []}
+        for _ in range(repeats + 1):
+            for backend in times:
+                with use_gemm_backend(backend):
+                    t = time.perf_counter()
+                    run()
+                    times[backend].append(time.perf_counter() - t)
+        flops = 2 * rows * n_in * n_out * (3 if input_grad else 2)
+        t_b, t_o = (statistics.median(v[1:]) for v in times.values())  # first: warm-up
+        total["blas"] += t_b
+        total["onednn"] += t_o
+        log.info("dense layer %5d x %4d -> %3d%s fwd+bwd: BLAS %5.1f ms (%3.0f GFLOP/s), "
+                 "oneDNN %5.1f ms (%3.0f GFLOP/s): oneDNN %.2fx", rows, n_in, n_out,
+                 "" if input_grad else " (no input grad)", 1e3 * t_b, flops / t_b / 1e9,
+                 1e3 * t_o, flops / t_o / 1e9, t_b / t_o)  # fmt: skip
+    log.info("the five layers: BLAS %.0f ms, oneDNN %.0f ms: oneDNN %.2fx", 1e3 * total["blas"],
+             1e3 * total["onednn"], total["blas"] / total["onednn"])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -277,6 +330,7 @@ def main(argv: list[str] | None = None) -> None:
         log.info("SELU (%d x %d) fwd+bwd: selu_ %.2f ms, F.selu %.2f ms: selu_ %.2fx; net of "
                  "the %.2f ms copy both include: %s", rows, width, 1e3 * ours, 1e3 * lib,
                  lib / ours, 1e3 * copy, net)  # fmt: skip
+    dense_layers(args.items, args.profiles, args.repeats)
     kinds = [k for k in STEPS if args.deleted or k != "deleted"]
     if args.deleted:
         for width in (200, 800):
@@ -313,6 +367,11 @@ def main(argv: list[str] | None = None) -> None:
              "with segment_max than with embedding_bag's max, %.2fx with both than with "
              "neither", paired("library SELU"), paired("library max"),
              paired("library"))  # fmt: skip
+    log.info("paired ratio, the step with every dense layer's forward and input gradient on "
+             "oneDNN is %.2fx faster than on the BLAS (the project takes %s here)",
+             statistics.median([b / o for b, o in zip(times["BLAS GEMM"],
+                                                      times["oneDNN GEMM"], strict=True)]),
+             gemm_backend())  # fmt: skip
 
 
 if __name__ == "__main__":

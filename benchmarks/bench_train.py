@@ -25,6 +25,12 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from curatornet_pipeline.core.linear import (
+    gemm_backend,
+    onednn_available,
+    onednn_mm,
+    use_gemm_backend,
+)
 from curatornet_pipeline.core.models import (
     VBPR,
     CuratorNet,
@@ -119,15 +125,30 @@ def profiles_per_triple(triplets: Triplets, config: TrainConfig) -> float:
     return distinct / len(ts)
 
 
-def matmul_peak_gflops(n: int = 2048, reps: int = 7, dtype=torch.float32) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
+def _gflops(fn, n: int, reps: int) -> float:
+    fn()
     times = []
     for _ in range(reps):
         t = time.perf_counter()
-        torch.mm(a, b)
+        fn()
         times.append(time.perf_counter() - t)
     return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def gemm_peaks(n: int = 2048, reps: int = 7, dtype=torch.float32) -> dict[str, float]:
+    """GFLOP/s of an n x n product, median of ``reps``, on the BLAS (``torch.mm``) and, in
+    float32 where PyTorch has it, on oneDNN (``core/linear.py``'s kernel)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    peaks = {"BLAS": _gflops(lambda: torch.mm(a, b), n, reps)}
+    if dtype == torch.float32 and onednn_available():
+        bt = b.t().contiguous()
+        peaks["oneDNN"] = _gflops(lambda: onednn_mm(a, bt, None), n, reps)
+    return peaks
+
+
+def matmul_peak_gflops(n: int = 2048, reps: int = 7, dtype=torch.float32) -> float:
+    """The machine's peak: the faster of the two GEMMs of :func:`gemm_peaks`."""
+    return max(gemm_peaks(n, reps, dtype).values())
 
 
 def curatornet(features: np.ndarray) -> CuratorNet:
@@ -184,7 +205,13 @@ def profile_epoch(triplets, features, config) -> None:
     # self time of the operators; the pooling functions' own loops count as pooling. Fresh
     # pages of new tensors fault on first touch, inside whichever operator writes them
     cats = {
-        "matmuls (mm/addmm/bmm/baddbmm)": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
+        "matmuls (mm/addmm/bmm/baddbmm, oneDNN linear)": (
+            "aten::mm",
+            "aten::addmm",
+            "aten::bmm",
+            "aten::baddbmm",
+            "mkldnn::_linear_pointwise",
+        ),
         # selu_'s own passes (its add_ and mul_ count with the other elementwise ops)
         "SELU forward and backward": (
             "aten::elu",
@@ -261,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", default="all",
-                    help="comma list: single,bf16,grid,gridbmm,onebyone,vbpr")  # fmt: skip
+                    help="comma list: single,blas,bf16,grid,gridbmm,onebyone,vbpr")  # fmt: skip
     ap.add_argument("--profile", action="store_true", help="profile one CuratorNet epoch")
     ap.add_argument("--data", choices=["random", "sampled"], default="random",
                     help="random: each triple draws one of n/4 power-law profiles; sampled: "
@@ -274,7 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     parts = (
         set(args.only.split(","))
         if args.only != "all"
-        else {"single", "bf16", "grid", "gridbmm", "onebyone", "vbpr"}
+        else {"single", "blas", "bf16", "grid", "gridbmm", "onebyone", "vbpr"}
     )
 
     triplets, features = (synthetic if args.data == "random" else sampled)(args.triples)
@@ -290,8 +317,14 @@ def main(argv: list[str] | None = None) -> None:
     log.info("%s triples: %d items x %d, %d training triples, profile size mean %.2f max %d, "
              "%.2f distinct profiles per triple in a batch", args.data, len(features), D_IN,
              n_train, sizes.mean(), sizes.max(), profiles_per_triple(triplets, config))  # fmt: skip
-    peaks = [matmul_peak_gflops()]
-    log.info("fp32 matmul peak (torch.mm 2048^2, median of 7): %.1f GFLOP/s", peaks[0])
+    first = gemm_peaks()
+    peaks = [max(first.values())]
+    log.info(
+        "fp32 matmul peak (2048^2, median of 7): %s; the fractions below are of the "
+        "faster, measured before each repeat",
+        ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in first.items()),
+    )
+    log.info("dense layers' products on: %s (CURATORNET_CPU_GEMM)", gemm_backend())
     configs = [replace(config, l2=l2) for l2 in GRID_L2]
 
     def report(name: str, runs: list[tuple[float, float]], flops: float) -> float:
@@ -329,6 +362,18 @@ def main(argv: list[str] | None = None) -> None:
     f_one = flops_per_triple(lambda: curatornet(features), triplets, features, config)
     if "single" in parts:
         results["single"] = report("CuratorNet, one model", timed_runs(one, args.repeats), f_one)
+    if "blas" in parts and gemm_backend() != "blas":
+
+        def one_blas() -> float:
+            with use_gemm_backend("blas"):
+                return one()
+
+        results["blas"] = report(
+            "CuratorNet, one model, BLAS GEMM", timed_runs(one_blas, args.repeats), f_one
+        )
+        if "single" in parts:
+            log.info("oneDNN products: %.2fx BLAS's triples/s",
+                     results["blas"] / results["single"])  # fmt: skip
     if "bf16" in parts:
         bf16_peak = matmul_peak_gflops(dtype=torch.bfloat16)
         log.info("bf16 matmul peak (torch.mm 2048^2, median of 7): %.1f GFLOP/s", bf16_peak)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from curatornet_pipeline.core import ragged
+from curatornet_pipeline.core.linear import onednn_available, use_gemm_backend
 from curatornet_pipeline.core.models import (
     VBPR,
     CuratorNet,
@@ -109,7 +110,17 @@ class _Killed(Exception):
     pass
 
 
-def test_killed_after_epoch_one_then_resumed_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("gemm", ["blas", "onednn"])
+def test_killed_after_epoch_one_then_resumed_equals_uninterrupted(tmp_path, gemm):
+    # on both CPU GEMM backends: a resumed run must reproduce the uninterrupted one on
+    # whichever backend the machine takes (core/linear.py)
+    if gemm == "onednn" and not onednn_available():
+        pytest.skip("this PyTorch build has no oneDNN")
+    with use_gemm_backend(gemm):
+        _killed_then_resumed_equals_uninterrupted(tmp_path)
+
+
+def _killed_then_resumed_equals_uninterrupted(tmp_path) -> None:
     triplets, features = _planted(600)
     config = replace(FAST, epochs=3, patience=10)
     reference = train(_curatornet(features), triplets, triplets, features, config)

@@ -8,7 +8,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from curatornet_pipeline.core import linear as linear_mod
 from curatornet_pipeline.core.linear import Linear, gemm_backend, use_gemm_backend
-from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig
+from curatornet_pipeline.core.models import VBPR, CuratorNet, CuratorNetConfig, VBPRConfig
 
 needs_onednn = pytest.mark.skipif(
     not linear_mod.onednn_available(), reason="this PyTorch build has no oneDNN"
@@ -137,3 +137,25 @@ def test_a_curatornet_step_is_the_same_on_both_backends_and_keeps_nn_linear_stat
     assert torch.allclose(u1, u2, rtol=1e-4, atol=1e-5)
     for a, b in zip(g1, g2, strict=True):
         assert (a - b).abs().max() <= 1e-4 * b.abs().max() + 1e-6
+
+
+@needs_onednn
+def test_vbpr_visual_projection_takes_the_backend_with_the_same_terms_and_gradient():
+    torch.manual_seed(0)
+    model = VBPR(VBPRConfig(n_users=4, n_items=30, input_dim=48))
+    x, items = torch.randn(30, 48), torch.arange(30)
+
+    def terms():
+        model.zero_grad()
+        vectors, bias = model.item_terms(items, x)
+        (vectors.square().sum() + bias.sum()).backward()
+        return vectors.detach(), model.embedding.grad.clone()
+
+    with use_gemm_backend("onednn"):
+        assert "mkldnn._linear_pointwise" in _ops(terms)
+        v1, g1 = terms()
+    with use_gemm_backend("blas"):
+        assert "mkldnn._linear_pointwise" not in _ops(terms)
+        v2, g2 = terms()
+    assert torch.allclose(v1, v2, rtol=1e-4, atol=1e-5)
+    assert (g1 - g2).abs().max() <= 1e-4 * g2.abs().max() + 1e-6

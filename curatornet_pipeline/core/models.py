@@ -257,7 +257,7 @@ class VBPR(_ScaledInput):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """([gamma_i || E f_i], beta_i + beta'.f_i) for (N,) items with (N, input_dim) features."""
         f = x if scaled else self.scale(x)  # (N, F)
-        visual = f @ self.embedding.T  # (N, K')
+        visual = linear(f, self.embedding)  # (N, K'): f @ E.T, on the towers' GEMM backend
         vectors = torch.cat([self._rows(self.gamma_item, items), visual], dim=1)  # (N, K + K')
         bias = self.beta_item[items] + f @ self.beta_visual  # (N,)
         return vectors, bias
@@ -515,7 +515,8 @@ class VBPRStack(_Stack):
         if batch.users.numel() and int(batch.users.min()) < 0:
             raise ValueError("VBPR has no vector for unknown users (user index -1)")
         f = batch.x if batch.scaled else self.scale(batch.x)  # (U, F)
-        visual = (f @ e.reshape(m * k_vis, -1).T).view(-1, m, k_vis).transpose(0, 1)  # (M, U, K')
+        # (M, U, K'): every variant's E f_i in one product
+        visual = linear(f, e.reshape(m * k_vis, -1)).view(-1, m, k_vis).transpose(0, 1)
         vectors = torch.cat([self._rows(2, batch.items), visual], dim=2)  # (M, U, K+K')
         bias = b_i[:, batch.items] + (f @ b_v.T).T  # (M, U)
         w_u = torch.cat([self._rows(0, batch.users), self._rows(1, batch.users)], dim=2)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from curatornet_pipeline.core.linear import gemm_backend
+from curatornet_pipeline.core.linear import Linear, gemm_backend, use_gemm_backend
 
 log = logging.getLogger("bench_kernels")
 
@@ -174,7 +174,6 @@ def training_steps(kinds: list[str], repeats: int) -> dict[str, list[float]]:
 
     import curatornet_pipeline.core.models as m  # noqa: PLC0415
     from curatornet_pipeline.core.activations import SELU  # noqa: PLC0415
-    from curatornet_pipeline.core.linear import gemm_backend, use_gemm_backend  # noqa: PLC0415
     from curatornet_pipeline.core.train import (  # noqa: PLC0415
         WHOLE_CATALOGUE_AT,
         TrainConfig,
@@ -244,8 +243,6 @@ def dense_layers(items: int, profiles: int, repeats: int) -> None:
     the BLAS (``F.linear``) and on oneDNN (:class:`~curatornet_pipeline.core.linear.Linear`),
     alternating round by round, against the 2048^2 product on each."""
     from bench_train import gemm_peaks  # noqa: PLC0415 (benchmarks/ is sys.path[0])
-
-    from curatornet_pipeline.core.linear import Linear, use_gemm_backend  # noqa: PLC0415
 
     peaks = gemm_peaks()
     log.info("fp32 2048^2 product: %s", ", ".join(f"{k} {v:.0f} GFLOP/s"

@@ -105,7 +105,6 @@ class _OneDNNLinear(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
         x = x.contiguous()
         ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
         return onednn_mm(x, weight.contiguous(), bias)
 
     @staticmethod
@@ -117,7 +116,7 @@ class _OneDNNLinear(torch.autograd.Function):
             grad_x = onednn_mm(grad, weight.t().contiguous(), None)
         if ctx.needs_input_grad[1]:
             grad_w = torch.mm(grad.t(), x)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[2]:  # False when there is no bias
             grad_b = grad.sum(0)
         return grad_x, grad_w, grad_b
 
@@ -129,7 +128,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and x.numel() > 0
-        and not (torch.is_autocast_enabled("cpu"))
+        and not torch.is_autocast_enabled("cpu")
         and gemm_backend() == "onednn"
     ):
         y = _OneDNNLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias)

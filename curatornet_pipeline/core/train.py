@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from curatornet_pipeline.core import ragged
+from curatornet_pipeline.core.malloc import retain_freed_memory
 from curatornet_pipeline.core.models import VBPR, CuratorNet, TripletBatch, stack_models
 from curatornet_pipeline.core.types import Triplets
 
@@ -430,6 +431,7 @@ def _train(
     Raises :class:`TrainingDivergedError` on a NaN loss.
     """
     device = resolve_device(config.device)
+    retain_freed_memory()  # no fresh pages to fault on every step (core/malloc.py)
     monitor = resolve_monitor(config, evaluator)
     train_set, val_set = _triple_sets(model, train, validation)
 
@@ -646,6 +648,7 @@ def _train_grid(
     shared = _grid_settings(configs)
     config = configs[0]
     device = resolve_device(config.device)
+    retain_freed_memory()  # no fresh pages to fault on every step (core/malloc.py)
     monitor = resolve_monitor(config, evaluator)
     train_set, val_set = _triple_sets(models[0], train, validation)
     name = type(models[0]).__name__

@@ -20,6 +20,7 @@ from curatornet_pipeline.core import models as models_core
 from curatornet_pipeline.core import sampling as sampling_core
 from curatornet_pipeline.core import train as train_core
 from curatornet_pipeline.core import validation as validation_core
+from curatornet_pipeline.core.fused import kernels as cpu_kernels
 from curatornet_pipeline.core.linear import gemm_backend
 from curatornet_pipeline.core.plots import training_curve
 from curatornet_pipeline.core.recommend import Catalogue
@@ -157,6 +158,7 @@ def train_variant(
         "paper_guidelines": experiment.paper_guidelines_of(variant),
         "training_triples": experiment.training_counts(triples, variant.kind == "vbpr")[0],
         "cpu_gemm": gemm_backend(),  # the float32 CPU products' backend (core/linear.py)
+        "cpu_kernels": cpu_kernels(),  # pooling and margins: fused or torch (core/fused.py)
     }
     with mlflow.run_for(context, params=params, tags={"model_kind": variant.family}) as run:
         import torch

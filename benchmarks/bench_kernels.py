@@ -8,8 +8,9 @@ step gets faster. Verdicts in docs/benchmarks.md.
 
 The kernels in use are :class:`~curatornet_pipeline.core.linear.Linear` (the towers' dense
 layers, whose CPU products run on oneDNN where the BLAS is slow), against ``F.linear`` on the
-BLAS, :func:`~curatornet_pipeline.core.pooling.segment_max` (the max half
-of the profile pooling), against ``F.embedding_bag(mode="max")``, and
+BLAS; the fused pooling and margins of :mod:`~curatornet_pipeline.core.fused`, against
+PyTorch's operators; :func:`~curatornet_pipeline.core.pooling.segment_max` (the max half
+of the profile pooling on those operators), against ``F.embedding_bag(mode="max")``; and
 :func:`~curatornet_pipeline.core.activations.selu_` (in place, exp for expm1, the library's
 backward), against ``F.selu``. An earlier SELU with exp (out of place, its own backward) and
 a pooling backward lost to the library's and were deleted; they live on below only so that
@@ -23,13 +24,16 @@ import logging
 import statistics
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from curatornet_pipeline.core.fused import use_kernels
 from curatornet_pipeline.core.linear import Linear, gemm_backend, use_gemm_backend
+from curatornet_pipeline.core.malloc import retain_freed_memory
 
 log = logging.getLogger("bench_kernels")
 
@@ -155,10 +159,11 @@ def embedding_bag_max(h, profile_items, offsets):
 
 #: The training-step variants: which of the project's kernels the library's replace.
 STEPS = {
-    "project": "as trained: segment_max, selu_",
+    "project": "as trained: fused pooling and margins, selu_",
+    "torch pooling": "PyTorch's operators for pooling (embedding_bag mean, segment_max) and margins",
     "library SELU": "nn.SELU in place of selu_",
-    "library max": "embedding_bag's max in place of segment_max",
-    "library": "both",
+    "library max": "PyTorch's operators, embedding_bag's max in place of segment_max",
+    "library": "PyTorch's operators, embedding_bag's max and nn.SELU",
     "deleted": "the deleted SELU and pooling",
     "BLAS GEMM": "every dense layer's products on the BLAS (MKL), as F.linear",
     "oneDNN GEMM": "forward and input gradient of every dense layer on oneDNN",
@@ -200,11 +205,12 @@ def training_steps(kinds: list[str], repeats: int) -> dict[str, list[float]]:
         pool = custom_pool if kernels == "deleted" else saved_pool
         seg_max = embedding_bag_max if kernels in ("library", "library max") else saved_max
         gemm = {"BLAS GEMM": "blas", "oneDNN GEMM": "onednn"}.get(kernels, gemm_backend())
+        operators = kernels in ("torch pooling", "library max", "library", "deleted")
 
         def step() -> float:
             m.pool_profiles, m.segment_max = pool, seg_max
             try:
-                with use_gemm_backend(gemm):
+                with use_gemm_backend(gemm), use_kernels("torch" if operators else "fused"):
                     t = time.perf_counter()
                     loss = model.loss(batch, 1e-4)
                     optimizer.zero_grad()
@@ -292,6 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+    retain_freed_memory()  # as a training process does (core/malloc.py)
     log.info("processor: %s; torch %s, %d threads", processor(), torch.__version__,
              torch.get_num_threads())  # fmt: skip
     rng = np.random.default_rng(0)
@@ -311,6 +318,37 @@ def main(argv: list[str] | None = None) -> None:
         log.info("max pooling (%d items x %d, %d profiles, %d rows) fwd+bwd: segment_max "
                  "%.1f ms, embedding_bag max %.1f ms: segment_max %.2fx", args.items, width,
                  args.profiles, int(offsets[-1]), 1e3 * ours, 1e3 * lib, lib / ours)  # fmt: skip
+    from curatornet_pipeline.core.models import pool_profiles, triple_margins  # noqa: PLC0415
+
+    x = torch.randn(args.items, 200, requires_grad=True)
+    pooled = {}
+    for k in ("fused", "torch"):
+        with use_kernels(k):
+            pooled[k] = timed(fwd_bwd(lambda h: pool_profiles(h, profile_items, offsets), x),
+                              args.repeats)  # fmt: skip
+    log.info("pooling [mean||max] (%d items x 200, %d profiles) fwd+bwd: fused %.1f ms, "
+             "PyTorch's operators %.1f ms: fused %.2fx", args.items, args.profiles,
+             1e3 * pooled["fused"], 1e3 * pooled["torch"],
+             pooled["torch"] / pooled["fused"])  # fmt: skip
+    n_triples = 24_000
+    batch = SimpleNamespace(
+        positive=torch.from_numpy(rng.integers(0, args.items, n_triples)),
+        negative=torch.from_numpy(rng.integers(0, args.items, n_triples)),
+        profile_of=torch.from_numpy(rng.integers(0, args.profiles, n_triples)),
+    )
+    u = torch.randn(args.profiles, 200, requires_grad=True)
+    margins = {}
+    for k in ("fused", "torch"):
+        with use_kernels(k):
+
+            def run():
+                triple_margins(u, x, batch).sum().backward()
+
+            margins[k] = timed(run, args.repeats)
+    log.info("margins (%d triples, %d profiles, %d items, width 200) fwd+bwd: fused %.1f ms, "
+             "PyTorch's operators %.1f ms: fused %.2fx", n_triples, args.profiles, args.items,
+             1e3 * margins["fused"], 1e3 * margins["torch"],
+             margins["torch"] / margins["fused"])  # fmt: skip
     from curatornet_pipeline.core.activations import selu_  # noqa: PLC0415
 
     # the towers' SELU shapes: item layers (items x 200), user layers (profiles x 300, 200),
@@ -360,10 +398,11 @@ def main(argv: list[str] | None = None) -> None:
             [o / p for o, p in zip(times[other], times["project"], strict=True)]
         )
 
-    log.info("paired ratios, the step is %.2fx faster with selu_ than with nn.SELU, %.2fx "
-             "with segment_max than with embedding_bag's max, %.2fx with both than with "
-             "neither", paired("library SELU"), paired("library max"),
-             paired("library"))  # fmt: skip
+    log.info("paired ratios, the step is %.2fx faster with the fused pooling and margins than "
+             "with PyTorch's operators; %.2fx faster with selu_ than with nn.SELU; on PyTorch's "
+             "operators, %.2fx faster with segment_max than with embedding_bag's max",
+             paired("torch pooling"), paired("library SELU"),
+             paired("library max") / paired("torch pooling"))  # fmt: skip
     log.info("paired ratio, the step with every dense layer's forward and input gradient on "
              "oneDNN is %.2fx faster than on the BLAS (the project takes %s here)",
              statistics.median([b / o for b, o in zip(times["BLAS GEMM"],

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from curatornet_pipeline.core.fused import kernels, use_kernels
 from curatornet_pipeline.core.linear import (
     gemm_backend,
     onednn_available,
@@ -223,7 +224,9 @@ def profile_epoch(triplets, features, config) -> None:
             "aten::clamp_",
             "aten::sub_",
         ),
-        "pooling (embedding_bag mean, segment_max)": (
+        "pooling (fused kernel; or embedding_bag mean, segment_max)": (
+            "_PoolProfiles",
+            "_PoolProfilesBackward",
             "aten::embedding_bag",
             "aten::_embedding_bag",
             "aten::_embedding_bag_backward",
@@ -237,7 +240,9 @@ def profile_epoch(triplets, features, config) -> None:
             "aten::index_copy_",
             "aten::cat",
         ),
-        "gathers and scatters (scores, profiles)": (
+        "margins and gathers (fused kernel; or gathers, scatters)": (
+            "_TripleMargins",
+            "_TripleMarginsBackward",
             "aten::index_select",
             "aten::index",
             "aten::index_add_",
@@ -288,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", default="all",
-                    help="comma list: single,blas,bf16,grid,gridbmm,onebyone,vbpr")  # fmt: skip
+                    help="comma list: single,blas,torchkernels,bf16,grid,gridbmm,onebyone,vbpr")  # fmt: skip
     ap.add_argument("--profile", action="store_true", help="profile one CuratorNet epoch")
     ap.add_argument("--data", choices=["random", "sampled"], default="random",
                     help="random: each triple draws one of n/4 power-law profiles; sampled: "
@@ -301,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     parts = (
         set(args.only.split(","))
         if args.only != "all"
-        else {"single", "blas", "bf16", "grid", "gridbmm", "onebyone", "vbpr"}
+        else {"single", "blas", "torchkernels", "bf16", "grid", "gridbmm", "onebyone", "vbpr"}
     )
 
     triplets, features = (synthetic if args.data == "random" else sampled)(args.triples)
@@ -324,7 +329,8 @@ def main(argv: list[str] | None = None) -> None:
         "faster, measured before each repeat",
         ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in first.items()),
     )
-    log.info("dense layers' products on: %s (CURATORNET_CPU_GEMM)", gemm_backend())
+    log.info("dense layers' products on: %s (CURATORNET_CPU_GEMM); pooling and margins: %s "
+             "(CURATORNET_CPU_KERNELS)", gemm_backend(), kernels())  # fmt: skip
     configs = [replace(config, l2=l2) for l2 in GRID_L2]
 
     def report(name: str, runs: list[tuple[float, float]], flops: float) -> float:
@@ -374,6 +380,20 @@ def main(argv: list[str] | None = None) -> None:
         if "single" in parts:
             log.info("oneDNN products: %.2fx BLAS's triples/s",
                      results["blas"] / results["single"])  # fmt: skip
+    if "torchkernels" in parts and kernels() != "torch":
+
+        def one_torch_kernels() -> float:
+            with use_kernels("torch"):
+                return one()
+
+        results["torchkernels"] = report(
+            "CuratorNet, one model, torch pooling",
+            timed_runs(one_torch_kernels, args.repeats),
+            f_one,
+        )
+        if "single" in parts:
+            log.info("fused pooling and margins: %.2fx torch operators' triples/s",
+                     results["torchkernels"] / results["single"])  # fmt: skip
     if "bf16" in parts:
         bf16_peak = matmul_peak_gflops(dtype=torch.bfloat16)
         log.info("bf16 matmul peak (torch.mm 2048^2, median of 7): %.1f GFLOP/s", bf16_peak)

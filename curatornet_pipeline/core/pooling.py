@@ -12,7 +12,10 @@ backward writes each block's share of the gradient and adds it into the item vec
 with one ``index_add_``.
 ``benchmarks/bench_kernels.py`` measures it against ``F.embedding_bag`` (docs/benchmarks.md).
 
-On CUDA, ``F.embedding_bag`` has a parallel max kernel and is used as is.
+On CUDA, ``F.embedding_bag`` has a parallel max kernel and is used as is. On the CPU the
+training path pools with the fused kernel of :mod:`~curatornet_pipeline.core.fused`; this one
+is the max of PyTorch's operators path (``CURATORNET_CPU_KERNELS=torch``), the reference the
+fused kernel is tested against.
 """
 
 import torch

@@ -21,10 +21,16 @@ their verdicts can be measured again.
 
 import argparse
 import logging
+import os
 import statistics
 import sys
 import time
 from types import SimpleNamespace
+
+# the package before torch: it sets the OpenMP runtime's defaults of the pipeline's processes
+import curatornet_pipeline  # noqa: F401
+
+# isort: split
 
 import numpy as np
 import torch
@@ -299,8 +305,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
     retain_freed_memory()  # as a training process does (core/malloc.py)
-    log.info("processor: %s; torch %s, %d threads", processor(), torch.__version__,
-             torch.get_num_threads())  # fmt: skip
+    log.info("processor: %s; torch %s, %d threads, GOMP_SPINCOUNT=%s", processor(),
+             torch.__version__, torch.get_num_threads(),
+             os.environ.get("GOMP_SPINCOUNT", "unset"))  # fmt: skip
     rng = np.random.default_rng(0)
     from bench_train import profile_sizes  # noqa: PLC0415 (benchmarks/ is sys.path[0])
 

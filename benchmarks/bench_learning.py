@@ -17,6 +17,11 @@ import logging
 import sys
 from dataclasses import replace
 
+# the package before torch: it sets the OpenMP runtime's defaults of the pipeline's processes
+import curatornet_pipeline  # noqa: F401
+
+# isort: split
+
 import numpy as np
 import torch
 

@@ -14,12 +14,18 @@ adds a ``torch.profiler`` breakdown of one CuratorNet epoch.
 import argparse
 import logging
 import math
+import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import replace
+
+# the package before torch: it sets the OpenMP runtime's defaults of the pipeline's processes
+import curatornet_pipeline  # noqa: F401
+
+# isort: split
 
 import numpy as np
 import torch
@@ -40,7 +46,13 @@ from curatornet_pipeline.core.models import (
     VBPRConfig,
     stack_models,
 )
-from curatornet_pipeline.core.train import TrainConfig, _TripleSet, train, train_grid
+from curatornet_pipeline.core.train import (
+    WHOLE_CATALOGUE_AT,
+    TrainConfig,
+    _TripleSet,
+    train,
+    train_grid,
+)
 from curatornet_pipeline.core.types import Triplets
 
 N_ITEMS, N_USERS, D_IN, MAX_PROFILE = 13_297, 2_919, 2048, 270
@@ -166,12 +178,16 @@ def vbpr(features: np.ndarray, n_users: int = N_USERS) -> VBPR:
     return model
 
 
-def flops_per_triple(make, triplets, features, config, n_batches: int = 4) -> float:
-    """Counted FLOPs (forward + backward) per training triple over the epoch's first batches."""
+def flops_per_triple(make, triplets, features, config) -> float:
+    """Counted FLOPs (forward + backward) per training triple over every batch of an epoch,
+    cut as training cuts them (the item tower's cost is per batch, not per triple)."""
     module = make()
-    ts = _TripleSet(triplets, ~triplets.is_validation, module.needs_profiles, module.kind == "vbpr")
+    whole = WHOLE_CATALOGUE_AT if module.kind == "curatornet" else math.inf
+    ts = _TripleSet(
+        triplets, ~triplets.is_validation, module.needs_profiles, module.kind == "vbpr", whole
+    )
     order = np.random.default_rng(config.seed).permutation(len(ts))
-    cuts = ts.cuts(order, config.max_profile_items_per_batch, config.batch_triples)[:n_batches]
+    cuts = ts.cuts(order, config.max_profile_items_per_batch, config.batch_triples)
     x = torch.from_numpy(features)
     l2 = torch.full((len(module),), 1e-4) if hasattr(module, "losses") else None
     flops = triples = 0
@@ -317,8 +333,9 @@ def main(argv: list[str] | None = None) -> None:
         TrainConfig(), epochs=1, batch_triples=args.batch_triples,
         max_profile_items_per_batch=args.budget, device=args.device,
     )  # fmt: skip
-    log.info("processor: %s; torch %s, %d threads", processor(), torch.__version__,
-             torch.get_num_threads())  # fmt: skip
+    log.info("processor: %s; torch %s, %d threads, GOMP_SPINCOUNT=%s", processor(),
+             torch.__version__, torch.get_num_threads(),
+             os.environ.get("GOMP_SPINCOUNT", "unset"))  # fmt: skip
     log.info("%s triples: %d items x %d, %d training triples, profile size mean %.2f max %d, "
              "%.2f distinct profiles per triple in a batch", args.data, len(features), D_IN,
              n_train, sizes.mean(), sizes.max(), profiles_per_triple(triplets, config))  # fmt: skip

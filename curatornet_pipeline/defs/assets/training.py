@@ -11,6 +11,7 @@ settings), added to the instance by ``curatornet run`` or by hand in the UI.
 """
 
 import dataclasses
+import os
 import time
 
 import dagster as dg
@@ -159,6 +160,8 @@ def train_variant(
         "training_triples": experiment.training_counts(triples, variant.kind == "vbpr")[0],
         "cpu_gemm": gemm_backend(),  # the float32 CPU products' backend (core/linear.py)
         "cpu_kernels": cpu_kernels(),  # pooling and margins: fused or torch (core/fused.py)
+        # idle OpenMP workers' spin, set by the package before torch loads (its __init__)
+        "openmp_spincount": os.environ.get("GOMP_SPINCOUNT", "runtime default"),
     }
     with mlflow.run_for(context, params=params, tags={"model_kind": variant.family}) as run:
         import torch

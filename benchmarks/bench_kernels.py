@@ -21,7 +21,6 @@ their verdicts can be measured again.
 
 import argparse
 import logging
-import os
 import statistics
 import sys
 import time
@@ -150,13 +149,6 @@ def pool_embedding_bag(h, profile_items, offsets):
     mean = F.embedding_bag(profile_items, h, off, mode="mean")
     amax = F.embedding_bag(profile_items, h, off, mode="max")
     return torch.cat([mean, amax], dim=1)
-
-
-def processor() -> str:
-    for line in open("/proc/cpuinfo", encoding="utf-8"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def embedding_bag_max(h, profile_items, offsets):
@@ -305,11 +297,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
     retain_freed_memory()  # as a training process does (core/malloc.py)
-    log.info("processor: %s; torch %s, %d threads, GOMP_SPINCOUNT=%s", processor(),
-             torch.__version__, torch.get_num_threads(),
-             os.environ.get("GOMP_SPINCOUNT", "unset"))  # fmt: skip
+    from bench_train import profile_sizes, runtime  # noqa: PLC0415 (benchmarks/ is sys.path[0])
+
+    log.info("%s", runtime())
     rng = np.random.default_rng(0)
-    from bench_train import profile_sizes  # noqa: PLC0415 (benchmarks/ is sys.path[0])
 
     sizes = profile_sizes(args.profiles, rng)  # bench_train's heavy tail: mean 4, max 270
     offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(sizes)]))

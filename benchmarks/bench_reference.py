@@ -29,13 +29,18 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+# the package before torch: it sets the OpenMP runtime's defaults of the pipeline's processes
+import curatornet_pipeline  # noqa: F401
+
+# isort: split
+
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_train import curatornet, processor, synthetic  # noqa: E402
+from bench_train import curatornet, runtime, synthetic  # noqa: E402
 
 from curatornet_pipeline.core.models import CuratorNetConfig  # noqa: E402
 from curatornet_pipeline.core.train import TrainConfig, train  # noqa: E402
@@ -147,9 +152,8 @@ def main(argv: list[str] | None = None) -> None:
         triplets = cap_profiles(triplets, args.profile_cap)
     n_train = int((~triplets.is_validation).sum())
     sizes = np.diff(triplets.profile_offsets)[triplets.profile]
-    log.info("processor: %s; torch %s, %d threads; %d training triples; profile size "
-             "mean %.2f max %d", processor(), torch.__version__, torch.get_num_threads(),
-             n_train, sizes.mean(), sizes.max())  # fmt: skip
+    log.info("%s; %d training triples; profile size mean %.2f max %d", runtime(), n_train,
+             sizes.mean(), sizes.max())  # fmt: skip
     x = torch.from_numpy(features)
     scaled = (x - x.mean(0)) / x.std(0).clamp_min(1e-6)
     base = replace(TrainConfig(), epochs=1, device="cpu", patience=1)

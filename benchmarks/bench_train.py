@@ -72,6 +72,14 @@ def processor() -> str:
     return platform.processor() or platform.machine()
 
 
+def runtime() -> str:
+    """The processor and the settings that move the figures, for each benchmark's first line."""
+    return (
+        f"processor: {processor()}; torch {torch.__version__}, {torch.get_num_threads()} "
+        f"threads, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}"
+    )
+
+
 def profile_sizes(n: int, rng: np.random.Generator, mean: float = 4.0) -> np.ndarray:
     """Heavy-tailed sizes in 1..270: discrete power law k^-a with a set for the given mean."""
     k = np.arange(1, MAX_PROFILE + 1, dtype=np.float64)
@@ -333,9 +341,7 @@ def main(argv: list[str] | None = None) -> None:
         TrainConfig(), epochs=1, batch_triples=args.batch_triples,
         max_profile_items_per_batch=args.budget, device=args.device,
     )  # fmt: skip
-    log.info("processor: %s; torch %s, %d threads, GOMP_SPINCOUNT=%s", processor(),
-             torch.__version__, torch.get_num_threads(),
-             os.environ.get("GOMP_SPINCOUNT", "unset"))  # fmt: skip
+    log.info("%s", runtime())
     log.info("%s triples: %d items x %d, %d training triples, profile size mean %.2f max %d, "
              "%.2f distinct profiles per triple in a batch", args.data, len(features), D_IN,
              n_train, sizes.mean(), sizes.max(), profiles_per_triple(triplets, config))  # fmt: skip

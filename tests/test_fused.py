@@ -233,10 +233,12 @@ def test_malloc_tuning_keeps_freed_pages_in_the_process():
             opt.step()
         for _ in range(3):
             step()
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(5):
+        per_step = []
+        for _ in range(11):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             step()
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+            per_step.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        print(sorted(per_step)[5])  # the median: the heap grows now and then, tuned or not
         """
     )
 
@@ -248,5 +250,5 @@ def test_malloc_tuning_keeps_freed_pages_in_the_process():
         return int(out.stdout.split()[-1])
 
     default, tuned = faults("default"), faults("tuned")
-    assert default > 2000  # 8-25 MB of fresh pages per step (10-22k faults measured)
-    assert tuned < default / 2  # 0-2.3k measured
+    assert default > 500  # 4-30 MB of fresh pages in a typical step (1-7k faults measured)
+    assert tuned < default / 4  # 0 measured in a typical step; 0.3-1.8k in a few

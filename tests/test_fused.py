@@ -249,6 +249,8 @@ def test_malloc_tuning_keeps_freed_pages_in_the_process():
         )  # fmt: skip
         return int(out.stdout.split()[-1])
 
+    # glibc's defaults adapt (a freed mapping raises its mmap threshold), so an untuned
+    # process faults 1-7k times in a typical step on most runs but only ~260 on some: the
+    # tuned process is held to its own bound, with the untuned one shown beside it
     default, tuned = faults("default"), faults("tuned")
-    assert default > 500  # 4-30 MB of fresh pages in a typical step (1-7k faults measured)
-    assert tuned < default / 4  # 0 measured in a typical step; 0.3-1.8k in a few
+    assert tuned <= 64, (tuned, default)  # 0 measured in a typical tuned step

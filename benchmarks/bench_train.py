@@ -50,6 +50,7 @@ from curatornet_pipeline.core.train import (
     WHOLE_CATALOGUE_AT,
     TrainConfig,
     _TripleSet,
+    bf16_native,
     train,
     train_grid,
 )
@@ -417,7 +418,11 @@ def main(argv: list[str] | None = None) -> None:
         if "single" in parts:
             log.info("fused pooling and margins: %.2fx torch operators' triples/s",
                      results["torchkernels"] / results["single"])  # fmt: skip
-    if "bf16" in parts:
+    if "bf16" in parts and not bf16_native(args.device):
+        log.info("bf16 autocast: skipped, this CPU has no native bfloat16 products (%s; "
+                 "oneDNN's bf16 check is false) and training refuses bf16 here",
+                 torch.backends.cpu.get_cpu_capability())  # fmt: skip
+    elif "bf16" in parts:
         bf16_peak = matmul_peak_gflops(dtype=torch.bfloat16)
         log.info("bf16 matmul peak (torch.mm 2048^2, median of 7): %.1f GFLOP/s", bf16_peak)
         config_bf16 = replace(config, bf16=True)

@@ -1,5 +1,6 @@
 """Training loop: learns a planted signal, resumes exactly, batches by profile budget."""
 
+import copy
 from dataclasses import replace
 
 import numpy as np
@@ -21,6 +22,7 @@ from curatornet_pipeline.core.train import (
     TrainConfig,
     TrainingDivergedError,
     _TripleSet,
+    bf16_native,
     train,
     train_grid,
 )
@@ -77,7 +79,19 @@ def _curatornet(features: np.ndarray, seed: int = 0) -> CuratorNet:
 FAST = TrainConfig(lr=3e-3, lr_decay=0.9, epochs=8, patience=3, batch_triples=128, device="cpu")
 
 
-@pytest.mark.parametrize("bf16", [False, True])
+BF16_NATIVE = bf16_native("cpu")
+
+
+@pytest.mark.parametrize(
+    "bf16",
+    [
+        False,
+        pytest.param(
+            True,
+            marks=pytest.mark.skipif(not BF16_NATIVE, reason="no native bf16 on this CPU"),
+        ),
+    ],
+)
 def test_curatornet_learns_the_planted_groups(bf16):
     triplets, features = _planted()
     seen = []
@@ -91,6 +105,19 @@ def test_curatornet_learns_the_planted_groups(bf16):
     assert seen[-1].loss < seen[0].loss
     assert result.history[result.best_epoch - 1].val_accuracy == result.best_val_accuracy
     assert result.triples_per_second > 0
+
+
+@pytest.mark.skipif(BF16_NATIVE, reason="this CPU runs bf16 products natively")
+def test_bf16_is_refused_where_the_cpu_would_emulate_it(tmp_path):
+    triplets, features = _planted()
+    model = _curatornet(features)
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match="no native bfloat16"):
+        train(
+            model, triplets, triplets, features, replace(FAST, bf16=True), checkpoint_dir=tmp_path
+        )
+    assert not list(tmp_path.iterdir())  # refused before any work or checkpoint
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_vbpr_learns_the_planted_groups_from_real_users_only():

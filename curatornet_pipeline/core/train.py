@@ -305,6 +305,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def bf16_native(device: str | torch.device = "cpu") -> bool:
+    """Whether bfloat16 products run natively on ``device``: always on CUDA, and on CPUs with
+    oneDNN's bf16 support (AVX-512 or AMX). Elsewhere (an AVX2-only CPU) PyTorch emulates
+    them at about 1 GFLOP/s against about 100 in float32 (docs/benchmarks.md)."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    if device.type != "cpu":
+        return True
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _training_device(config: TrainConfig) -> torch.device:
+    """The device of a training run; refuses a bf16 run that would crawl on this CPU."""
+    device = resolve_device(config.device)
+    if config.bf16 and not bf16_native(device):
+        raise ValueError(
+            f"TrainConfig.bf16 is set but this CPU has no native bfloat16 products "
+            f"(capability {torch.backends.cpu.get_cpu_capability()}): they would run about "
+            f"100x slower than float32; set bf16=False"
+        )
+    return device
+
+
 @torch.no_grad()
 def accuracy(
     model: CuratorNet | VBPR,
@@ -430,7 +452,7 @@ def _train(
     named by ``config.monitor`` chooses the best epoch and drives early stopping.
     Raises :class:`TrainingDivergedError` on a NaN loss.
     """
-    device = resolve_device(config.device)
+    device = _training_device(config)
     retain_freed_memory()  # no fresh pages to fault on every step (core/malloc.py)
     monitor = resolve_monitor(config, evaluator)
     train_set, val_set = _triple_sets(model, train, validation)
@@ -647,7 +669,7 @@ def _train_grid(
         raise ValueError(f"{len(callbacks)} callbacks for {len(models)} models")
     shared = _grid_settings(configs)
     config = configs[0]
-    device = resolve_device(config.device)
+    device = _training_device(config)
     retain_freed_memory()  # no fresh pages to fault on every step (core/malloc.py)
     monitor = resolve_monitor(config, evaluator)
     train_set, val_set = _triple_sets(models[0], train, validation)

@@ -49,6 +49,9 @@ class TripletBatch:
     # (B,) int64: the profile (row of profile_offsets) of each triple, when triples share
     # profiles (P < B); None: triple k has profile k (P == B)
     profile_of: torch.Tensor | None = None
+    # x holds the whole catalogue (row = catalogue index) instead of the rows of ``items``:
+    # a batch that touches nearly every item reads the features in place, no (U, F) gather
+    catalogue_x: bool = False
 
     def __len__(self) -> int:
         return int(self.positive.shape[0])
@@ -73,16 +76,32 @@ def triple_scores(
     return s_pos, s_neg
 
 
-def triple_margins(u: torch.Tensor, h: torch.Tensor, batch: TripletBatch) -> torch.Tensor:
-    """x_uij = s_pos - s_neg, (..., B), as one product with h_pos - h_neg: forward and
-    backward make fewer (B, D) passes than two scores (1.2-1.4x at a default batch). On the
-    CPU one fused kernel (:mod:`~curatornet_pipeline.core.fused`) does it in one pass."""
+def margins(
+    u: torch.Tensor,
+    h: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    row_of: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """x_uij = u[row_of[k]] . (h[positive[k]] - h[negative[k]]), (..., B): u (..., R, D) the
+    distinct user-side vectors (``row_of`` None: one per triple), h (..., U, D) item vectors;
+    a leading variant dimension (a model stack) is kept. One product with h_pos - h_neg:
+    forward and backward make fewer (B, D) passes than two scores (1.2-1.4x at a default
+    batch). On the CPU one fused kernel (:mod:`~curatornet_pipeline.core.fused`) does it in
+    one pass, reading the rows in place."""
     if fused.applies(u, h):
-        return fused.triple_margins(u, h, batch.positive, batch.negative, batch.profile_of)
+        return fused.triple_margins(u, h, positive, negative, row_of)
     dim = u.dim() - 2
-    u = _per_triple(u, batch)
-    d = h.index_select(dim, batch.positive) - h.index_select(dim, batch.negative)
+    if row_of is not None:
+        u = u.index_select(dim, row_of)
+    d = h.index_select(dim, positive) - h.index_select(dim, negative)
     return (u * d).sum(dim=-1)
+
+
+def triple_margins(u: torch.Tensor, h: torch.Tensor, batch: TripletBatch) -> torch.Tensor:
+    """x_uij = s_pos - s_neg, (..., B), of the batch's profile vectors u (..., P, D) and item
+    vectors h (..., U, D): :func:`margins`."""
+    return margins(u, h, batch.positive, batch.negative, batch.profile_of)
 
 
 class _ScaledInput(nn.Module):
@@ -260,14 +279,18 @@ class VBPR(_ScaledInput):
         self._init_scaler(c.input_dim, feature_mean, feature_std)
 
     def item_terms(
-        self, items: torch.Tensor, x: torch.Tensor, scaled: bool = False
+        self, items: torch.Tensor, x: torch.Tensor, scaled: bool = False, catalogue: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """([gamma_i || E f_i], beta_i + beta'.f_i) for (N,) items with (N, input_dim) features."""
-        f = x if scaled else self.scale(x)  # (N, F)
-        visual = linear(f, self.embedding)  # (N, K'): f @ E.T, on the towers' GEMM backend
+        """([gamma_i || E f_i], beta_i + beta'.f_i) for (N,) items: x (N, input_dim) their
+        features, or with ``catalogue`` the whole catalogue's (n_items, input_dim), whose
+        visual terms are computed for every item and the rows of ``items`` kept."""
+        f = x if scaled else self.scale(x)  # (N, F) or (n_items, F)
+        visual = linear(f, self.embedding)  # f @ E.T, on the towers' GEMM backend
+        visual_bias = f @ self.beta_visual
+        if catalogue:
+            visual, visual_bias = visual.index_select(0, items), visual_bias.index_select(0, items)
         vectors = torch.cat([self._rows(self.gamma_item, items), visual], dim=1)  # (N, K + K')
-        bias = self.beta_item[items] + f @ self.beta_visual  # (N,)
-        return vectors, bias
+        return vectors, self.beta_item[items] + visual_bias
 
     SPARSE = ("gamma_user", "theta_user", "gamma_item")  # the (rows x K) latent tables
 
@@ -287,29 +310,41 @@ class VBPR(_ScaledInput):
             [self._rows(self.gamma_user, users), self._rows(self.theta_user, users)], 1
         )
 
+    def _item_terms(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.item_terms(batch.items, batch.x, batch.scaled, batch.catalogue_x)
+
     def score_pairs(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_ui, x_uj), each (B,)."""
-        v, b = self.item_terms(batch.items, batch.x, batch.scaled)  # (U, K+K'), (U,)
+        v, b = self._item_terms(batch)  # (U, K+K'), (U,)
         w_u = self.user_terms(batch.users)  # (B, K+K')
         s_pos = (w_u * v[batch.positive]).sum(dim=1) + b[batch.positive]  # (B,)
         s_neg = (w_u * v[batch.negative]).sum(dim=1) + b[batch.negative]  # (B,)
         return s_pos, s_neg
 
     def loss(self, batch: TripletBatch, l2: float) -> torch.Tensor:
-        """BPR loss -ln sigma(x_uij), batch mean, + L2 (0.5 ||.||^2) on the batch rows and E."""
-        s_pos, s_neg = self.score_pairs(batch)
-        loss = F.softplus(-(s_pos - s_neg)).mean()
+        """BPR loss -ln sigma(x_uij), batch mean, + L2 (0.5 ||.||^2) on the batch rows and E.
+
+        Each distinct user's row is gathered once (a batch has ~10x more triples than
+        users) and the margins read the user and item rows in place
+        (:func:`margins`); the per-triple L2 of the rows, sum_k ||w_u(k)||^2 + ||gamma_i(k)||^2
+        + ||gamma_j(k)||^2, is the same sum weighted by how many triples use each row. So no
+        (B, K + K') tensor is made, and the latent tables' sparse gradients hold each row
+        once.
+        """
+        v, b = self._item_terms(batch)  # (U, K+K'), (U,)
+        users, user_of = torch.unique(batch.users, return_inverse=True)  # (Q,), (B,)
+        w = self.user_terms(users)  # (Q, K+K')
+        pos, neg = batch.positive, batch.negative
+        x_uij = margins(w, v, pos, neg, user_of) + (b.index_select(0, pos) - b.index_select(0, neg))
+        loss = F.softplus(-x_uij).mean()
         if l2 > 0:
-            u = batch.users
-            i = batch.items[batch.positive]
-            j = batch.items[batch.negative]
+            n_items, k = v.shape[0], self.config.latent_dim
+            uses = torch.bincount(pos, minlength=n_items) + torch.bincount(neg, minlength=n_items)
             rows = (
-                self._rows(self.gamma_user, u).pow(2).sum(1)
-                + self._rows(self.theta_user, u).pow(2).sum(1)
-                + self._rows(self.gamma_item, i).pow(2).sum(1)
-                + self._rows(self.gamma_item, j).pow(2).sum(1)
-            )  # (B,)
-            loss = loss + l2 * 0.5 * (rows.mean() + self.embedding.pow(2).sum())
+                torch.bincount(user_of, minlength=len(users)).to(w.dtype) * w.pow(2).sum(1)
+            ).sum()
+            rows = rows + (uses.to(v.dtype) * v[:, :k].pow(2).sum(1)).sum()
+            loss = loss + l2 * 0.5 * (rows / len(pos) + self.embedding.pow(2).sum())
         return loss
 
 
@@ -524,8 +559,12 @@ class VBPRStack(_Stack):
         f = batch.x if batch.scaled else self.scale(batch.x)  # (U, F)
         # (M, U, K'): every variant's E f_i in one product
         visual = linear(f, e.reshape(m * k_vis, -1)).view(-1, m, k_vis).transpose(0, 1)
+        visual_bias = (f @ b_v.T).T  # (M, U)
+        if batch.catalogue_x:  # every catalogue item's terms were computed: keep the batch's
+            visual = visual.index_select(1, batch.items)
+            visual_bias = visual_bias.index_select(1, batch.items)
         vectors = torch.cat([self._rows(2, batch.items), visual], dim=2)  # (M, U, K+K')
-        bias = b_i[:, batch.items] + (f @ b_v.T).T  # (M, U)
+        bias = b_i[:, batch.items] + visual_bias  # (M, U)
         w_u = torch.cat([self._rows(0, batch.users), self._rows(1, batch.users)], dim=2)
         s_pos = (w_u * vectors[:, batch.positive]).sum(2) + bias[:, batch.positive]
         s_neg = (w_u * vectors[:, batch.negative]).sum(2) + bias[:, batch.negative]

@@ -20,6 +20,7 @@ runs after every epoch; ``TrainConfig.monitor`` names the figure that picks the 
 
 import contextlib
 import copy
+import functools
 import io
 import logging
 import math
@@ -199,8 +200,9 @@ class _TripleSet:
     feature matrix itself, a view), which saves the (U, F) gather of the features: 30-40%
     of the first layer's own time at UGallery scale, where a default batch touches >99.9% of
     the items (benchmarks/bench_train.py). Gradients are unchanged: rows no triple uses get
-    zero gradient. Only for models whose per-item state is the shared tower (CuratorNet):
-    VBPR's per-item rows must stay the batch's own for SparseAdam.
+    zero gradient. With ``own_items`` (VBPR, whose per-item rows must stay the batch's own for
+    SparseAdam) ``items`` stays the batch's and only ``x`` is the whole feature matrix
+    (``catalogue_x``): the model computes every item's visual terms and keeps its rows.
     """
 
     def __init__(
@@ -210,6 +212,7 @@ class _TripleSet:
         with_profiles: bool,
         with_users: bool,
         whole_catalogue_at: float = math.inf,
+        own_items: bool = False,
     ):
         sel = _select(t, mask)
         if with_users:
@@ -223,6 +226,7 @@ class _TripleSet:
         )
         self.with_profiles = with_profiles
         self.whole_catalogue_at = whole_catalogue_at
+        self.own_items = own_items
         self.scaled = False  # the features given to batch() are already z-scored
         self.offsets = np.asarray(t.profile_offsets, dtype=np.int64)
         self.items = np.asarray(t.profile_items, dtype=np.int64)
@@ -266,7 +270,9 @@ class _TripleSet:
         used[referenced] = True
         n_used = int(np.count_nonzero(used))
         s = len(prof)
-        if n_used >= self.whole_catalogue_at * n_items:
+        whole = n_used >= self.whole_catalogue_at * n_items
+        catalogue_x = False
+        if whole and not self.own_items:
             items_t = torch.arange(n_items, device=device)
             x, inverse = features, referenced
         else:
@@ -274,7 +280,10 @@ class _TripleSet:
             local = np.cumsum(used, dtype=np.int64) - 1  # catalogue index -> row of ``items``
             inverse = local[referenced]
             items_t = torch.from_numpy(items).to(device)
-            x = features.index_select(0, items_t)
+            if whole:  # the batch's own item rows, the features read in place
+                x, catalogue_x = features, True
+            else:
+                x = features.index_select(0, items_t)
         return TripletBatch(
             items=items_t,
             x=x,
@@ -285,6 +294,7 @@ class _TripleSet:
             users=torch.from_numpy(self.user[idx]).to(device),
             scaled=self.scaled,
             profile_of=profile_of,
+            catalogue_x=catalogue_x,
         )
 
     def batches(
@@ -389,16 +399,22 @@ def _triple_sets(
 ) -> tuple["_TripleSet", "_TripleSet"]:
     with_profiles = bool(model.needs_profiles)
     with_users = isinstance(model, VBPR)
-    whole = WHOLE_CATALOGUE_AT if model.kind == "curatornet" else math.inf
-    train_set = _TripleSet(
-        train, ~np.asarray(train.is_validation, bool), with_profiles, with_users, whole
+    # VBPR's per-item rows (gamma_i, beta_i) stay the batch's own: only its features are read
+    # from the whole catalogue
+    sets = functools.partial(
+        _TripleSet,
+        with_profiles=with_profiles,
+        with_users=with_users,
+        whole_catalogue_at=WHOLE_CATALOGUE_AT,
+        own_items=model.kind == "vbpr",
     )
+    train_set = sets(train, ~np.asarray(train.is_validation, bool))
     val_mask = (
         np.asarray(validation.is_validation, bool)
         if validation is train
         else np.ones(len(validation), dtype=bool)
     )
-    val_set = _TripleSet(validation, val_mask, with_profiles, with_users, whole)
+    val_set = sets(validation, val_mask)
     if len(train_set) == 0:
         what = "triples of real users (user >= 0)" if with_users else "training triples"
         raise ValueError(f"no {what} to train {type(model).__name__} on")

@@ -332,18 +332,20 @@ class VBPR(_ScaledInput):
         once.
         """
         v, b = self._item_terms(batch)  # (U, K+K'), (U,)
-        users, user_of = torch.unique(batch.users, return_inverse=True)  # (Q,), (B,)
+        # sorted distinct rows and their counts: deterministic on every device (bincount is not
+        # on CUDA)
+        users, user_of, user_uses = torch.unique(
+            batch.users, return_inverse=True, return_counts=True
+        )  # (Q,), (B,), (Q,)
         w = self.user_terms(users)  # (Q, K+K')
         pos, neg = batch.positive, batch.negative
         x_uij = margins(w, v, pos, neg, user_of) + (b.index_select(0, pos) - b.index_select(0, neg))
         loss = F.softplus(-x_uij).mean()
         if l2 > 0:
-            n_items, k = v.shape[0], self.config.latent_dim
-            uses = torch.bincount(pos, minlength=n_items) + torch.bincount(neg, minlength=n_items)
-            rows = (
-                torch.bincount(user_of, minlength=len(users)).to(w.dtype) * w.pow(2).sum(1)
-            ).sum()
-            rows = rows + (uses.to(v.dtype) * v[:, :k].pow(2).sum(1)).sum()
+            used, uses = torch.unique(torch.cat([pos, neg]), return_counts=True)
+            gamma = v[:, : self.config.latent_dim].index_select(0, used)  # the rows triples use
+            rows = (user_uses.to(w.dtype) * w.pow(2).sum(1)).sum()
+            rows = rows + (uses.to(v.dtype) * gamma.pow(2).sum(1)).sum()
             loss = loss + l2 * 0.5 * (rows / len(pos) + self.embedding.pow(2).sum())
         return loss
 

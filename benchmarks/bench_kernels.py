@@ -10,11 +10,11 @@ The kernels in use are :class:`~curatornet_pipeline.core.linear.Linear` (the tow
 layers, whose CPU products run on oneDNN where the BLAS is slow), against ``F.linear`` on the
 BLAS; the fused pooling and margins of :mod:`~curatornet_pipeline.core.fused`, against
 PyTorch's operators; :func:`~curatornet_pipeline.core.pooling.segment_max` (the max half
-of the profile pooling on those operators), against ``F.embedding_bag(mode="max")``; and
-:func:`~curatornet_pipeline.core.activations.selu_` (in place, exp for expm1, the library's
-backward), against ``F.selu``. An earlier SELU with exp (out of place, its own backward) and
-a pooling backward lost to the library's and were deleted; they live on below only so that
-their verdicts can be measured again.
+of the profile pooling on those operators), against ``F.embedding_bag(mode="max")``. Two
+SELUs with exp for expm1 (one out of place with its own backward, one in place in blocks
+with the library's backward) and a pooling backward did not reach the bar against the
+library's and were deleted; they live on below only so that ``--deleted`` can measure their
+verdicts again.
 
     .venv/bin/python benchmarks/bench_kernels.py
 """
@@ -112,6 +112,47 @@ class CustomSELU(nn.Module):
         return _SELUFunction.apply(x)
 
 
+#: The second SELU with exp (in the towers until the ninth session): 1 MB blocks, so that its
+#: six passes stay in a core's L2 cache, in place, the library's ``elu_backward`` behind it.
+#: 1.35-1.69x ``F.selu`` on an AMD EPYC with AVX-512, 0.83-1.62x on one without, at par on an
+#: Intel Xeon; the step 1.04x, 0.94x and 1.00x (docs/benchmarks.md).
+_BLOCK = 1 << 18
+
+
+def _selu_exp_(x: torch.Tensor, buffer: torch.Tensor) -> None:
+    """x <- scale * (max(x, 0) + alpha * (exp(min(x, 0)) - 1)); buffer as large as x."""
+    torch.clamp(x, max=0.0, out=buffer).exp_()
+    x.clamp_(min=0.0).mul_(_SELU_LAMBDA)
+    x.add_(buffer, alpha=_SELU_LAMBDA * _SELU_ALPHA).sub_(_SELU_LAMBDA * _SELU_ALPHA)
+
+
+class _BlockedSELU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        flat = x.view(-1)  # the towers' outputs are contiguous
+        buffer = torch.empty(min(_BLOCK, flat.numel()), dtype=x.dtype)
+        for start in range(0, flat.numel(), _BLOCK):
+            block = flat[start : start + _BLOCK]
+            _selu_exp_(block, buffer[: block.numel()])
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.elu_backward(grad, _SELU_ALPHA, _SELU_LAMBDA, 1.0, True, y)
+
+
+def blocked_selu_(x: torch.Tensor) -> torch.Tensor:
+    return _BlockedSELU.apply(x)
+
+
+class BlockedSELU(nn.Module):
+    def forward(self, x):
+        return blocked_selu_(x)
+
+
 # ----------------------------------------------------------------------------- library
 
 
@@ -157,12 +198,11 @@ def embedding_bag_max(h, profile_items, offsets):
 
 #: The training-step variants: which of the project's kernels the library's replace.
 STEPS = {
-    "project": "as trained: fused pooling and margins, selu_",
+    "project": "as trained: fused pooling and margins, nn.SELU in place",
     "torch pooling": "PyTorch's operators for pooling (embedding_bag mean, segment_max) and margins",
-    "library SELU": "nn.SELU in place of selu_",
     "library max": "PyTorch's operators, embedding_bag's max in place of segment_max",
-    "library": "PyTorch's operators, embedding_bag's max and nn.SELU",
-    "deleted": "the deleted SELU and pooling",
+    "blocked SELU": "the deleted in-place SELU with exp in blocks in place of nn.SELU",
+    "deleted": "PyTorch's operators, the first deleted SELU and the deleted pooling",
     "BLAS GEMM": "every dense layer's products on the BLAS (MKL), as F.linear",
     "oneDNN GEMM": "forward and input gradient of every dense layer on oneDNN",
 }
@@ -176,7 +216,6 @@ def training_steps(kinds: list[str], repeats: int) -> dict[str, list[float]]:
     from bench_train import curatornet, synthetic  # noqa: PLC0415 (benchmarks/ is sys.path[0])
 
     import curatornet_pipeline.core.models as m  # noqa: PLC0415
-    from curatornet_pipeline.core.activations import SELU  # noqa: PLC0415
     from curatornet_pipeline.core.train import (  # noqa: PLC0415
         WHOLE_CATALOGUE_AT,
         TrainConfig,
@@ -192,18 +231,17 @@ def training_steps(kinds: list[str], repeats: int) -> dict[str, list[float]]:
 
     def variant(kernels: str):
         model = curatornet(features)
-        activation = {"deleted": CustomSELU, "library SELU": lambda: nn.SELU(inplace=True),
-                      "library": lambda: nn.SELU(inplace=True)}.get(kernels)  # fmt: skip
+        activation = {"deleted": CustomSELU, "blocked SELU": BlockedSELU}.get(kernels)
         if activation is not None:
             for tower in (model.item_tower, model.user_tower):
                 for k, layer in enumerate(tower):
-                    if isinstance(layer, SELU):
+                    if isinstance(layer, nn.SELU):
                         tower[k] = activation()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
         pool = custom_pool if kernels == "deleted" else saved_pool
-        seg_max = embedding_bag_max if kernels in ("library", "library max") else saved_max
+        seg_max = embedding_bag_max if kernels == "library max" else saved_max
         gemm = {"BLAS GEMM": "blas", "oneDNN GEMM": "onednn"}.get(kernels, gemm_backend())
-        operators = kernels in ("torch pooling", "library max", "library", "deleted")
+        operators = kernels in ("torch pooling", "library max", "deleted")
 
         def step() -> float:
             m.pool_profiles, m.segment_max = pool, seg_max
@@ -347,25 +385,23 @@ def main(argv: list[str] | None = None) -> None:
              "PyTorch's operators %.1f ms: fused %.2fx", n_triples, args.profiles, args.items,
              1e3 * margins["fused"], 1e3 * margins["torch"],
              margins["torch"] / margins["fused"])  # fmt: skip
-    from curatornet_pipeline.core.activations import selu_  # noqa: PLC0415
-
-    # the towers' SELU shapes: item layers (items x 200), user layers (profiles x 300, 200),
-    # and the grid's first item layer (items x 800)
-    for rows, width in ((args.items, 200), (args.profiles, 300), (args.items, 800)):
-        x = torch.randn(rows, width)
-        copy = timed(selu_fwd_bwd(lambda z: z, x), args.repeats)
-        ours = timed(selu_fwd_bwd(selu_, x), args.repeats)
-        lib = timed(selu_fwd_bwd(lambda z: F.selu(z, inplace=True), x), args.repeats)
-        # the kernels' own share, once the copy both sides make is taken out (when the
-        # noise leaves one: the copy can measure longer than a whole fast run)
-        net = (f"{(lib - copy) / (ours - copy):.2f}x" if ours > copy and lib > copy
-               else "not measurable")  # fmt: skip
-        log.info("SELU (%d x %d) fwd+bwd: selu_ %.2f ms, F.selu %.2f ms: selu_ %.2fx; net of "
-                 "the %.2f ms copy both include: %s", rows, width, 1e3 * ours, 1e3 * lib,
-                 lib / ours, 1e3 * copy, net)  # fmt: skip
     dense_layers(args.items, args.profiles, args.repeats)
-    kinds = [k for k in STEPS if args.deleted or k != "deleted"]
+    kinds = [k for k in STEPS if args.deleted or k not in ("deleted", "blocked SELU")]
     if args.deleted:
+        # the towers' SELU shapes: item layers (items x 200), user layers (profiles x 300,
+        # 200), and the grid's first item layer (items x 800)
+        for rows, width in ((args.items, 200), (args.profiles, 300), (args.items, 800)):
+            x = torch.randn(rows, width)
+            copy = timed(selu_fwd_bwd(lambda z: z, x), args.repeats)
+            ours = timed(selu_fwd_bwd(blocked_selu_, x), args.repeats)
+            lib = timed(selu_fwd_bwd(lambda z: F.selu(z, inplace=True), x), args.repeats)
+            # the kernels' own share, once the copy both sides make is taken out (when the
+            # noise leaves one: the copy can measure longer than a whole fast run)
+            net = (f"{(lib - copy) / (ours - copy):.2f}x" if ours > copy and lib > copy
+                   else "not measurable")  # fmt: skip
+            log.info("deleted blocked SELU (%d x %d) fwd+bwd: blocked %.2f ms, F.selu %.2f "
+                     "ms: blocked %.2fx; net of the %.2f ms copy both include: %s", rows,
+                     width, 1e3 * ours, 1e3 * lib, lib / ours, 1e3 * copy, net)  # fmt: skip
         for width in (200, 800):
             x = torch.randn(args.items, width, requires_grad=True)
             ours = timed(fwd_bwd(_SELUFunction.apply, x), args.repeats)
@@ -397,10 +433,12 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     log.info("paired ratios, the step is %.2fx faster with the fused pooling and margins than "
-             "with PyTorch's operators; %.2fx faster with selu_ than with nn.SELU; on PyTorch's "
-             "operators, %.2fx faster with segment_max than with embedding_bag's max",
-             paired("torch pooling"), paired("library SELU"),
+             "with PyTorch's operators; on PyTorch's operators, %.2fx faster with segment_max "
+             "than with embedding_bag's max", paired("torch pooling"),
              paired("library max") / paired("torch pooling"))  # fmt: skip
+    if args.deleted:
+        log.info("paired ratio, the step is %.2fx faster with nn.SELU than with the deleted "
+                 "blocked SELU", paired("blocked SELU"))  # fmt: skip
     log.info("paired ratio, the step with every dense layer's forward and input gradient on "
              "oneDNN is %.2fx faster than on the BLAS (the project takes %s here)",
              statistics.median([b / o for b, o in zip(times["BLAS GEMM"],

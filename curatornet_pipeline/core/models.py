@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from curatornet_pipeline.core import fused
-from curatornet_pipeline.core.activations import SELU, selu_
 from curatornet_pipeline.core.linear import Linear, linear
 from curatornet_pipeline.core.pooling import segment_max
 
@@ -151,18 +150,22 @@ class CuratorNetConfig:
             )
 
 
+def _selu(x: torch.Tensor) -> torch.Tensor:
+    """SELU written into x, the fresh output of a product (as the towers' ``nn.SELU``)."""
+    return F.selu(x, inplace=True)
+
+
 def _selu_mlp(sizes: list[int]) -> nn.Sequential:
     """Dense + SELU on every layer, the last included (as ``tf.layers.dense(activation=selu)``
     on every layer of the reference code). LeCun-normal weights, zero biases, as SELU's
     self-normalisation assumes (Klambauer et al., 2017). SELU works in place on the
-    linear output (which no backward needs): one activation fewer to allocate per layer;
-    on the CPU it takes ``exp`` for ``expm1`` (:mod:`~curatornet_pipeline.core.activations`)."""
+    linear output (which no backward needs): one activation fewer to allocate per layer."""
     layers: list[nn.Module] = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
         dense = Linear(n_in, n_out)
         nn.init.normal_(dense.weight, std=1.0 / math.sqrt(n_in))
         nn.init.zeros_(dense.bias)
-        layers += [dense, SELU()]
+        layers += [dense, nn.SELU(inplace=True)]
     return nn.Sequential(*layers)
 
 
@@ -466,7 +469,7 @@ class CuratorNetStack(_Stack):
 
     def _layer(self, k: int, h: torch.Tensor) -> torch.Tensor:
         w, b = self.stacked[2 * k], self.stacked[2 * k + 1]  # (M, out, in), (M, out)
-        return selu_(torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)))
+        return _selu(torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)))
 
     def embed_items(self, x: torch.Tensor, scaled: bool = False) -> torch.Tensor:
         """(U, F) raw (or ``scaled``) features -> (M, U, D) item vectors of every variant."""
@@ -474,7 +477,7 @@ class CuratorNetStack(_Stack):
         m, d1 = w.shape[0], w.shape[1]
         x = x if scaled else self.scale(x)
         h = linear(x, w.reshape(m * d1, -1), b.reshape(-1))  # (U, M*D1)
-        h = selu_(h).view(-1, m, d1).transpose(0, 1).contiguous()  # (M, U, D1)
+        h = _selu(h).view(-1, m, d1).transpose(0, 1).contiguous()  # (M, U, D1)
         for k in range(1, self.n_item):
             h = self._layer(k, h)
         return h
@@ -489,15 +492,15 @@ class CuratorNetStack(_Stack):
         w0, b0 = self.stacked[0], self.stacked[1]
         m, d1 = w0.shape[0], w0.shape[1]
         x = batch.x if batch.scaled else self.scale(batch.x)
-        first = selu_(linear(x, w0.reshape(m * d1, -1), b0.reshape(-1)))  # (U, M*D1)
+        first = _selu(linear(x, w0.reshape(m * d1, -1), b0.reshape(-1)))  # (U, M*D1)
         out = []
         for j in range(m):
             h = first[:, j * d1 : (j + 1) * d1]
             for k in range(1, self.n_item):
-                h = selu_(linear(h, self.stacked[2 * k][j], self.stacked[2 * k + 1][j]))
+                h = _selu(linear(h, self.stacked[2 * k][j], self.stacked[2 * k + 1][j]))
             z = pool_profiles(h.contiguous(), batch.profile_items, batch.profile_offsets)
             for k in range(self.n_item, self.n_item + self.n_user):
-                z = selu_(linear(z, self.stacked[2 * k][j], self.stacked[2 * k + 1][j]))
+                z = _selu(linear(z, self.stacked[2 * k][j], self.stacked[2 * k + 1][j]))
             out.append(score(z, h, batch))
         if isinstance(out[0], tuple):
             return tuple(torch.stack(parts) for parts in zip(*out, strict=True))

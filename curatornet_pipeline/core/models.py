@@ -14,6 +14,7 @@ Regularisation follows the reference TensorFlow code: ``tf.nn.l2_loss`` over the
 weights only (no biases), i.e. ``l2 * sum(0.5 * ||W||^2)``.
 """
 
+import abc
 import copy
 import logging
 import math
@@ -356,7 +357,7 @@ class VBPR(_ScaledInput):
 # ----------------------------------------------------------------------------- stacks
 
 
-class _Stack(nn.Module):
+class _Stack(nn.Module, abc.ABC):
     """M models of one kind and shape as stacked parameters (leading dim M), trained as one.
 
     The variants of a grid (e.g. the four L2 weights) read the same triples in the same
@@ -370,9 +371,9 @@ class _Stack(nn.Module):
     column_stacked: tuple[int, ...] = ()
     sparse_grad = False
 
+    @abc.abstractmethod
     def _source_params(self, model: nn.Module) -> list[torch.Tensor]:
         """The single model's parameters, in stacking order (each subclass names them)."""
-        raise NotImplementedError(f"{type(self).__name__} must define _source_params")
 
     def _stack_from(self, models: list[nn.Module]) -> None:
         first = models[0]
@@ -429,9 +430,9 @@ class _Stack(nn.Module):
     def sparse_parameters(self) -> list[nn.Parameter]:
         return [self.stacked[k] for k in self.column_stacked]
 
+    @abc.abstractmethod
     def losses(self, batch: TripletBatch, l2: torch.Tensor) -> torch.Tensor:
         """(M,) per-variant losses, each as the single model's ``loss(batch, l2[j])``."""
-        raise NotImplementedError(f"{type(self).__name__} must define losses")
 
 
 class CuratorNetStack(_Stack):

@@ -35,6 +35,7 @@ from curatornet_pipeline.core.embed import (
     build_backbone,
     embed_manifest,
 )
+from curatornet_pipeline.core.machine import runtime
 
 GFLOP_PER_IMAGE = {"resnet50": 8.18, "resnet18": 3.64}  # at 224x224
 
@@ -106,6 +107,7 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=2)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the random-weights warning is expected here
+    print(runtime())
 
     config = EmbedConfig(
         backbone=args.backbone,

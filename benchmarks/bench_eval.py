@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from curatornet_pipeline.core.evaluate import EvalConfig, build_timeline, evaluate
+from curatornet_pipeline.core.machine import runtime
 from curatornet_pipeline.core.types import TrainTestSplit
 
 N_ITEMS = 13_297
@@ -86,6 +87,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=700)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
+    print(runtime())
     split, timeline, rng = synthetic(args.users)
     scorer = MatmulScorer(len(split.user_ids), rng)
     profile_sizes = np.diff(split.basket_item_offsets[split.user_basket_offsets])

@@ -38,6 +38,7 @@ from torch import nn
 
 from curatornet_pipeline.core.fused import use_kernels
 from curatornet_pipeline.core.linear import Linear, gemm_backend, use_gemm_backend
+from curatornet_pipeline.core.machine import runtime
 from curatornet_pipeline.core.malloc import retain_freed_memory
 
 log = logging.getLogger("bench_kernels")
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
     retain_freed_memory()  # as a training process does (core/malloc.py)
-    from bench_train import profile_sizes, runtime  # noqa: PLC0415 (benchmarks/ is sys.path[0])
+    from bench_train import profile_sizes  # noqa: PLC0415 (benchmarks/ is sys.path[0])
 
     log.info("%s", runtime())
     rng = np.random.default_rng(0)

@@ -25,6 +25,7 @@ import curatornet_pipeline  # noqa: F401
 import numpy as np
 import torch
 
+from curatornet_pipeline.core.machine import runtime
 from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig
 from curatornet_pipeline.core.train import TrainConfig, train
 from curatornet_pipeline.core.types import Triplets
@@ -125,8 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("curatornet_pipeline").setLevel(logging.WARNING)
     triplets, features, held = world(args.triples)
     evaluate = make_evaluator(features, held)
-    log.info("torch %d threads; %d triples, %d held-out users", torch.get_num_threads(),
-             len(triplets), len(held))  # fmt: skip
+    log.info("%s; %d triples, %d held-out users", runtime(), len(triplets), len(held))
     log.info("| batch_triples | precision | epoch | train s (cum.) | loss | val acc | "
              "held-out AUC | Recall@100 |")  # fmt: skip
     log.info("|---|---|---|---|---|---|---|---|")

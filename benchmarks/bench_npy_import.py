@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from curatornet_pipeline.core.data import import_embeddings
+from curatornet_pipeline.core.machine import runtime
 from curatornet_pipeline.core.npy_safe import load_object_array
 
 
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--dims", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    print(runtime())
     rng = np.random.default_rng(0)
     array = np.empty((args.items, 2), dtype=object)
     for i in range(args.items):

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from curatornet_pipeline.core.machine import runtime
+
 WORKER = r"""
 import json, os, sys, time
 from dataclasses import replace
@@ -91,15 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--triples", type=int, default=40_000, help="per process")
     ap.add_argument("--procs", default="1,2,3")
     args = ap.parse_args(argv)
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown",
-    )
-    print(f"processor: {cpu}, {os.cpu_count()} cores; {args.triples} triples per process")
+    print(f"{runtime()}; {args.triples} triples per process")
     print(f"medians of {args.reps} trials (trials interleaved: budget, no budget, ...)")
     print("procs  setting    threads/proc  total triples/s  per process  budget/none (total)")
     for n in [int(x) for x in args.procs.split(",")]:

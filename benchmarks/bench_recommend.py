@@ -17,6 +17,7 @@ import time
 import numpy as np
 import torch
 
+from curatornet_pipeline.core.machine import runtime
 from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig
 from curatornet_pipeline.core.recommend import NEVER, Catalogue, Recommender
 from curatornet_pipeline.core.scorers import CuratorNetScorer
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=200)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    print(runtime())
 
     start = time.perf_counter()
     rec, rng = build()

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from curatornet_pipeline.core import data
+from curatornet_pipeline.core.machine import runtime
 from curatornet_pipeline.core.sampling import (
     SamplingConfig,
     SamplingContext,
@@ -96,6 +97,7 @@ def main() -> None:
         "--loop", type=int, default=100_000, help="triples for the Python-loop baseline"
     )
     args = parser.parse_args()
+    print(runtime())
 
     t0 = time.perf_counter()
     split, artist, clusters, pca = load_ugallery(visuals=args.visuals)

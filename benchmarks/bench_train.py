@@ -14,10 +14,7 @@ adds a ``torch.profiler`` breakdown of one CuratorNet epoch.
 import argparse
 import logging
 import math
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -38,6 +35,7 @@ from curatornet_pipeline.core.linear import (
     onednn_mm,
     use_gemm_backend,
 )
+from curatornet_pipeline.core.machine import runtime
 from curatornet_pipeline.core.models import (
     VBPR,
     CuratorNet,
@@ -60,25 +58,6 @@ N_ITEMS, N_USERS, D_IN, MAX_PROFILE = 13_297, 2_919, 2048, 270
 GRID_L2 = (0.0, 1e-4, 1e-3, 1e-2)  # the paper's lambda grid
 
 log = logging.getLogger("bench_train")
-
-
-def processor() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or platform.machine()
-
-
-def runtime() -> str:
-    """The processor and the settings that move the figures, for each benchmark's first line."""
-    return (
-        f"processor: {processor()}; torch {torch.__version__}, {torch.get_num_threads()} "
-        f"threads, GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}"
-    )
 
 
 def profile_sizes(n: int, rng: np.random.Generator, mean: float = 4.0) -> np.ndarray:
@@ -365,7 +344,8 @@ def main(argv: list[str] | None = None) -> None:
         gflops = flops * tps / 1e9
         fraction = statistics.median(flops * n_train / s / 1e9 / p for s, p in runs)
         log.info("%-34s %6.2f s/epoch  %8.0f triples/s  %6.1f MFLOP/triple  %6.1f GFLOP/s = "
-                 "%.2f of peak", name, seconds, tps, flops / 1e6, gflops, fraction)  # fmt: skip
+                 "%.2f of peak (medians of %d)", name, seconds, tps, flops / 1e6, gflops,
+                 fraction, len(runs))  # fmt: skip
         return seconds
 
     def one() -> float:

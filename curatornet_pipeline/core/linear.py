@@ -31,18 +31,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils import flop_counter
 
+from curatornet_pipeline.core.machine import cpuinfo
+
 BACKENDS = ("auto", "onednn", "blas")
 
 
 def _cpu_vendor() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+    return cpuinfo("vendor_id")
 
 
 def onednn_available() -> bool:

@@ -41,6 +41,7 @@ from curatornet_pipeline.core import models as models_core
 from curatornet_pipeline.core import sampling as sampling_core
 from curatornet_pipeline.core import split as split_core
 from curatornet_pipeline.core import train as train_core
+from curatornet_pipeline.core.machine import processor
 from curatornet_pipeline.core.types import (
     GUIDELINE_STRATEGIES,
     STRATEGIES,
@@ -444,22 +445,12 @@ def run(
     rep.weighting_runs = weighting_runs
     rep.seconds = time.perf_counter() - started
     rep.meta = {
-        "processor": _processor(),
+        "processor": processor(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "torch": torch.__version__,
     }
     return rep
-
-
-def _processor() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # ----------------------------------------------------------------------------- report

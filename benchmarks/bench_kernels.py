@@ -1,6 +1,6 @@
 """Micro-benchmarks of the hand-written training kernels against the library's, at the shapes
 one default CuratorNet batch has on UGallery-scale data (~15k unique items of width 200,
-~24k profiles of mean size 4 over them, and the 4-variant grid's width 800).
+~24k profiles of mean size 4 over them).
 
 Each kernel is timed forward + backward (median of ``--repeats``), and in the same run the
 whole training step with the library kernel swapped in, since a kernel pays only if the
@@ -346,15 +346,15 @@ def main(argv: list[str] | None = None) -> None:
     profile_items = torch.from_numpy(rng.integers(0, args.items, int(offsets[-1])))
     from curatornet_pipeline.core.pooling import segment_max  # noqa: PLC0415
 
-    for width in (200, 800):
-        x = torch.randn(args.items, width, requires_grad=True)
-        ours = timed(fwd_bwd(lambda h: segment_max(h, profile_items, offsets), x),
-                     args.repeats)  # fmt: skip
-        lib = timed(fwd_bwd(lambda h: embedding_bag_max(h, profile_items, offsets), x),
-                    args.repeats)  # fmt: skip
-        log.info("max pooling (%d items x %d, %d profiles, %d rows) fwd+bwd: segment_max "
-                 "%.1f ms, embedding_bag max %.1f ms: segment_max %.2fx", args.items, width,
-                 args.profiles, int(offsets[-1]), 1e3 * ours, 1e3 * lib, lib / ours)  # fmt: skip
+    width = 200
+    x = torch.randn(args.items, width, requires_grad=True)
+    ours = timed(fwd_bwd(lambda h: segment_max(h, profile_items, offsets), x),
+                 args.repeats)  # fmt: skip
+    lib = timed(fwd_bwd(lambda h: embedding_bag_max(h, profile_items, offsets), x),
+                args.repeats)  # fmt: skip
+    log.info("max pooling (%d items x %d, %d profiles, %d rows) fwd+bwd: segment_max "
+             "%.1f ms, embedding_bag max %.1f ms: segment_max %.2fx", args.items, width,
+             args.profiles, int(offsets[-1]), 1e3 * ours, 1e3 * lib, lib / ours)  # fmt: skip
     from curatornet_pipeline.core.models import pool_profiles, triple_margins  # noqa: PLC0415
 
     x = torch.randn(args.items, 200, requires_grad=True)
@@ -389,9 +389,8 @@ def main(argv: list[str] | None = None) -> None:
     dense_layers(args.items, args.profiles, args.repeats)
     kinds = [k for k in STEPS if args.deleted or k not in ("deleted", "blocked SELU")]
     if args.deleted:
-        # the towers' SELU shapes: item layers (items x 200), user layers (profiles x 300,
-        # 200), and the grid's first item layer (items x 800)
-        for rows, width in ((args.items, 200), (args.profiles, 300), (args.items, 800)):
+        # the towers' SELU shapes: item layers (items x 200), user layers (profiles x 300, 200)
+        for rows, width in ((args.items, 200), (args.profiles, 300)):
             x = torch.randn(rows, width)
             copy = timed(selu_fwd_bwd(lambda z: z, x), args.repeats)
             ours = timed(selu_fwd_bwd(blocked_selu_, x), args.repeats)
@@ -403,25 +402,25 @@ def main(argv: list[str] | None = None) -> None:
             log.info("deleted blocked SELU (%d x %d) fwd+bwd: blocked %.2f ms, F.selu %.2f "
                      "ms: blocked %.2fx; net of the %.2f ms copy both include: %s", rows,
                      width, 1e3 * ours, 1e3 * lib, lib / ours, 1e3 * copy, net)  # fmt: skip
-        for width in (200, 800):
-            x = torch.randn(args.items, width, requires_grad=True)
-            ours = timed(fwd_bwd(_SELUFunction.apply, x), args.repeats)
-            lib = timed(fwd_bwd(F.selu, x), args.repeats)
-            log.info("deleted SELU (%d x %d) fwd+bwd: custom %.2f ms, F.selu %.2f ms: "
-                     "custom %.2fx", args.items, width, 1e3 * ours, 1e3 * lib,
-                     lib / ours)  # fmt: skip
-            runs = {
-                "deleted custom backward": lambda h: _PoolProfiles.apply(h, profile_items,
-                                                                         offsets),
-                "autograd segment_reduce": lambda h: pool_autograd(h, profile_items, offsets),
-                "autograd embedding_bag": lambda h: pool_embedding_bag(h, profile_items,
-                                                                       offsets),
-            }  # fmt: skip
-            t = {k: timed(fwd_bwd(op, x), args.repeats) for k, op in runs.items()}
-            base = t["deleted custom backward"]
-            log.info("pooling [mean||max] (%d items x %d) fwd+bwd: %s", args.items, width,
-                     ", ".join(f"{k} {1e3 * v:.1f} ms ({v / base:.2f}x)"
-                               for k, v in t.items()))  # fmt: skip
+        width = 200
+        x = torch.randn(args.items, width, requires_grad=True)
+        ours = timed(fwd_bwd(_SELUFunction.apply, x), args.repeats)
+        lib = timed(fwd_bwd(F.selu, x), args.repeats)
+        log.info("deleted SELU (%d x %d) fwd+bwd: custom %.2f ms, F.selu %.2f ms: "
+                 "custom %.2fx", args.items, width, 1e3 * ours, 1e3 * lib,
+                 lib / ours)  # fmt: skip
+        runs = {
+            "deleted custom backward": lambda h: _PoolProfiles.apply(h, profile_items,
+                                                                     offsets),
+            "autograd segment_reduce": lambda h: pool_autograd(h, profile_items, offsets),
+            "autograd embedding_bag": lambda h: pool_embedding_bag(h, profile_items,
+                                                                   offsets),
+        }  # fmt: skip
+        t = {k: timed(fwd_bwd(op, x), args.repeats) for k, op in runs.items()}
+        base = t["deleted custom backward"]
+        log.info("pooling [mean||max] (%d items x %d) fwd+bwd: %s", args.items, width,
+                 ", ".join(f"{k} {1e3 * v:.1f} ms ({v / base:.2f}x)"
+                           for k, v in t.items()))  # fmt: skip
     times = training_steps(kinds, max(args.repeats, 15))
     log.info("end to end, one default training step (forward+backward+Adam), medians of %d "
              "alternating rounds: %s", len(times["project"]),

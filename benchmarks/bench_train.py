@@ -2,8 +2,9 @@
 
 One run prints: the processor, the fp32 matmul peak of this machine (median), and for one
 epoch of the real training loop (medians of ``--repeats``): triples/s and fraction of the
-peak of one CuratorNet, of the four-lambda grid in one pass (``train_grid``) and of the same
-four trained one by one, and VBPR with dense vs sparse row updates. FLOPs are counted by
+peak of one CuratorNet (also with the BLAS for every product and with PyTorch's operators for
+pooling and margins, and in bf16 where the CPU has it), and VBPR with dense vs sparse row
+updates. FLOPs are counted by
 ``torch.utils.flop_counter.FlopCounterMode`` over the forward and backward of real batches
 (so only the products that run: the frozen features get no input gradient). ``--profile``
 adds a ``torch.profiler`` breakdown of one CuratorNet epoch.
@@ -36,26 +37,17 @@ from curatornet_pipeline.core.linear import (
     use_gemm_backend,
 )
 from curatornet_pipeline.core.machine import runtime
-from curatornet_pipeline.core.models import (
-    VBPR,
-    CuratorNet,
-    CuratorNetConfig,
-    CuratorNetStack,
-    VBPRConfig,
-    stack_models,
-)
+from curatornet_pipeline.core.models import VBPR, CuratorNet, CuratorNetConfig, VBPRConfig
 from curatornet_pipeline.core.train import (
     WHOLE_CATALOGUE_AT,
     TrainConfig,
     _TripleSet,
     bf16_native,
     train,
-    train_grid,
 )
 from curatornet_pipeline.core.types import Triplets
 
 N_ITEMS, N_USERS, D_IN, MAX_PROFILE = 13_297, 2_919, 2048, 270
-GRID_L2 = (0.0, 1e-4, 1e-3, 1e-2)  # the paper's lambda grid
 
 log = logging.getLogger("bench_train")
 
@@ -177,13 +169,11 @@ def flops_per_triple(make, triplets, features, config) -> float:
     order = np.random.default_rng(config.seed).permutation(len(ts))
     cuts = ts.cuts(order, config.max_profile_items_per_batch, config.batch_triples)
     x = torch.from_numpy(features)
-    l2 = torch.full((len(module),), 1e-4) if hasattr(module, "losses") else None
     flops = triples = 0
     for a, b in cuts:
         batch = ts.batch(order[a:b], x, torch.device("cpu"))
         with FlopCounterMode(display=False) as counter:
-            loss = module.losses(batch, l2).sum() if l2 is not None else module.loss(batch, 1e-4)
-            loss.backward()
+            module.loss(batch, 1e-4).backward()
         flops += counter.get_total_flops()
         triples += b - a
     return flops / triples
@@ -297,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", default="all",
-                    help="comma list: single,blas,torchkernels,bf16,grid,gridbmm,onebyone,vbpr")  # fmt: skip
+                    help="comma list: single,blas,torchkernels,bf16,vbpr")  # fmt: skip
     ap.add_argument("--profile", action="store_true", help="profile one CuratorNet epoch")
     ap.add_argument("--data", choices=["random", "sampled"], default="random",
                     help="random: each triple draws one of n/4 power-law profiles; sampled: "
@@ -310,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     parts = (
         set(args.only.split(","))
         if args.only != "all"
-        else {"single", "blas", "torchkernels", "bf16", "grid", "gridbmm", "onebyone", "vbpr"}
+        else {"single", "blas", "torchkernels", "bf16", "vbpr"}
     )
 
     triplets, features = (synthetic if args.data == "random" else sampled)(args.triples)
@@ -334,7 +324,6 @@ def main(argv: list[str] | None = None) -> None:
     )
     log.info("dense layers' products on: %s (CURATORNET_CPU_GEMM); pooling and margins: %s "
              "(CURATORNET_CPU_KERNELS)", gemm_backend(), kernels())  # fmt: skip
-    configs = [replace(config, l2=l2) for l2 in GRID_L2]
 
     def report(name: str, runs: list[tuple[float, float]], flops: float) -> float:
         """Log medians of the runs; the fraction of peak is the median of each run's own."""
@@ -351,22 +340,6 @@ def main(argv: list[str] | None = None) -> None:
     def one() -> float:
         r = train(curatornet(features), triplets, triplets, features, config)
         return n_train / r.triples_per_second
-
-    def grid(layout: str = "loop") -> float:
-        CuratorNetStack.layout = layout
-        try:
-            rs = train_grid([curatornet(features) for _ in configs], triplets, triplets,
-                            features, configs)  # fmt: skip
-        finally:
-            CuratorNetStack.layout = "loop"
-        return n_train / rs[0].triples_per_second
-
-    def one_by_one() -> float:
-        total = 0.0
-        for c in configs:
-            r = train(curatornet(features), triplets, triplets, features, c)
-            total += n_train / r.triples_per_second
-        return total
 
     results = {}
     f_one = flops_per_triple(lambda: curatornet(features), triplets, features, config)
@@ -417,32 +390,6 @@ def main(argv: list[str] | None = None) -> None:
         log.info("bf16: %.2fx fp32's triples/s; %.2f of the bf16 peak (the fraction above is "
                  "of the fp32 peak)", results.get("single", math.nan) / results["bf16"],
                  f_one * n_train / results["bf16"] / 1e9 / bf16_peak)  # fmt: skip
-    if parts & {"grid", "gridbmm"}:
-        f_grid = flops_per_triple(
-            lambda: stack_models([curatornet(features) for _ in configs]), triplets, features,
-            config,
-        )  # fmt: skip
-        results["grid"] = report(
-            "CuratorNet, 4-lambda grid, one pass", timed_runs(grid, args.repeats), f_grid
-        )
-    if "gridbmm" in parts:
-        results["gridbmm"] = report(
-            "CuratorNet, 4-lambda grid, bmm layout",
-            timed_runs(lambda: grid("bmm"), args.repeats),
-            f_grid,
-        )
-    if "onebyone" in parts:
-        results["onebyone"] = report(
-            "CuratorNet, 4 one by one", timed_runs(one_by_one, args.repeats), 4 * f_one
-        )
-    if "grid" in parts and "single" in parts:
-        log.info("grid / one model: %.2fx the time (goal <= 2x)",
-                 results["grid"] / results["single"])  # fmt: skip
-    if "grid" in parts and "onebyone" in parts:
-        log.info("grid speedup over one by one: %.2fx", results["onebyone"] / results["grid"])
-    if "gridbmm" in parts and "grid" in parts:
-        log.info("grid layouts: bmm takes %.2fx the loop layout's time",
-                 results["gridbmm"] / results["grid"])  # fmt: skip
     if "vbpr" in parts:
         for sparse in (False, True):
             c = replace(config, sparse_rows=sparse)

@@ -2,8 +2,8 @@
 
 Each script runs as a user runs it (its own process, tiny sizes) and its output is read
 back: the processor named, every part it promises, figures in their possible ranges, and
-the invariants a figure rests on (the four-model grid counts four models' FLOPs). Speeds are
-not asserted: the machines are noisy (docs/benchmarks.md holds the figures).
+the invariants a figure rests on (a model's FLOP count is the same in every part). Speeds
+are not asserted: the machines are noisy (docs/benchmarks.md holds the figures).
 """
 
 import os
@@ -64,8 +64,7 @@ def test_bench_train_prints_every_part_the_issue_asks_for_with_medians_of_three(
         name: part(out, name)
         for name in (
             "CuratorNet, one model",
-            "CuratorNet, 4-lambda grid, one pass",
-            "CuratorNet, 4 one by one",
+            "CuratorNet, one model, torch pooling",
             "VBPR, dense rows",
             "VBPR, sparse rows",
         )
@@ -74,12 +73,10 @@ def test_bench_train_prints_every_part_the_issue_asks_for_with_medians_of_three(
         assert p["n"] == 3, name
         assert p["tps"] > 0 and 0 < p["fraction"] < 1.5, (name, p)
     one = parts["CuratorNet, one model"]["mflop"]
-    # FlopCounterMode's count: the grid and the four one by one are four models' products
-    assert parts["CuratorNet, 4-lambda grid, one pass"]["mflop"] == pytest.approx(4 * one, rel=0.02)
-    assert parts["CuratorNet, 4 one by one"]["mflop"] == pytest.approx(4 * one, rel=0.02)
+    # FlopCounterMode's count: the kernels change how, not which, products run
+    assert parts["CuratorNet, one model, torch pooling"]["mflop"] == pytest.approx(one, rel=0.02)
     for label in (
-        "grid / one model",
-        "grid speedup over one by one",
+        "fused pooling and margins",
         "VBPR sparse speedup over dense",
     ):
         assert ratio(out, label) > 0
@@ -92,8 +89,8 @@ def test_bench_kernels_prints_a_verdict_for_every_kernel_kept_and_deleted():
         "bench_kernels", "--items", "600", "--profiles", "1000", "--repeats", "2", "--deleted"
     )
     # each kernel kept, against the library's: the max pooling, the fused pooling and margins,
-    # the dense layers on oneDNN; and the deleted SELU at each of the towers' three shapes
-    for label, count in (("segment_max", 2), ("fused", 2), ("oneDNN", 6), ("blocked", 3)):
+    # the dense layers on oneDNN; and the deleted SELU at each of the towers' two shapes
+    for label, count in (("segment_max", 1), ("fused", 2), ("oneDNN", 6), ("blocked", 2)):
         found = re.findall(rf"{label} {NUMBER}x", out)
         assert len(found) >= count and all(float(r) > 0 for r in found), (label, out)
     for verdict in (

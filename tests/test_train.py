@@ -9,14 +9,7 @@ import torch
 
 from curatornet_pipeline.core import ragged
 from curatornet_pipeline.core.linear import onednn_available, use_gemm_backend
-from curatornet_pipeline.core.models import (
-    VBPR,
-    CuratorNet,
-    CuratorNetConfig,
-    CuratorNetStack,
-    VBPRConfig,
-    stack_models,
-)
+from curatornet_pipeline.core.models import VBPR, CuratorNet, CuratorNetConfig, VBPRConfig
 from curatornet_pipeline.core.train import (
     CHECKPOINT_NAME,
     TrainConfig,
@@ -24,7 +17,6 @@ from curatornet_pipeline.core.train import (
     _TripleSet,
     bf16_native,
     train,
-    train_grid,
 )
 from curatornet_pipeline.core.types import Triplets
 
@@ -226,93 +218,11 @@ def test_batches_respect_the_profile_budget_and_cover_every_triple_once():
     torch.testing.assert_close(batch.x, torch.from_numpy(features[batch.items.numpy()]))
 
 
-# ----------------------------------------------------------------------------- grid
-
-
-GRID_L2 = (0.0, 1e-4, 1e-3, 1e-2)
-
-
 def _vbpr(features: np.ndarray, seed: int = 0) -> VBPR:
     torch.manual_seed(seed)
     model = VBPR(VBPRConfig(n_users=N_USERS, n_items=N_ITEMS, input_dim=D_IN, init_std=0.1))
     model.fit_scaler(features)
     return model
-
-
-@pytest.mark.parametrize("kind", ["curatornet", "vbpr"])
-def test_grid_equals_each_variant_trained_alone(kind):
-    triplets, features = _planted(500)
-    build = _curatornet if kind == "curatornet" else _vbpr
-    base = replace(FAST, epochs=3, patience=10, lr=1e-2 if kind == "vbpr" else FAST.lr)
-    configs = [replace(base, l2=l2 * 10) for l2 in GRID_L2]  # larger l2: visible effect
-    alone = [train(build(features), triplets, triplets, features, c) for c in configs]
-    seen: list[list] = [[] for _ in configs]
-    grid = train_grid(
-        [build(features) for _ in configs], triplets, triplets, features, configs,
-        callbacks=[s.append for s in seen],
-    )  # fmt: skip
-    assert len(grid) == len(configs)
-    for a, g, s in zip(alone, grid, seen, strict=True):
-        assert s == g.history and g.best_epoch == a.best_epoch
-        for ha, hg in zip(a.history, g.history, strict=True):
-            assert hg.loss == pytest.approx(ha.loss, rel=1e-4)
-            assert hg.val_accuracy == pytest.approx(ha.val_accuracy, abs=2e-3)
-            assert hg.lr == ha.lr
-        for name, value in a.model.state_dict().items():
-            torch.testing.assert_close(g.model.state_dict()[name], value, rtol=1e-3, atol=1e-4)
-    # the variants did differ: the strongest l2 ends with smaller weights than none
-    w = [sum(float(v.detach().pow(2).sum()) for v in r.model.parameters()) for r in grid]
-    assert w[-1] < w[0]
-
-
-def test_grid_stops_each_variant_on_its_own_and_keeps_its_best_weights():
-    triplets, features = _planted(500)
-    # variant 0 cannot move (lr so small nothing changes): stops after patience;
-    # variant 1 learns. The grid shares lr, so a huge l2 freezes variant 0 instead.
-    configs = [replace(FAST, epochs=6, patience=2, l2=l2) for l2 in (50.0, 0.0)]
-    grid = train_grid(
-        [_curatornet(features) for _ in configs], triplets, triplets, features, configs
-    )
-    alone = [train(_curatornet(features), triplets, triplets, features, c) for c in configs]
-    for a, g in zip(alone, grid, strict=True):
-        assert len(g.history) == len(a.history) and g.best_epoch == a.best_epoch
-    assert len(grid[0].history) < len(grid[1].history)
-
-
-def test_grid_killed_then_resumed_equals_uninterrupted(tmp_path):
-    triplets, features = _planted(400)
-    configs = [replace(FAST, epochs=3, patience=10, l2=l2) for l2 in (0.0, 1e-2)]
-    reference = train_grid(
-        [_curatornet(features) for _ in configs], triplets, triplets, features, configs
-    )
-
-    def kill(stats):
-        if stats.epoch == 2:
-            raise _Killed
-
-    with pytest.raises(_Killed):
-        train_grid(
-            [_curatornet(features) for _ in configs], triplets, triplets, features, configs,
-            callbacks=[None, kill], checkpoint_dir=tmp_path,
-        )  # fmt: skip
-    resumed = train_grid(
-        [_curatornet(features, seed=5) for _ in configs], triplets, triplets, features, configs,
-        checkpoint_dir=tmp_path,
-    )  # fmt: skip
-    for r, g in zip(reference, resumed, strict=True):
-        assert [h.loss for h in r.history] == [h.loss for h in g.history]
-        for name, value in r.model.state_dict().items():
-            torch.testing.assert_close(g.model.state_dict()[name], value, rtol=0, atol=1e-7)
-    with pytest.raises(ValueError, match="another configuration"):
-        train_grid(
-            [_curatornet(features) for _ in configs], triplets, triplets, features,
-            [replace(c, l2=0.5) for c in configs], checkpoint_dir=tmp_path,
-        )  # fmt: skip
-    with pytest.raises(ValueError, match="only l2"):
-        train_grid(
-            [_curatornet(features) for _ in configs], triplets, triplets, features,
-            [configs[0], replace(configs[1], lr=1.0)],
-        )  # fmt: skip
 
 
 def _assert_same_loss_and_gradients(features: np.ndarray, *batches) -> None:
@@ -363,34 +273,6 @@ def test_triples_sharing_a_profile_pool_it_once_and_train_like_separate_copies()
     assert len(b_shared.profile_offsets) == 16  # 15 distinct profiles pooled
     np.testing.assert_array_equal(b_shared.profile_of.numpy(), idx // 4)
     _assert_same_loss_and_gradients(features, b_shared, b_copies)
-
-
-def test_both_grid_layouts_give_the_single_models_scores_losses_and_gradients(monkeypatch):
-    """The loop and bmm layouts of a CuratorNet stack, on a batch whose triples share
-    profiles: each variant's scores and loss are its single model's, with equal gradients."""
-    triplets, features = _planted(400)
-    shared = replace(triplets, profile=triplets.profile // 3)
-    ts = _TripleSet(shared, np.ones(len(shared), bool), True, False)
-    batch = ts.batch(np.arange(90), torch.from_numpy(features), torch.device("cpu"))
-    assert batch.profile_of is not None
-    l2 = torch.tensor([0.0, 1e-3, 1e-2])
-    singles = [_curatornet(features, seed=k) for k in range(3)]
-    expected_loss = [m.loss(batch, float(c)) for m, c in zip(singles, l2, strict=True)]
-    expected_scores = [m.score_pairs(batch) for m in singles]
-    for layout in ("loop", "bmm"):
-        monkeypatch.setattr(CuratorNetStack, "layout", layout)
-        stack = stack_models([_curatornet(features, seed=k) for k in range(3)])
-        losses = stack.losses(batch, l2)
-        s_pos, s_neg = stack.score_pairs(batch)
-        for j, (loss, (pos, neg)) in enumerate(zip(expected_loss, expected_scores, strict=True)):
-            torch.testing.assert_close(losses[j], loss)
-            torch.testing.assert_close(s_pos[j], pos)
-            torch.testing.assert_close(s_neg[j], neg)
-        (grad_w0,) = torch.autograd.grad(losses.sum(), stack.stacked[0])
-        for j, model in enumerate(singles):
-            (expected,) = torch.autograd.grad(expected_loss[j], model.item_tower[0].weight,
-                                              retain_graph=True)  # fmt: skip
-            torch.testing.assert_close(grad_w0[j], expected)
 
 
 # ----------------------------------------------------------------------------- evaluator
@@ -444,24 +326,6 @@ def test_evaluator_metrics_reach_the_history_and_drive_the_best_epoch():
         )  # fmt: skip
     with pytest.raises(ValueError, match="needs an evaluator"):
         train(_curatornet(features), triplets, triplets, features, replace(FAST, monitor="x"))
-
-
-def test_grid_calls_the_evaluator_per_variant_with_that_variants_weights():
-    triplets, features = _planted(400)
-    evaluate, _ = _toy_evaluator(triplets, features)
-    configs = [replace(FAST, epochs=2, patience=10, l2=l2) for l2 in (0.0, 5.0)]
-    grid = train_grid(
-        [_curatornet(features) for _ in configs], triplets, triplets, features, configs,
-        evaluator=evaluate,
-    )  # fmt: skip
-    alone = [
-        train(_curatornet(features), triplets, triplets, features, c, evaluator=evaluate)
-        for c in configs
-    ]
-    for a, g in zip(alone, grid, strict=True):
-        for ha, hg in zip(a.history, g.history, strict=True):
-            assert hg.metrics["val_margin"] == pytest.approx(ha.metrics["val_margin"], rel=1e-3)
-    assert grid[0].history[-1].metrics != grid[1].history[-1].metrics
 
 
 @pytest.mark.parametrize("sparse", [True, False])

@@ -14,8 +14,6 @@ Regularisation follows the reference TensorFlow code: ``tf.nn.l2_loss`` over the
 weights only (no biases), i.e. ``l2 * sum(0.5 * ||W||^2)``.
 """
 
-import abc
-import copy
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -57,22 +55,15 @@ class TripletBatch:
         return int(self.positive.shape[0])
 
 
-def _per_triple(u: torch.Tensor, batch: TripletBatch) -> torch.Tensor:
-    """(..., P, D) profile vectors -> (..., B, D), the vector of each triple's profile."""
-    if batch.profile_of is None:
-        return u
-    return u.index_select(u.dim() - 2, batch.profile_of)
-
-
 def triple_scores(
     u: torch.Tensor, h: torch.Tensor, batch: TripletBatch
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(s_pos, s_neg), each (..., B): u (..., P, D) vectors of the batch's profiles, h (..., U, D)
-    item vectors; a leading variant dimension (a model stack) is kept."""
-    dim = u.dim() - 2
-    u = _per_triple(u, batch)
-    s_pos = (u * h.index_select(dim, batch.positive)).sum(dim=-1)
-    s_neg = (u * h.index_select(dim, batch.negative)).sum(dim=-1)
+    """(s_pos, s_neg), each (B,): u (P, D) vectors of the batch's profiles, h (U, D) item
+    vectors."""
+    if batch.profile_of is not None:
+        u = u.index_select(0, batch.profile_of)
+    s_pos = (u * h.index_select(0, batch.positive)).sum(dim=-1)
+    s_neg = (u * h.index_select(0, batch.negative)).sum(dim=-1)
     return s_pos, s_neg
 
 
@@ -83,24 +74,22 @@ def margins(
     negative: torch.Tensor,
     row_of: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """x_uij = u[row_of[k]] . (h[positive[k]] - h[negative[k]]), (..., B): u (..., R, D) the
-    distinct user-side vectors (``row_of`` None: one per triple), h (..., U, D) item vectors;
-    a leading variant dimension (a model stack) is kept. One product with h_pos - h_neg:
-    forward and backward make fewer (B, D) passes than two scores (1.2-1.4x at a default
-    batch). On the CPU one fused kernel (:mod:`~curatornet_pipeline.core.fused`) does it in
-    one pass, reading the rows in place."""
+    """x_uij = u[row_of[k]] . (h[positive[k]] - h[negative[k]]), (B,): u (R, D) the distinct
+    user-side vectors (``row_of`` None: one per triple), h (U, D) item vectors. One product
+    with h_pos - h_neg: forward and backward make fewer (B, D) passes than two scores (1.2-1.4x
+    at a default batch). On the CPU one fused kernel (:mod:`~curatornet_pipeline.core.fused`)
+    does it in one pass, reading the rows in place."""
     if fused.applies(u, h):
         return fused.triple_margins(u, h, positive, negative, row_of)
-    dim = u.dim() - 2
     if row_of is not None:
-        u = u.index_select(dim, row_of)
-    d = h.index_select(dim, positive) - h.index_select(dim, negative)
+        u = u.index_select(0, row_of)
+    d = h.index_select(0, positive) - h.index_select(0, negative)
     return (u * d).sum(dim=-1)
 
 
 def triple_margins(u: torch.Tensor, h: torch.Tensor, batch: TripletBatch) -> torch.Tensor:
-    """x_uij = s_pos - s_neg, (..., B), of the batch's profile vectors u (..., P, D) and item
-    vectors h (..., U, D): :func:`margins`."""
+    """x_uij = s_pos - s_neg, (B,), of the batch's profile vectors u (P, D) and item vectors
+    h (U, D): :func:`margins`."""
     return margins(u, h, batch.positive, batch.negative, batch.profile_of)
 
 
@@ -149,11 +138,6 @@ class CuratorNetConfig:
             raise ValueError(
                 f"item vector size {self.item_layers[-1]} != user vector size {self.user_layers[-1]}"
             )
-
-
-def _selu(x: torch.Tensor) -> torch.Tensor:
-    """SELU written into x, the fresh output of a product (as the towers' ``nn.SELU``)."""
-    return F.selu(x, inplace=True)
 
 
 def _selu_mlp(sizes: list[int]) -> nn.Sequential:
@@ -352,252 +336,6 @@ class VBPR(_ScaledInput):
             rows = rows + (uses.to(v.dtype) * gamma.pow(2).sum(1)).sum()
             loss = loss + l2 * 0.5 * (rows / len(pos) + self.embedding.pow(2).sum())
         return loss
-
-
-# ----------------------------------------------------------------------------- stacks
-
-
-class _Stack(nn.Module, abc.ABC):
-    """M models of one kind and shape as stacked parameters (leading dim M), trained as one.
-
-    The variants of a grid (e.g. the four L2 weights) read the same triples in the same
-    order; stacked, every batch is gathered once and each layer is one wider product.
-    Gradients stay separate (the summed loss of disjoint parameters), and Adam is
-    elementwise, so one Adam over the stack updates each variant as its own Adam would.
-    """
-
-    # parameters stacked along their columns, (rows, M*K), not a leading dim: embedding
-    # tables, so that F.embedding gathers a row of every variant at once (sparse gradients)
-    column_stacked: tuple[int, ...] = ()
-    sparse_grad = False
-
-    @abc.abstractmethod
-    def _source_params(self, model: nn.Module) -> list[torch.Tensor]:
-        """The single model's parameters, in stacking order (each subclass names them)."""
-
-    def _stack_from(self, models: list[nn.Module]) -> None:
-        first = models[0]
-        for m in models[1:]:
-            if type(m) is not type(first) or m.config != first.config:
-                raise ValueError("a grid stacks models of one kind and one configuration")
-            if not (
-                torch.equal(m.feature_mean, first.feature_mean)
-                and torch.equal(m.feature_std, first.feature_std)
-            ):
-                raise ValueError("a grid stacks models with one feature scaler")
-        self.config = first.config
-        self.n_variants = len(models)
-        self.register_buffer("feature_mean", first.feature_mean.detach().clone())
-        self.register_buffer("feature_std", first.feature_std.detach().clone())
-        per_model = [self._source_params(m) for m in models]
-        stacked = []
-        for k in range(len(per_model[0])):
-            parts = [p[k].detach() for p in per_model]
-            t = torch.cat(parts, dim=1) if k in self.column_stacked else torch.stack(parts)
-            stacked.append(nn.Parameter(t.clone()))
-        self.stacked = nn.ParameterList(stacked)
-
-    def __len__(self) -> int:
-        return self.n_variants
-
-    def take(self, k: int, t: torch.Tensor, keep: list[int] | int) -> torch.Tensor:
-        """Variants ``keep`` (a list: still stacked; an int: one variant's tensor) of a
-        tensor shaped as stacked parameter ``k`` (the parameter or its optimizer state)."""
-        if k in self.column_stacked:
-            v = t.view(t.shape[0], self.n_variants, -1)[:, keep]
-            return v.reshape(t.shape[0], -1) if isinstance(keep, list) else v
-        return t[keep]
-
-    def scale(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.feature_mean) / self.feature_std
-
-    @torch.no_grad()
-    def write_back(self, j: int, model: nn.Module) -> None:
-        """Copy variant ``j``'s weights into ``model`` (a model of the stacked kind)."""
-        for k, (dst, src) in enumerate(zip(self._source_params(model), self.stacked, strict=True)):
-            dst.copy_(self.take(k, src.detach(), j))
-
-    def select(self, keep: list[int]) -> "_Stack":
-        """A stack of the variants ``keep`` only (same device), sharing no storage."""
-        new = copy.copy(self)
-        new._parameters, new._buffers, new._modules = {}, dict(self._buffers), {}
-        new.stacked = nn.ParameterList(
-            nn.Parameter(self.take(k, p.detach(), keep).clone()) for k, p in enumerate(self.stacked)
-        )
-        new.n_variants = len(keep)
-        return new
-
-    def sparse_parameters(self) -> list[nn.Parameter]:
-        return [self.stacked[k] for k in self.column_stacked]
-
-    @abc.abstractmethod
-    def losses(self, batch: TripletBatch, l2: torch.Tensor) -> torch.Tensor:
-        """(M,) per-variant losses, each as the single model's ``loss(batch, l2[j])``."""
-
-
-class CuratorNetStack(_Stack):
-    """M CuratorNets on one batch: the item tower's first layer, the widest product
-    ((U, 2048) @ (2048, M*D)), runs once for all variants.
-
-    The further layers have two layouts (``layout``), both exact:
-
-    - ``"loop"`` (default): each variant's remaining layers, pooling and scores as
-      one model's, on its column block of the first layer's output. The working
-      set per product is one model's, so it stays in cache;
-    - ``"bmm"``: batched products over (M, U, D) stacks, profiles pooled once
-      over (U, M*D). Fewer, larger kernels, which suits a GPU; on 2 CPU cores the
-      M-times larger elementwise and gather tensors fall out of cache and the
-      epoch took 6x one model's time (docs/benchmarks.md).
-    """
-
-    kind = "curatornet"
-    needs_profiles = True
-    layout = "loop"
-
-    def __init__(self, models: list[CuratorNet]):
-        super().__init__()
-        self._stack_from(models)
-        self.n_item = sum(isinstance(m, nn.Linear) for m in models[0].item_tower)
-        self.n_user = sum(isinstance(m, nn.Linear) for m in models[0].user_tower)
-
-    def _source_params(self, model: CuratorNet) -> list[torch.Tensor]:
-        out = []
-        for tower in (model.item_tower, model.user_tower):
-            for m in tower:
-                if isinstance(m, nn.Linear):
-                    out += [m.weight, m.bias]
-        return out
-
-    def _layer(self, k: int, h: torch.Tensor) -> torch.Tensor:
-        w, b = self.stacked[2 * k], self.stacked[2 * k + 1]  # (M, out, in), (M, out)
-        return _selu(torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2)))
-
-    def embed_items(self, x: torch.Tensor, scaled: bool = False) -> torch.Tensor:
-        """(U, F) raw (or ``scaled``) features -> (M, U, D) item vectors of every variant."""
-        w, b = self.stacked[0], self.stacked[1]
-        m, d1 = w.shape[0], w.shape[1]
-        x = x if scaled else self.scale(x)
-        h = linear(x, w.reshape(m * d1, -1), b.reshape(-1))  # (U, M*D1)
-        h = _selu(h).view(-1, m, d1).transpose(0, 1).contiguous()  # (M, U, D1)
-        for k in range(1, self.n_item):
-            h = self._layer(k, h)
-        return h
-
-    def _scored(self, batch: TripletBatch, score):
-        """``score(u, h, batch)`` of every variant, stacked on a leading (M,) dimension;
-        u and h as :meth:`CuratorNet._vectors`' (``triple_scores`` or ``triple_margins``)."""
-        if self.layout == "bmm":
-            return score(*self._vectors_bmm(batch), batch)
-        if self.layout != "loop":
-            raise ValueError(f"layout {self.layout!r}: choose 'loop' or 'bmm'")
-        w0, b0 = self.stacked[0], self.stacked[1]
-        m, d1 = w0.shape[0], w0.shape[1]
-        x = batch.x if batch.scaled else self.scale(batch.x)
-        first = _selu(linear(x, w0.reshape(m * d1, -1), b0.reshape(-1)))  # (U, M*D1)
-        out = []
-        for j in range(m):
-            h = first[:, j * d1 : (j + 1) * d1]
-            for k in range(1, self.n_item):
-                h = _selu(linear(h, self.stacked[2 * k][j], self.stacked[2 * k + 1][j]))
-            z = pool_profiles(h.contiguous(), batch.profile_items, batch.profile_offsets)
-            for k in range(self.n_item, self.n_item + self.n_user):
-                z = _selu(linear(z, self.stacked[2 * k][j], self.stacked[2 * k + 1][j]))
-            out.append(score(z, h, batch))
-        if isinstance(out[0], tuple):
-            return tuple(torch.stack(parts) for parts in zip(*out, strict=True))
-        return torch.stack(out)
-
-    def score_pairs(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(s_pos, s_neg), each (M, B)."""
-        return self._scored(batch, triple_scores)
-
-    def _vectors_bmm(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z, h): (M, P, D) profile and (M, U, D) item vectors of every variant."""
-        h = self.embed_items(batch.x, batch.scaled)  # (M, U, D)
-        m, n_u, d = h.shape
-        wide = h.transpose(0, 1).reshape(n_u, m * d)  # (U, M*D): pooling is per column
-        pooled = pool_profiles(wide, batch.profile_items, batch.profile_offsets)  # (P, 2*M*D)
-        p = pooled.shape[0]
-        mean, amax = pooled.view(p, 2, m, d).unbind(1)  # (P, M, D) each
-        z = torch.cat([mean, amax], dim=2).transpose(0, 1).contiguous()  # (M, P, 2D)
-        for k in range(self.n_item, self.n_item + self.n_user):
-            z = self._layer(k, z)
-        return z, h
-
-    def l2_penalties(self) -> torch.Tensor:
-        """(M,) sum(0.5 * ||W||^2) over each variant's weight matrices (biases excluded)."""
-        return sum(0.5 * w.pow(2).sum(dim=(1, 2)) for w in list(self.stacked)[0::2])
-
-    def losses(self, batch: TripletBatch, l2: torch.Tensor) -> torch.Tensor:
-        x_uij = self._scored(batch, triple_margins)  # (M, B)
-        return F.softplus(-x_uij).mean(dim=1) + l2 * self.l2_penalties()
-
-
-class VBPRStack(_Stack):
-    """M VBPRs: E f_i of every variant in one (U, F) @ (F, M*K') product."""
-
-    kind = "vbpr"
-    needs_profiles = False
-
-    def __init__(self, models: list[VBPR]):
-        super().__init__()
-        self._stack_from(models)
-
-    def _source_params(self, model: VBPR) -> list[torch.Tensor]:
-        return [
-            model.gamma_user, model.theta_user, model.gamma_item,
-            model.beta_item, model.embedding, model.beta_visual,
-        ]  # fmt: skip
-
-    column_stacked = (0, 1, 2)  # gamma_user, theta_user, gamma_item: (rows, M*K)
-
-    def _rows(self, k: int, index: torch.Tensor) -> torch.Tensor:
-        """(M, N, K) rows ``index`` of every variant's table k, one gather for all."""
-        t = F.embedding(index, self.stacked[k], sparse=self.sparse_grad)  # (N, M*K)
-        return t.view(len(index), self.n_variants, -1).transpose(0, 1)
-
-    def score_pairs(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x_ui, x_uj), each (M, B)."""
-        _, _, _, b_i, e, b_v = tuple(self.stacked)
-        m, k_vis = e.shape[0], e.shape[1]
-        if batch.users.numel() and int(batch.users.min()) < 0:
-            raise ValueError("VBPR has no vector for unknown users (user index -1)")
-        f = batch.x if batch.scaled else self.scale(batch.x)  # (U, F)
-        # (M, U, K'): every variant's E f_i in one product
-        visual = linear(f, e.reshape(m * k_vis, -1)).view(-1, m, k_vis).transpose(0, 1)
-        visual_bias = (f @ b_v.T).T  # (M, U)
-        if batch.catalogue_x:  # every catalogue item's terms were computed: keep the batch's
-            visual = visual.index_select(1, batch.items)
-            visual_bias = visual_bias.index_select(1, batch.items)
-        vectors = torch.cat([self._rows(2, batch.items), visual], dim=2)  # (M, U, K+K')
-        bias = b_i[:, batch.items] + visual_bias  # (M, U)
-        w_u = torch.cat([self._rows(0, batch.users), self._rows(1, batch.users)], dim=2)
-        s_pos = (w_u * vectors[:, batch.positive]).sum(2) + bias[:, batch.positive]
-        s_neg = (w_u * vectors[:, batch.negative]).sum(2) + bias[:, batch.negative]
-        return s_pos, s_neg
-
-    def losses(self, batch: TripletBatch, l2: torch.Tensor) -> torch.Tensor:
-        s_pos, s_neg = self.score_pairs(batch)
-        loss = F.softplus(s_neg - s_pos).mean(dim=1)
-        e = self.stacked[4]
-        u = batch.users
-        i, j = batch.items[batch.positive], batch.items[batch.negative]
-        rows = (
-            self._rows(0, u).pow(2).sum(2) + self._rows(1, u).pow(2).sum(2)
-            + self._rows(2, i).pow(2).sum(2) + self._rows(2, j).pow(2).sum(2)
-        )  # (M, B)  # fmt: skip
-        return loss + l2 * 0.5 * (rows.mean(dim=1) + e.pow(2).sum(dim=(1, 2)))
-
-
-def stack_models(models: list[CuratorNet | VBPR]) -> CuratorNetStack | VBPRStack:
-    """The stack of ``models`` (one kind, one configuration, one scaler)."""
-    if not models:
-        raise ValueError("a grid needs at least one model")
-    if isinstance(models[0], CuratorNet):
-        return CuratorNetStack(models)
-    if isinstance(models[0], VBPR):
-        return VBPRStack(models)
-    raise TypeError(f"cannot stack {type(models[0]).__name__}")
 
 
 # ----------------------------------------------------------------------------- model files

@@ -12,9 +12,7 @@ batch, the pooling and user tower once per profile, however many triples share t
 Checkpoints after every epoch carry all state (weights, Adam, RNGs, history, best epoch), so
 a killed run resumed from its checkpoint ends with the same weights as an uninterrupted one.
 
-:func:`train_grid` trains the variants of one model that differ only in L2 in one pass (the
-paper's lambda grid), each with its own Adam state and early stopping. An optional
-``evaluator`` (model -> named validation figures, e.g. a ranking AUC over held-out baskets)
+An optional ``evaluator`` (model -> named validation figures, e.g. a ranking AUC over held-out baskets)
 runs after every epoch; ``TrainConfig.monitor`` names the figure that picks the best epoch.
 """
 
@@ -26,7 +24,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,7 +33,7 @@ import torch
 
 from curatornet_pipeline.core import ragged
 from curatornet_pipeline.core.malloc import retain_freed_memory
-from curatornet_pipeline.core.models import VBPR, CuratorNet, TripletBatch, stack_models
+from curatornet_pipeline.core.models import VBPR, CuratorNet, TripletBatch
 from curatornet_pipeline.core.types import Triplets
 
 logger = logging.getLogger(__name__)
@@ -138,7 +136,7 @@ def _evaluate(model: CuratorNet | VBPR, evaluator: Evaluator | None) -> dict[str
 
 
 class _Tracker:
-    """Best epoch, patience and history of one trained model (plain, checkpointable state)."""
+    """Best epoch, patience and history of the trained model (plain, checkpointable state)."""
 
     def __init__(self, monitor: str):
         self.monitor = monitor
@@ -457,17 +455,6 @@ def _train(
     resume: bool = True,
     evaluator: Evaluator | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place with Adam; return it holding its best-validation weights.
-
-    Training uses the triples of ``train`` not flagged ``is_validation``. Validation uses
-    the flagged triples of ``validation`` when it is the same object as ``train`` (the
-    sampling stage's single output), else all of its triples. VBPR uses the triples of
-    real users only (``user >= 0``). ``features`` (n_items, input_dim) follow the catalogue
-    item index. ``evaluator(model)``, when given, runs after every epoch (model in eval
-    mode, no grad) and returns named validation figures (e.g. ``val_auc``); the figure
-    named by ``config.monitor`` chooses the best epoch and drives early stopping.
-    Raises :class:`TrainingDivergedError` on a NaN loss.
-    """
     device = _training_device(config)
     retain_freed_memory()  # no fresh pages to fault on every step (core/malloc.py)
     monitor = resolve_monitor(config, evaluator)
@@ -484,11 +471,7 @@ def _train(
     ckpt_path = checkpoint_path(checkpoint_dir)
     ckpt = load_checkpoint(ckpt_path, device) if resume else None
     if ckpt is not None:
-        if (
-            ckpt.get("train_config") != asdict(config)
-            or ckpt.get("kind") != model.kind
-            or ckpt.get("grid") is not None
-        ):
+        if ckpt.get("train_config") != asdict(config) or ckpt.get("kind") != model.kind:
             raise ValueError(f"{ckpt_path}: checkpoint of another configuration; delete it")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -560,7 +543,19 @@ def _train(
 
     if isinstance(model, VBPR):
         model.sparse_grad = False
-    return _result(model, tracker, seconds, n_trained, train_seconds)
+    model.load_state_dict(tracker.best_state)
+    model.eval()
+    return TrainResult(
+        history=tracker.history,
+        best_epoch=tracker.best["epoch"],
+        best_val_accuracy=tracker.best["accuracy"],
+        seconds=seconds,
+        triples_per_second=n_trained / max(train_seconds, 1e-9),
+        model=model,
+        monitor=tracker.monitor,
+        best_value=tracker.best["value"],
+        best_metrics=dict(tracker.best["metrics"]),
+    )
 
 
 class _Optimizer:
@@ -572,25 +567,11 @@ class _Optimizer:
             model.sparse_grad = sparse
         tables = {id(p) for p in model.sparse_parameters()} if sparse else set()
         params = list(model.parameters())
-        # the parameter indices each part holds (their state is sliced when a grid shrinks)
-        self.index = [[k for k, p in enumerate(params) if id(p) not in tables]]
-        self.parts = [torch.optim.Adam([params[k] for k in self.index[0]], lr=config.lr)]
+        self.parts = [torch.optim.Adam([p for p in params if id(p) not in tables], lr=config.lr)]
         if sparse:
-            self.index.append([k for k, p in enumerate(params) if id(p) in tables])
             self.parts.append(
-                torch.optim.SparseAdam([params[k] for k in self.index[1]], lr=config.lr)
+                torch.optim.SparseAdam([p for p in params if id(p) in tables], lr=config.lr)
             )
-
-    def shrink(self, old_stack, new_stack, keep: list[int], config: TrainConfig) -> "_Optimizer":
-        """The optimizer of ``new_stack`` (``old_stack.select(keep)``), its state sliced."""
-        states = self.state_dict()
-        for index, state in zip(self.index, states, strict=True):
-            for pos, s in state["state"].items():
-                for key in ("exp_avg", "exp_avg_sq"):
-                    s[key] = old_stack.take(index[pos], s[key], keep)
-        new = _Optimizer(new_stack, config)
-        new.load_state_dict(states)
-        return new
 
     def set_lr(self, lr: float) -> None:
         for part in self.parts:
@@ -622,190 +603,6 @@ def _log_epoch(name: str, stats: EpochStats) -> None:
     )  # fmt: skip
 
 
-def _result(
-    model: CuratorNet | VBPR,
-    tracker: _Tracker,
-    seconds: float,
-    n_trained: int,
-    train_seconds: float,
-) -> TrainResult:
-    if tracker.best_state is not None:
-        model.load_state_dict(tracker.best_state)
-    model.eval()
-    return TrainResult(
-        history=tracker.history,
-        best_epoch=tracker.best["epoch"],
-        best_val_accuracy=tracker.best["accuracy"],
-        seconds=seconds,
-        triples_per_second=n_trained / max(train_seconds, 1e-9),
-        model=model,
-        monitor=tracker.monitor,
-        best_value=tracker.best["value"],
-        best_metrics=dict(tracker.best["metrics"]),
-    )
-
-
-@torch.no_grad()
-def _grid_accuracy(stack, triples: _TripleSet, config, features, device) -> list[float]:
-    stack.eval()
-    correct = torch.zeros(len(stack), dtype=torch.int64, device=device)
-    for batch in triples.batches(np.arange(len(triples)), config, features, device):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-            s_pos, s_neg = stack.score_pairs(batch)
-        correct += (s_pos > s_neg).sum(dim=1)
-    stack.train()
-    return [int(c) / max(len(triples), 1) for c in correct.cpu()]
-
-
-def _grid_settings(configs: Sequence[TrainConfig]) -> dict:
-    """The settings every variant of a grid shares (all but l2); error if they differ."""
-    shared = [{k: v for k, v in asdict(c).items() if k != "l2"} for c in configs]
-    for k, c in enumerate(shared[1:], start=1):
-        if c != shared[0]:
-            diff = sorted(key for key in c if c[key] != shared[0][key])
-            raise ValueError(f"grid variant {k} differs from variant 0 in {diff}; only l2 may")
-    return shared[0]
-
-
-def _train_grid(
-    models: Sequence[CuratorNet | VBPR],
-    train: Triplets,
-    validation: Triplets,
-    features: np.ndarray,
-    configs: Sequence[TrainConfig],
-    callbacks: Sequence[Callable[[EpochStats], None] | None] | None,
-    checkpoint_dir: Path | None,
-    resume: bool,
-    evaluator: Evaluator | None,
-) -> list[TrainResult]:
-    if len(models) != len(configs) or not models:
-        raise ValueError(f"{len(models)} models for {len(configs)} configs")
-    callbacks = list(callbacks) if callbacks is not None else [None] * len(models)
-    if len(callbacks) != len(models):
-        raise ValueError(f"{len(callbacks)} callbacks for {len(models)} models")
-    shared = _grid_settings(configs)
-    config = configs[0]
-    device = _training_device(config)
-    retain_freed_memory()  # no fresh pages to fault on every step (core/malloc.py)
-    monitor = resolve_monitor(config, evaluator)
-    train_set, val_set = _triple_sets(models[0], train, validation)
-    name = type(models[0]).__name__
-    kind = models[0].kind
-    n = len(models)
-
-    for m in models:
-        m.to(device).train()
-    stack = stack_models(list(models)).to(device).train()
-    features_t = _scaled_features(stack, features, device, train_set, val_set)
-    active = list(range(n))  # variants still training, in stack order
-    optimizer = _Optimizer(stack, config)
-    rng = np.random.default_rng(config.seed)
-    trackers = [_Tracker(monitor) for _ in models]
-    seconds, train_seconds, n_trained = 0.0, 0.0, [0] * n
-    start_epoch = 0
-
-    ckpt_path = checkpoint_path(checkpoint_dir)
-    l2s = [c.l2 for c in configs]
-    ckpt = load_checkpoint(ckpt_path, device) if resume else None
-    if ckpt is not None:
-        if ckpt.get("grid") != {"shared": shared, "l2": l2s} or ckpt.get("kind") != kind:
-            raise ValueError(f"{ckpt_path}: checkpoint of another configuration; delete it")
-        active = list(ckpt["active"])
-        stack = stack.select(active)
-        stack.load_state_dict(ckpt["stack"])
-        optimizer = _Optimizer(stack, config)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["torch_rng"].cpu())
-        rng.bit_generator.state = ckpt["numpy_rng"]
-        for t, state in zip(trackers, ckpt["trackers"], strict=True):
-            t.load(state)
-        seconds, train_seconds = ckpt["seconds"], ckpt["train_seconds"]
-        n_trained, start_epoch = list(ckpt["n_trained"]), ckpt["epoch"]
-        logger.info("resumed grid from %s after epoch %d", ckpt_path, start_epoch)
-    for t, m in zip(trackers, models, strict=True):
-        if t.best_state is None:
-            t.best_state = copy.deepcopy(m.state_dict())
-
-    for epoch in range(start_epoch, config.epochs):
-        keep = [k for k, i in enumerate(active) if trackers[i].stale < config.patience]
-        if len(keep) < len(active):  # stopped variants leave the stack with their Adam state
-            smaller = stack.select(keep)
-            optimizer = optimizer.shrink(stack, smaller, keep, config)
-            stack = smaller
-            active = [active[k] for k in keep]
-        if not active:
-            break
-        t0 = time.perf_counter()
-        lr = config.lr * _lr_factor(config, epoch)
-        optimizer.set_lr(lr)
-        l2 = torch.tensor([l2s[i] for i in active], dtype=torch.float32, device=device)
-        order = rng.permutation(len(train_set))
-        loss_sum = torch.zeros(len(active), device=device)
-        for batch in train_set.batches(order, config, features_t, device):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                losses = stack.losses(batch, l2)
-            optimizer.zero_grad(set_to_none=True)
-            losses.sum().backward()  # disjoint parameters: each variant gets its own gradient
-            optimizer.step()
-            loss_sum += losses.detach().float() * len(batch)
-        epoch_loss = (loss_sum / len(train_set)).tolist()
-        for i, value in zip(active, epoch_loss, strict=True):
-            _diverged(name, value, epoch, lr, l2s[i])
-        t_train = time.perf_counter() - t0
-        val_acc = _grid_accuracy(stack, val_set, config, features_t, device)
-        metrics = []
-        for j, i in enumerate(active):
-            stack.write_back(j, models[i])
-            metrics.append(_evaluate(models[i], evaluator))
-        epoch_seconds = time.perf_counter() - t0
-        seconds += epoch_seconds
-        train_seconds += t_train
-        done = []
-        for j, i in enumerate(active):
-            n_trained[i] += len(train_set)
-            stats = trackers[i].update(
-                {
-                    "epoch": epoch + 1,
-                    "loss": epoch_loss[j],
-                    "val_accuracy": val_acc[j],
-                    "lr": lr,
-                    # the grid's throughput: triples of all variants per second
-                    "triples_per_second": len(active) * len(train_set) / max(t_train, 1e-9),
-                    "seconds": epoch_seconds,
-                    "metrics": metrics[j],
-                },
-                models[i],
-            )
-            _log_epoch(f"{name}[l2={l2s[i]:g}]", stats)
-            done.append((i, stats))
-        if ckpt_path is not None:
-            _save_checkpoint(
-                ckpt_path,
-                {
-                    "kind": kind,
-                    "grid": {"shared": shared, "l2": l2s},
-                    "epoch": epoch + 1,
-                    "active": active,
-                    "stack": stack.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "numpy_rng": rng.bit_generator.state,
-                    "trackers": [t.state() for t in trackers],
-                    "seconds": seconds,
-                    "train_seconds": train_seconds,
-                    "n_trained": n_trained,
-                },
-            )
-        for i, stats in done:
-            if callbacks[i] is not None:
-                callbacks[i](stats)
-
-    return [
-        _result(m, t, seconds, n_trained[i], train_seconds)
-        for i, (m, t) in enumerate(zip(models, trackers, strict=True))
-    ]
-
-
 @contextlib.contextmanager
 def _deterministic_kernels(config: TrainConfig) -> Iterator[None]:
     """Deterministic kernels (when configured) for the duration of training."""
@@ -833,38 +630,19 @@ def train(
     resume: bool = True,
     evaluator: Evaluator | None = None,
 ) -> TrainResult:
-    """Train ``model`` (see :func:`_train`), with deterministic kernels when configured."""
+    """Train ``model`` in place with Adam; return it holding its best-validation weights.
+
+    Training uses the triples of ``train`` not flagged ``is_validation``. Validation uses
+    the flagged triples of ``validation`` when it is the same object as ``train`` (the
+    sampling stage's single output), else all of its triples. VBPR uses the triples of
+    real users only (``user >= 0``). ``features`` (n_items, input_dim) follow the catalogue
+    item index. ``evaluator(model)``, when given, runs after every epoch (model in eval
+    mode, no grad) and returns named validation figures (e.g. ``val_auc``); the figure
+    named by ``config.monitor`` chooses the best epoch and drives early stopping.
+    Deterministic kernels when configured. Raises :class:`TrainingDivergedError` on a
+    NaN loss.
+    """
     with _deterministic_kernels(config):
         return _train(
             model, train, validation, features, config, callback, checkpoint_dir, resume, evaluator
         )
-
-
-def train_grid(
-    models: Sequence[CuratorNet | VBPR],
-    train: Triplets,
-    validation: Triplets,
-    features: np.ndarray,
-    configs: Sequence[TrainConfig],
-    callbacks: Sequence[Callable[[EpochStats], None] | None] | None = None,
-    checkpoint_dir: Path | None = None,
-    resume: bool = True,
-    evaluator: Evaluator | None = None,
-) -> list[TrainResult]:
-    """Train variants that differ only in ``l2`` in one pass; one :class:`TrainResult` each.
-
-    ``models`` share kind, configuration and feature scaler (typically the same initial
-    weights); ``configs`` differ in ``l2`` only. Every batch is built once and each layer runs
-    once for all variants (:class:`~curatornet_pipeline.core.models.CuratorNetStack`); each
-    variant has its own loss, Adam state, best epoch and early stopping (a stopped variant
-    leaves the stack), so each result means what :func:`train` of that model alone gives,
-    up to floating-point summation order. ``callbacks[k]`` gets variant k's epochs; the
-    checkpoint holds the whole grid. Each model ends holding its best weights.
-    """
-    if not configs:
-        raise ValueError("a grid needs at least one config")
-    with _deterministic_kernels(configs[0]):
-        return _train_grid(
-            models, train, validation, features, configs, callbacks, checkpoint_dir, resume,
-            evaluator,
-        )  # fmt: skip

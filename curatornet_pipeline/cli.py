@@ -1,6 +1,7 @@
 """The ``curatornet`` command: synth, run, ui, import-embeddings, batches, lineage, recommend."""
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -111,15 +112,25 @@ def _ensure_dataset(data_root: Path, scale: str, seed: int) -> None:
     generate(SynthConfig(scale=scale, seed=seed), data_root)
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C, so this invocation's runs are canceled."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 def _terminate_as_interrupt(signum, frame) -> None:
-    """SIGTERM (a service manager, `timeout`) unwinds like Ctrl-C: children are stopped."""
-    raise KeyboardInterrupt(f"signal {signum}")
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)  # one stop is enough: the cleanup runs undisturbed
+    raise Stopped(signum)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from curatornet_pipeline.runner import dagster_home
+    from curatornet_pipeline.daemon import dagster_home
 
     signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    signal.signal(signal.SIGHUP, _terminate_as_interrupt)
     dagster_home()
     data_root = Path(args.data or settings.data_dir()).resolve()
     os.environ["CURATORNET_DATA"] = str(data_root)
@@ -155,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from curatornet_pipeline.definitions import defs
     from curatornet_pipeline.defs.assets.training import add_grid_partitions
     from curatornet_pipeline.defs.resources import pipeline_settings
-    from curatornet_pipeline.runner import LaunchError, daemon, launch_all, plan
+    from curatornet_pipeline.runner import LaunchError, launch_all, plan
 
     started = time.perf_counter()
 
@@ -166,23 +177,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
 
     print(f"launching the asset graph's jobs (profile {args.profile}, weights {weights})")
+    from curatornet_pipeline.daemon import lease
     from curatornet_pipeline.locks import open_instance
 
     with open_instance() as instance:  # concurrent first runs: one creates the stores
         add_grid_partitions(instance, pipeline_settings(args.profile, overrides).grid())
-        stages = plan(defs, instance)
+        try:
+            stages = plan(defs, instance, args.jobs.split(",") if args.jobs else None)
+        except ValueError as exc:
+            print(f"curatornet run: {exc}", file=sys.stderr)
+            return 2
         tags = {"curatornet/trigger": "cli", "curatornet/invocation": str(time.time_ns())}
-        # automation off in a daemon of our own: this command launches every stage itself
-        with daemon(instance, {**os.environ, "CURATORNET_AUTOMATION": "off"}) as started_here:
-            if started_here:
-                print("  started a Dagster daemon for this run (none was running)")
-            try:
+        # automation off in services started here: this command launches every stage itself
+        try:
+            with lease(automation="off") as services:
                 runs = launch_all(
-                    instance, stages, run_config(args.profile, overrides), tags, on_done
+                    instance, services, stages, run_config(args.profile, overrides), tags, on_done
                 )
-            except LaunchError as exc:
-                print(f"\nFAILED: {exc}", file=sys.stderr)
-                return 1
+        except LaunchError as exc:
+            print(f"\nFAILED: {exc}", file=sys.stderr)
+            return 1
     print(f"{len(runs)} runs")
     _summary(time.perf_counter() - started)
     return 0
@@ -218,9 +232,30 @@ def _popen(cmd: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, preexec_fn=reset, start_new_session=True, **kwargs)
 
 
+def _stop_sessions(procs: list[subprocess.Popen], timeout_s: float = 30.0) -> None:
+    """Ctrl-C to each server's session (its workers included), SIGKILL to what outlives it."""
+    for sig, wait_s in ((signal.SIGINT, timeout_s), (signal.SIGKILL, 10.0)):
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + wait_s
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        if all(_session_gone(p.pid) for p in procs):
+            return
+
+
+def _session_gone(sid: int) -> bool:
+    try:
+        os.killpg(sid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 def _serve_until_signal(procs: list[subprocess.Popen]) -> None:
     """Wait until a server exits, Ctrl-C (SIGINT), SIGTERM or SIGHUP; then stop them all."""
-    from curatornet_pipeline.stack import stop_process_trees
 
     def on_signal(signum: int, frame) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -236,7 +271,7 @@ def _serve_until_signal(procs: list[subprocess.Popen]) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        stop_process_trees([p.pid for p in procs])
+        _stop_sessions(procs)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -254,19 +289,19 @@ def _prepare_mlflow_store(uri: str) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from curatornet_pipeline.locks import open_instance
-    from curatornet_pipeline.runner import dagster_home
+    from curatornet_pipeline.daemon import dagster_home, lease
 
     dagster_home()
-    open_instance().dispose()  # concurrent first runs: one creates the stores, others wait
     env = dict(os.environ)
     bindir = Path(sys.executable).parent
     uri = settings.mlflow_tracking_uri()
+    # one worker and no job consumers: the UI of one person's home (docs/operations.md)
     mlflow_cmd = [
         str(bindir / "mlflow"), "ui", "--backend-store-uri", uri,
         "--default-artifact-root", settings.mlflow_artifact_root(),
-        "--host", "127.0.0.1", "--port", str(args.mlflow_port),
+        "--host", "127.0.0.1", "--port", str(args.mlflow_port), "--workers", "1",
     ]  # fmt: skip
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     if uri.startswith(("http://", "https://")):
         print(f"MLflow tracking server {uri} serves its own UI; not starting one")
         mlflow_cmd = []
@@ -275,29 +310,22 @@ def cmd_ui(args: argparse.Namespace) -> int:
         # the links of both UIs follow these ports (docs/operations.md)
         env["CURATORNET_MLFLOW_UI"] = f"http://127.0.0.1:{args.mlflow_port}"
     env["CURATORNET_DAGSTER_UI"] = f"http://127.0.0.1:{args.dagster_port}"
-    procs = [
-        _popen(
-            [
-                str(bindir / "dagster"),
-                "dev",
-                "-w",
-                str(settings.REPO_ROOT / "workspace.yaml"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(args.dagster_port),
-            ],
-            env,
-        ),
-    ]
-    if mlflow_cmd:
-        procs.append(_popen(mlflow_cmd, env))
-    print(
-        f"Dagster UI: http://127.0.0.1:{args.dagster_port}   "
-        f"MLflow UI: http://127.0.0.1:{args.mlflow_port}   (Ctrl-C or SIGTERM stops both)",
-        flush=True,
-    )
-    _serve_until_signal(procs)
+    # the home's daemon (schedule and sensors on when started here), shared with any
+    # `curatornet run`; the webserver reads the same code server
+    with lease(automation=os.environ.get("CURATORNET_AUTOMATION", "on")) as services:
+        webserver = [
+            str(bindir / "dagster-webserver"), "-w", services.workspace,
+            "-h", "127.0.0.1", "-p", str(args.dagster_port),
+        ]  # fmt: skip
+        procs = [_popen(webserver, env)]
+        if mlflow_cmd:
+            procs.append(_popen(mlflow_cmd, env))
+        print(
+            f"Dagster UI: http://127.0.0.1:{args.dagster_port}   "
+            f"MLflow UI: http://127.0.0.1:{args.mlflow_port}   (Ctrl-C or SIGTERM stops both)",
+            flush=True,
+        )
+        _serve_until_signal(procs)
     return 0
 
 
@@ -365,7 +393,7 @@ def cmd_embed_shard(args: argparse.Namespace) -> int:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-    from curatornet_pipeline.runner import dagster_home
+    from curatornet_pipeline.daemon import dagster_home
 
     dagster_home()
     import dagster as dg
@@ -498,6 +526,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="dataset folder (default: data/)")
+    p.add_argument(
+        "--jobs",
+        default=None,
+        metavar="JOB[,JOB...]",
+        help="launch only these named jobs, in stage order (default: every job of the graph)",
+    )
     for option in (
         "on-unknown-items",
         "on-missing-images",
@@ -586,8 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("ui", help="serve the Dagster UI and the MLflow UI on 127.0.0.1")
-    p.add_argument("--dagster-port", type=int, default=3000)
-    p.add_argument("--mlflow-port", type=int, default=5000)
+    p.add_argument("--dagster-port", type=int, default=3000, help="Dagster UI port (default 3000)")
+    p.add_argument("--mlflow-port", type=int, default=5000, help="MLflow UI port (default 5000)")
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser(
@@ -611,7 +645,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logger.setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP where a command maps them
+        signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
+        name = signal.Signals(signum).name
+        print(f"curatornet {args.command}: stopped by {name}", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

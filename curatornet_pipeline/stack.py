@@ -1,27 +1,29 @@
-"""``curatornet stack up|down|status``: the pipeline as a service on one machine.
+"""``curatornet stack up|down|status|run``: the pipeline as a service on one machine.
 
-Started in ``$CURATORNET_HOME/stack``, all on 127.0.0.1:
+Started in ``$CURATORNET_HOME/stack`` under ``supervisord`` (Supervisor, the
+process manager; ``supervisord.conf`` there), all on 127.0.0.1:
 
-- a PostgreSQL cluster (Debian's ``postgresql``: ``initdb``/``pg_ctl``) with the
-  databases ``dagster`` and ``mlflow``;
+- a PostgreSQL cluster (Debian's ``postgresql``) with the databases
+  ``dagster`` and ``mlflow``;
 - the Dagster instance on it (``dagster-postgres``), with a queued run
-  coordinator whose tag limits keep training runs from oversubscribing the
-  cores, and run monitoring;
+  coordinator whose tag limit keeps heavy runs from oversubscribing the cores,
+  and run monitoring;
 - the MLflow tracking server on PostgreSQL, proxying artifacts to a folder;
 - a Dask scheduler and worker processes (``distributed``), each worker with
   its thread budget (``CURATORNET_THREADS``);
-- the Dagster daemon and webserver, whose runs use the Dask executor.
+- a Dagster code server, and the Dagster daemon and webserver reading it,
+  whose runs use the Dask executor.
 
-``down`` stops every process it started, by process id, and keeps the data.
+``supervisorctl -c $CURATORNET_HOME/stack/supervisord.conf status`` shows them;
+``down`` shuts supervisord down, which stops every program's process group,
+and keeps the data.
 """
 
 import json
 import os
 import pwd
-import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,89 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curatornet_pipeline import settings
+from curatornet_pipeline.daemon import LOCATION, Services, dagster_yaml
 
 HOST = "127.0.0.1"
 PG_USER = "curatornet"
-#: Run tag the coordinator limits: runs that train models carry it.
-TRAINING_TAG = ("curatornet/kind", "training")
-
-
-# --- processes ---------------------------------------------------------------
-
-
-def _alive(pid: int) -> bool:
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants that are alive now."""
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        return [pid, *(c.pid for c in proc.children(recursive=True))]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def stop_process_trees(pids: list[int], timeout_s: float = 30.0) -> None:
-    """Stop each process and its descendants: SIGINT to its process group (what
-    Ctrl-C does), then SIGTERM, then SIGKILL to whatever is still alive."""
-    import psutil
-
-    tree = {p for pid in pids for p in process_tree(pid)}
-    for pid in pids:
-        try:
-            if os.getpgid(pid) == pid:
-                os.killpg(pid, signal.SIGINT)
-            else:
-                os.kill(pid, signal.SIGINT)
-        except ProcessLookupError:
-            pass
-    for sig, wait_s in ((None, timeout_s), (signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
-        tree |= {p for pid in pids for p in process_tree(pid)}  # children started meanwhile
-        procs = []
-        for pid in tree:
-            try:
-                procs.append(psutil.Process(pid))
-            except psutil.NoSuchProcess:
-                pass
-        if sig is not None:
-            for proc in procs:
-                try:
-                    proc.send_signal(sig)
-                except psutil.NoSuchProcess:
-                    pass
-        _, alive = psutil.wait_procs(procs, timeout=wait_s)
-        if not alive:
-            return
-
-
-def _start(name: str, cmd: list[str], env: dict, log_dir: Path, **kwargs) -> int:
-    """Start a server in its own session, output to ``<log_dir>/<name>.log``."""
-
-    def reset() -> None:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-    with open(log_dir / f"{name}.log", "wb") as log:
-        proc = subprocess.Popen(
-            cmd,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=reset,
-            start_new_session=True,
-            cwd=settings.REPO_ROOT,
-            **kwargs,
-        )
-    return proc.pid
 
 
 def free_port() -> int:
@@ -128,24 +51,22 @@ def port_open(port: int) -> bool:
         return s.connect_ex((HOST, port)) == 0
 
 
-def _wait(what: str, ready, timeout_s: float, pid: int | None, log: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        if pid is not None and not _alive(pid):
-            break
-        time.sleep(0.5)
-    tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-    raise RuntimeError(f"{what} did not start (see {log}):\n{tail}")
-
-
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return response.status == 200
     except OSError:
         return False
+
+
+def _wait(what: str, ready, timeout_s: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        time.sleep(0.5)
+    tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+    raise RuntimeError(f"{what} did not start (see {log}):\n{tail}")
 
 
 # --- layout ------------------------------------------------------------------
@@ -178,6 +99,10 @@ class StackPaths:
     @property
     def state_file(self) -> Path:
         return self.root / "state.json"
+
+    @property
+    def supervisor_conf(self) -> Path:
+        return self.root / "supervisord.conf"
 
 
 def paths() -> StackPaths:
@@ -276,30 +201,16 @@ def _init_postgres(p: StackPaths) -> str:
     return password
 
 
-def _start_postgres(p: StackPaths, port: int) -> int:
-    conf = p.pgdata / "curatornet.conf"
-    conf.write_text(f"listen_addresses = '{HOST}'\nport = {port}\nunix_socket_directories = ''\n")
-    if _pg_user():
-        shutil.chown(conf, "postgres", "postgres")
-    log = p.logs / "postgres.log"
-    if _pg_user():
-        log.touch()
-        shutil.chown(log, "postgres", "postgres")
-    _pg_run([_pg_bin("pg_ctl"), "-D", str(p.pgdata), "-l", str(log), "-w", "-t", "60", "start"])
-    return int((p.pgdata / "postmaster.pid").read_text().split()[0])
-
-
-def _stop_postgres(p: StackPaths) -> None:
-    if (p.pgdata / "postmaster.pid").exists():
-        _pg_run([_pg_bin("pg_ctl"), "-D", str(p.pgdata), "-m", "fast", "-w", "-t", "60", "stop"])
-
-
-def _ensure_databases(port: int, password: str) -> None:
+def _databases(port: int, password: str) -> bool:
+    """Create the databases ``dagster`` and ``mlflow`` once PostgreSQL answers; False before."""
     import psycopg2
 
-    conn = psycopg2.connect(
-        host=HOST, port=port, user=PG_USER, password=password, dbname="postgres"
-    )
+    try:
+        conn = psycopg2.connect(
+            host=HOST, port=port, user=PG_USER, password=password, dbname="postgres"
+        )
+    except psycopg2.OperationalError:
+        return False
     conn.autocommit = True
     with conn.cursor() as cur:
         for db in ("dagster", "mlflow"):
@@ -307,6 +218,7 @@ def _ensure_databases(port: int, password: str) -> None:
             if cur.fetchone() is None:
                 cur.execute(f'CREATE DATABASE "{db}"')
     conn.close()
+    return True
 
 
 def postgres_url(state: dict, db: str) -> str:
@@ -314,14 +226,8 @@ def postgres_url(state: dict, db: str) -> str:
     return f"postgresql+psycopg2://{PG_USER}:{state['password']}@{HOST}:{state['ports']['postgres']}/{db}"
 
 
-# --- Dagster instance ------------------------------------------------------------
-
-
-def _write_dagster_yaml(p: StackPaths, port: int, password: str, workers: int) -> None:
-    p.dagster_home.mkdir(exist_ok=True)
-    key, value = TRAINING_TAG
-    text = f"""# Written by `curatornet stack up`; rewritten at every start.
-storage:
+def _postgres_storage(port: int, password: str) -> str:
+    return f"""storage:
   postgres:
     postgres_db:
       username: {PG_USER}
@@ -330,34 +236,10 @@ storage:
       db_name: dagster
       port: {port}
       scheme: postgresql+psycopg2
-run_coordinator:
-  module: dagster.core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    max_concurrent_runs: {workers}
-    dequeue_interval_seconds: 1
-    # launch the runs of a stage side by side: one at a time, each launch waits seconds
-    # for the code server, and short runs never overlap on the workers
-    dequeue_use_threads: true
-    dequeue_num_workers: {workers}
-    tag_concurrency_limits:
-      # training runs: at most one per worker, so their threads fit the cores
-      - key: "{key}"
-        value: "{value}"
-        limit: {workers}
-run_monitoring:
-  enabled: true
-  poll_interval_seconds: 5
-  start_timeout_seconds: 900  # a run worker imports torch: slow on busy cores
-telemetry:
-  enabled: false
 """
-    path = p.dagster_home / "dagster.yaml"
-    path.write_text(text)
-    path.chmod(0o600)
 
 
-# --- up / down / status ------------------------------------------------------------
+# --- supervisord ------------------------------------------------------------------
 
 
 def _env(state: dict) -> dict[str, str]:
@@ -385,89 +267,70 @@ def stack_env() -> dict[str, str]:
     return {k: v for k, v in _env(state).items() if k not in os.environ or os.environ[k] != v}
 
 
-def up(workers: int = 2, threads: int | None = None, timeout_s: float = 240.0) -> dict:
-    """Start the stack; returns its state (ports, pids, start time in seconds)."""
-    started = time.monotonic()
-    p = paths()
-    state = read_state()
-    if state and any(_alive(pid) for pid in state["pids"].values()):
-        raise RuntimeError(f"the stack already runs (state in {p.state_file}); stack down first")
-    p.root.mkdir(parents=True, exist_ok=True)
-    p.root.chmod(0o755)
-    p.logs.mkdir(exist_ok=True)
-    p.artifacts.mkdir(exist_ok=True)
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    password = _init_postgres(p)
-    ports = {n: free_port() for n in ("postgres", "mlflow", "webserver", "scheduler")}
-    state = {
-        "ports": ports,
-        "password": password,
-        "workers": workers,
-        "threads_per_worker": threads,
-        "pids": {},
-    }
-    _write_state(state)
-    try:
-        state["pids"]["postgres"] = _start_postgres(p, ports["postgres"])
-        _write_state(state)
-        _ensure_databases(ports["postgres"], password)
-        _write_dagster_yaml(p, ports["postgres"], password, workers)
-        env = _env(state)
-        bindir = Path(sys.executable).parent
-        workspace = str(settings.REPO_ROOT / "workspace.yaml")
-        mlflow_env = {**env, "MLFLOW_BACKEND_STORE_URI": postgres_url(state, "mlflow")}
-        launches = {
-            "mlflow": (
-                [
-                    str(bindir / "mlflow"),
-                    "server",
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(ports["mlflow"]),
-                    "--artifacts-destination",
-                    str(p.artifacts),
-                    "--workers",
-                    "1",
-                ],  # fmt: skip
-                mlflow_env,
-            ),
-            "scheduler": (
-                [
-                    str(bindir / "dask"),
-                    "scheduler",
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(ports["scheduler"]),
-                    "--no-dashboard",
-                ],  # fmt: skip
-                env,
-            ),
-        }
-        for name, (cmd, cmd_env) in launches.items():
-            state["pids"][name] = _start(name, cmd, cmd_env, p.logs)
-            _write_state(state)
-        worker_env = {
-            **env,
-            "CURATORNET_THREADS": str(threads),
-            "OMP_NUM_THREADS": str(threads),
-            "MKL_NUM_THREADS": str(threads),
-        }
-        for i in range(workers):
-            name = f"worker-{i}"
-            cmd = [
-                str(bindir / "dask"), "worker", env["CURATORNET_DASK_SCHEDULER"],
-                "--host", HOST, "--nworkers", "1", "--nthreads", "1", "--name", name,
-                "--no-dashboard", "--local-directory", str(p.root / "dask"),
+def _services(state: dict) -> Services:
+    """The stack's code server, as the Dagster commands address it."""
+    workspace = str(paths().dagster_home / "workspace.yaml")
+    return Services(0, state["ports"]["codeserver"], workspace, "on")
+
+
+def _programs(p: StackPaths, state: dict) -> dict[str, dict]:
+    """supervisord's programs: name -> command, extra environment, options."""
+    bindir = Path(sys.executable).parent
+    ports = state["ports"]
+    threads = str(state["threads_per_worker"])
+    workspace = _services(state).workspace
+    postgres = [_pg_bin("postgres"), "-D", str(p.pgdata)]
+    programs = {
+        "postgres": {"cmd": postgres, "user": "postgres" if _pg_user() else None},
+        "mlflow": {
+            "cmd": [
+                str(bindir / "mlflow"),
+                "server",
+                "--host",
+                HOST,
+                "--port",
+                str(ports["mlflow"]),
+                "--artifacts-destination",
+                str(p.artifacts),
+                "--workers",
+                "1",
+            ],  # fmt: skip
+            "env": {
+                "MLFLOW_BACKEND_STORE_URI": postgres_url(state, "mlflow"),
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            },
+        },
+        "scheduler": {
+            "cmd": [
+                str(bindir / "dask"),
+                "scheduler",
+                "--host",
+                HOST,
+                "--port",
+                str(ports["scheduler"]),
+                "--no-dashboard",
             ]  # fmt: skip
-            state["pids"][name] = _start(name, cmd, worker_env, p.logs)
-        state["pids"]["daemon"] = _start(
-            "daemon", [str(bindir / "dagster-daemon"), "run", "-w", workspace], env, p.logs
-        )
-        state["pids"]["webserver"] = _start(
-            "webserver",
-            [
+        },
+        "codeserver": {
+            "cmd": [
+                str(bindir / "dagster"),
+                "code-server",
+                "start",
+                "-m",
+                "curatornet_pipeline.definitions",
+                "-a",
+                "defs",
+                "-h",
+                HOST,
+                "-p",
+                str(ports["codeserver"]),
+                "--location-name",
+                LOCATION,
+            ]  # fmt: skip
+        },
+        "daemon": {"cmd": [str(bindir / "dagster-daemon"), "run", "-w", workspace]},
+        "webserver": {
+            "cmd": [
                 str(bindir / "dagster-webserver"),
                 "-h",
                 HOST,
@@ -475,72 +338,231 @@ def up(workers: int = 2, threads: int | None = None, timeout_s: float = 240.0) -
                 str(ports["webserver"]),
                 "-w",
                 workspace,
+            ]  # fmt: skip
+        },
+    }
+    for i in range(state["workers"]):
+        programs[f"worker-{i}"] = {
+            "cmd": [
+                str(bindir / "dask"),
+                "worker",
+                f"tcp://{HOST}:{ports['scheduler']}",
+                "--host",
+                HOST,
+                "--nworkers",
+                "1",
+                "--nthreads",
+                "1",
+                "--name",
+                f"worker-{i}",
+                "--no-dashboard",
+                "--local-directory",
+                str(p.root / "dask"),
             ],  # fmt: skip
-            env,
-            p.logs,
+            "env": {
+                "CURATORNET_THREADS": threads,
+                "OMP_NUM_THREADS": threads,
+                "MKL_NUM_THREADS": threads,
+            },
+        }
+    return programs
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("%", "%%").replace('"', '\\"') + '"'
+
+
+def _write_supervisor_conf(p: StackPaths, state: dict) -> None:
+    lines = [
+        "; Written by `curatornet stack up`; rewritten at every start.",
+        "[supervisord]",
+        f"logfile={p.logs / 'supervisord.log'}",
+        f"pidfile={p.root / 'supervisord.pid'}",
+        f"childlogdir={p.logs}",
+        f"directory={settings.REPO_ROOT}",
+        "[unix_http_server]",
+        f"file={p.root / 'supervisor.sock'}",
+        "chmod=0700",
+        "[supervisorctl]",
+        f"serverurl=unix://{p.root / 'supervisor.sock'}",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+    ]
+    for name, program in _programs(p, state).items():
+        env = program.get("env", {})
+        lines += [
+            f"[program:{name}]",
+            "command=" + " ".join(_quote(c) for c in program["cmd"]),
+            "autostart=false",
+            "autorestart=unexpected",
+            "startsecs=2",
+            "stopsignal=INT",  # Ctrl-C: what the Dagster processes and PostgreSQL (fast) expect
+            "stopwaitsecs=30",
+            "stopasgroup=true",
+            "killasgroup=true",
+            "redirect_stderr=true",
+            f"stdout_logfile={p.logs / (name + '.log')}",
+        ]
+        if program.get("user"):
+            lines.append(f"user={program['user']}")
+        if env:
+            lines.append("environment=" + ",".join(f"{k}={_quote(v)}" for k, v in env.items()))
+    p.supervisor_conf.write_text("\n".join(lines) + "\n")
+    p.supervisor_conf.chmod(0o600)
+
+
+def _ctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    bindir = Path(sys.executable).parent
+    cmd = [str(bindir / "supervisorctl"), "-c", str(paths().supervisor_conf), *args]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"supervisorctl {' '.join(args)}: {result.stdout}{result.stderr}")
+    return result
+
+
+def _supervisord_pid() -> int | None:
+    try:
+        pid = int((paths().root / "supervisord.pid").read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+# --- up / down / status ------------------------------------------------------------
+
+
+def up(workers: int = 2, threads: int | None = None, timeout_s: float = 240.0) -> dict:
+    """Start the stack; returns its state (ports, pids, start time in seconds)."""
+    started = time.monotonic()
+    p = paths()
+    if _supervisord_pid() is not None:
+        raise RuntimeError(f"the stack already runs ({p.supervisor_conf}); stack down first")
+    p.root.mkdir(parents=True, exist_ok=True)
+    p.root.chmod(0o755)
+    p.logs.mkdir(exist_ok=True)
+    p.artifacts.mkdir(exist_ok=True)
+    p.dagster_home.mkdir(exist_ok=True)
+    password = _init_postgres(p)
+    names = ("postgres", "mlflow", "webserver", "scheduler", "codeserver")
+    state = {
+        "ports": {n: free_port() for n in names},
+        "password": password,
+        "workers": workers,
+        "threads_per_worker": threads or max(1, (os.cpu_count() or 1) // workers),
+    }
+    ports = state["ports"]
+    conf = p.pgdata / "curatornet.conf"
+    conf.write_text(
+        f"listen_addresses = '{HOST}'\nport = {ports['postgres']}\nunix_socket_directories = ''\n"
+    )
+    if _pg_user():
+        shutil.chown(conf, "postgres", "postgres")
+    yaml = p.dagster_home / "dagster.yaml"
+    storage = _postgres_storage(ports["postgres"], password)
+    yaml.write_text(dagster_yaml(workers, workers, storage, start_timeout=900, kept=False))
+    yaml.chmod(0o600)
+    _services(state).write_workspace(p.dagster_home / "workspace.yaml")
+    _write_supervisor_conf(p, state)
+    _write_state(state)
+    bindir = Path(sys.executable).parent
+    env = _env(state)
+    try:
+        subprocess.run(
+            [str(bindir / "supervisord"), "-c", str(p.supervisor_conf)], env=env, check=True
         )
-        _write_state(state)
+        _wait(
+            "supervisord",
+            lambda: _ctl("pid", check=False).returncode == 0,
+            30,
+            p.logs / "supervisord.log",
+        )
+        _ctl("start", "postgres")
+        _wait(
+            "PostgreSQL",
+            lambda: _databases(ports["postgres"], password),
+            timeout_s,
+            p.logs / "postgres.log",
+        )
+        _ctl("start", "mlflow", "scheduler", "codeserver", *(f"worker-{i}" for i in range(workers)))
+        _wait(
+            "the Dagster code server",
+            lambda: port_open(ports["codeserver"]),
+            timeout_s,
+            p.logs / "codeserver.log",
+        )
+        _ctl("start", "daemon", "webserver")
         _wait(
             "the MLflow server",
             lambda: _http_ok(f"http://{HOST}:{ports['mlflow']}/health"),
             timeout_s,
-            state["pids"]["mlflow"],
             p.logs / "mlflow.log",
         )
         scheduler_log = p.logs / "scheduler.log"
         _wait(
             f"{workers} Dask workers",
-            lambda: (
-                len(re.findall(r"Register worker", scheduler_log.read_text(errors="replace")))
-                >= workers
-            ),
+            lambda: scheduler_log.read_text(errors="replace").count("Register worker") >= workers,
             timeout_s,
-            state["pids"]["scheduler"],
             scheduler_log,
         )
         _wait(
             "the Dagster webserver",
             lambda: _http_ok(f"http://{HOST}:{ports['webserver']}/server_info"),
             timeout_s,
-            state["pids"]["webserver"],
             p.logs / "webserver.log",
         )
     except BaseException:
         down()
         raise
+    state["pids"] = {
+        name: int(pid) for name, pid in (line.split() for line in _pids()) if pid.isdigit()
+    }
     state["up_seconds"] = round(time.monotonic() - started, 1)
     _write_state(state)
     return state
 
 
+def _pids() -> list[str]:
+    """``name pid`` of each program supervisord runs."""
+    out = _ctl("status", check=False).stdout
+    return [
+        f"{line.split()[0]} {line.split('pid ')[1].split(',')[0]}"
+        for line in out.splitlines()
+        if "RUNNING" in line and "pid " in line
+    ]
+
+
 def down() -> dict:
-    """Stop every process the stack started (by pid), then PostgreSQL; keep the data."""
+    """Shut supervisord down (it stops every program's process group); keep the data."""
     started = time.monotonic()
     p = paths()
     state = read_state()
-    if state is None:
-        return {"down_seconds": 0.0, "stopped": []}
-    pids = state.get("pids", {})
-    order = ["webserver", "daemon", *sorted(k for k in pids if k.startswith("worker-"))]
-    order += ["scheduler", "mlflow"]
-    stop_process_trees([pids[n] for n in order if n in pids and _alive(pids[n])])
-    if "postgres" in pids:
-        _stop_postgres(p)
-    p.state_file.unlink()
-    return {"down_seconds": round(time.monotonic() - started, 1), "stopped": list(pids)}
+    pid = _supervisord_pid()
+    stopped = []
+    if pid is not None:
+        stopped = [line.split()[0] for line in _pids()]
+        _ctl("shutdown", check=False)
+        deadline = time.monotonic() + 120
+        while _supervisord_pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.5)
+    if state is not None:
+        p.state_file.unlink()
+    return {"down_seconds": round(time.monotonic() - started, 1), "stopped": stopped}
 
 
 def status() -> dict:
-    """Each server's pid, whether it is alive, and whether its port answers."""
+    """Each program's state as supervisord reports it, and whether its port answers."""
     state = read_state()
-    if state is None:
+    if state is None or _supervisord_pid() is None:
         return {"up": False}
-    procs = {name: {"pid": pid, "alive": _alive(pid)} for name, pid in state["pids"].items()}
-    for name, port in state["ports"].items():
-        if name in procs:
-            procs[name]["port"] = port
-            procs[name]["listening"] = port_open(port)
-    return {"up": all(p["alive"] for p in procs.values()), "processes": procs}
+    procs = {}
+    for line in _ctl("status", check=False).stdout.splitlines():
+        name, program_state, *_ = line.split()
+        procs[name] = {"state": program_state}
+        if name in state["ports"]:
+            procs[name]["port"] = state["ports"][name]
+            procs[name]["listening"] = port_open(state["ports"][name])
+    return {"up": all(p["state"] == "RUNNING" for p in procs.values()), "processes": procs}
 
 
 # --- running the pipeline through the daemon --------------------------------------
@@ -549,10 +571,10 @@ def status() -> dict:
 def run_pipeline(profile: str = "tiny", overrides: dict | None = None, log=print) -> list:
     """Queue the whole asset graph on the running stack, stage by stage, and wait.
 
-    The same named jobs and stages as ``curatornet run`` (``runner.plan``), submitted
-    to the stack's instance: the daemon starts them within the run coordinator's
-    limits and their steps execute on the Dask workers. Training runs carry the tag
-    the coordinator limits. Returns the finished runs.
+    The same named jobs and stages as ``curatornet run`` (``runner.plan``), launched
+    with ``dagster job launch`` against the stack's code server: the stack's daemon
+    starts them within the run coordinator's limits and their steps execute on the
+    Dask workers. Returns the finished runs.
     """
     state = read_state()
     if state is None:
@@ -562,9 +584,8 @@ def run_pipeline(profile: str = "tiny", overrides: dict | None = None, log=print
 
     from curatornet_pipeline.definitions import defs
     from curatornet_pipeline.defs.assets.training import add_grid_partitions
-    from curatornet_pipeline.defs.automation import TRAINING_JOBS
     from curatornet_pipeline.defs.resources import pipeline_settings, run_config
-    from curatornet_pipeline.runner import daemon_alive, launch_all, plan
+    from curatornet_pipeline.runner import launch_all, plan
 
     if overrides is None:  # CURATORNET_OVERRIDES, as for `curatornet run` (docs/scaling.md)
         from curatornet_pipeline.settings import run_overrides
@@ -578,22 +599,13 @@ def run_pipeline(profile: str = "tiny", overrides: dict | None = None, log=print
             f"{run.status.value.lower():<8} ({seconds:.1f}s)  run {run.run_id[:8]}"
         )
 
-    runs = []
+    services = _services(state)
     with dg.DagsterInstance.get() as instance:
-        deadline = time.monotonic() + 300  # a daemon just started loads the code first
-        while not daemon_alive(instance, within=120):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the stack's Dagster daemon sends no heartbeat: stack status")
-            time.sleep(2)
         add_grid_partitions(instance, pipeline_settings(profile, overrides).grid())
         tags = {"curatornet/trigger": "stack", "curatornet/invocation": str(time.time_ns())}
-        for stage in plan(defs, instance):
-            training = any(launch.job in TRAINING_JOBS for launch in stage)
-            stage_tags = {**tags, TRAINING_TAG[0]: TRAINING_TAG[1]} if training else tags
-            runs += launch_all(
-                instance, [stage], run_config(profile, overrides), stage_tags, on_done
-            )
-    return runs
+        return launch_all(
+            instance, services, plan(defs, instance), run_config(profile, overrides), tags, on_done
+        )
 
 
 def urls(state: dict) -> dict[str, str]:

@@ -115,7 +115,7 @@ def test_two_first_runs_on_a_fresh_home_both_succeed(
                     )
                 )
         deadline = time.monotonic() + 240
-        while not all("waiting for process" in e.read_text() for e in errs):
+        while not all("waiting for another process" in e.read_text() for e in errs):
             assert time.monotonic() < deadline, [e.read_text()[-2000:] for e in errs]
             assert all(p.poll() is None for p in procs), [e.read_text()[-2000:] for e in errs]
             time.sleep(0.2)

@@ -56,7 +56,7 @@ def checkpoint_epochs(path) -> int:
     return int(state["epoch"]) if state is not None else 0
 
 
-def _running(mlflow: MlflowTracking, filters: list[str]) -> list:
+def running_mlflow_runs(mlflow: MlflowTracking, filters: list[str]) -> list:
     query = " and ".join(["attributes.status = 'RUNNING'", *filters])
     return mlflow.client.search_runs([mlflow.experiment_id], filter_string=query, max_results=200)
 
@@ -96,7 +96,7 @@ def end_orphaned_mlflow_runs(
         f"tags.`{TAG_PARTITION}` = '{partition}'",
     ]
     orphans = []
-    for run in _running(mlflow, filters):
+    for run in running_mlflow_runs(mlflow, filters):
         owner = run.data.tags.get(TAG_RUN_ID, "")
         if owner == context.run.run_id:
             continue
@@ -120,7 +120,7 @@ def end_mlflow_runs_of_failed_runs(context: dg.RunFailureSensorContext, mlflow: 
     run_id = context.dagster_run.run_id
     ended = end_runs(
         mlflow,
-        _running(mlflow, [f"tags.`{TAG_RUN_ID}` = '{run_id}'"]),
+        running_mlflow_runs(mlflow, [f"tags.`{TAG_RUN_ID}` = '{run_id}'"]),
         f"Dagster run {run_id} failed: {context.failure_event.message or ''}",
     )
     if ended:

@@ -190,16 +190,23 @@ def train_variant(
             )
 
         start = time.perf_counter()
-        result = train_core.train(
-            model,
-            triples,
-            triples,
-            catalogue.features,
-            config,
-            on_epoch,
-            checkpoints,
-            evaluator=evaluator,
-        )
+        try:
+            result = train_core.train(
+                model,
+                triples,
+                triples,
+                catalogue.features,
+                config,
+                on_epoch,
+                checkpoints,
+                evaluator=evaluator,
+            )
+        except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError) as exc:
+            # a cancel (Dagster interrupts the step), not a crash: RETRY is not for it
+            raise dg.Failure(
+                f"{variant.name}: training canceled; its checkpoint stays for the next run",
+                allow_retries=False,
+            ) from exc
         best = result.best_metrics
         history = [dataclasses.asdict(h) for h in result.history]
         payload = models_core.model_payload(

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from curatornet_pipeline.core import ragged
+from curatornet_pipeline.core import fused, machine, ragged
 from curatornet_pipeline.core.linear import onednn_available, use_gemm_backend
 from curatornet_pipeline.core.models import VBPR, CuratorNet, CuratorNetConfig, VBPRConfig
+from curatornet_pipeline.core.scorers import CuratorNetScorer
 from curatornet_pipeline.core.train import (
     CHECKPOINT_NAME,
     TrainConfig,
@@ -429,3 +430,51 @@ def test_checkpoint_in_shared_storage_resumes_on_another_worker(tmp_path):
         assert a.loss == b.loss and a.val_accuracy == b.val_accuracy
     for name, value in reference.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[name], value, rtol=0, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------- subnormals
+
+
+def _subnormal(*shape: int) -> torch.Tensor:
+    """float32 1e-39 from its bits: a float written with flushing on would already be 0."""
+    return torch.full(shape, 0x000AE398, dtype=torch.int32).view(torch.float32)
+
+
+def _subnormals_flushed() -> tuple[bool, bool, bool]:
+    """Whether subnormal float32 come out as zero: (this thread, the OpenMP workers of a
+    product split over two threads, the fused kernels' pool threads)."""
+    product = _subnormal(1024, 1024) @ torch.eye(1024)
+    h = _subnormal(2 * fused.PARALLEL_MIN, 2)
+    index = torch.arange(len(h))
+    with fused.use_kernels("fused"):
+        pooled = fused.pool_profiles(h, index, index)  # one row a profile: mean = the row
+    # by their bits: a comparison of floats is itself subject to the mode
+    return (
+        machine.denormals_flushed(),
+        not product.view(torch.int32).any(),
+        not pooled[:, :2].contiguous().view(torch.int32).any(),  # the means: arithmetic
+    )
+
+
+@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush")
+def test_training_and_scoring_run_with_subnormals_flushed_on_every_thread():
+    """Subnormal floats slow a CPU backward pass several times (issue 31): training and
+    scoring flush them, on the calling thread and on every worker thread it uses."""
+    triplets, features = _planted(300)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the OpenMP workers are part of what is checked
+    try:
+        machine.set_flush_denormal(False)
+        assert _subnormals_flushed() == (False, False, False)  # so the checks below can fail
+        seen = []
+        model = _curatornet(features)
+        model.item_tower.register_forward_hook(lambda *_: seen.append(_subnormals_flushed()))
+        train(model, triplets, triplets, features, replace(FAST, epochs=1))
+        assert seen and all(s == (True, True, True) for s in seen), seen
+
+        machine.set_flush_denormal(False)
+        seen.clear()
+        CuratorNetScorer(model, features)  # scoring: the item tower over the catalogue
+        assert seen == [(True, True, True)]
+    finally:
+        torch.set_num_threads(threads)

@@ -46,6 +46,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from curatornet_pipeline.core import machine
+
 CHOICES = ("auto", "torch")
 
 #: Below this many output elements a kernel runs on the calling thread alone: the pool's
@@ -211,12 +213,21 @@ def _split(kernel: Callable, total: int, work: int, *args) -> None:
         kernel(*args, 0, total)
         return
     cuts = [total * k // parts for k in range(parts + 1)]
+    flush = machine.denormals_flushed()
     futures = [
-        _executor(parts - 1).submit(kernel, *args, cuts[k], cuts[k + 1]) for k in range(1, parts)
+        _executor(parts - 1).submit(_in_mode, flush, kernel, *args, cuts[k], cuts[k + 1])
+        for k in range(1, parts)
     ]
     kernel(*args, cuts[0], cuts[1])
     for f in futures:
         f.result()
+
+
+def _in_mode(flush: bool, kernel: Callable, *args) -> None:
+    """``kernel(*args)`` on a pool thread with the caller's subnormal mode: a thread keeps
+    the mode it was started with (:func:`~curatornet_pipeline.core.machine.set_flush_denormal`)."""
+    torch.set_flush_denormal(flush)
+    kernel(*args)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

@@ -3,14 +3,21 @@
 Training picks its CPU products by vendor (:mod:`~curatornet_pipeline.core.linear`), the
 reproduction report records the processor, and every benchmark prints :func:`runtime` as
 its first line, so that figures from machines that differ (with or without AVX-512, AMX)
-are never compared unawares.
+are never compared unawares. :func:`set_flush_denormal` sets how the CPU treats subnormal
+floats in this thread and in the OpenMP workers it uses.
 """
 
+import ctypes
 import functools
+import logging
 import os
 import platform
 import sys
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+OMP_PAUSE_HARD = 2  # omp_pause_resource_t of OpenMP 5.0: release the runtime's threads
 
 
 @functools.cache
@@ -46,3 +53,56 @@ def runtime() -> str:
         f"{torch.get_num_threads()} threads, "
         f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}"
     )
+
+
+def denormals_flushed() -> bool:
+    """Whether this thread's CPU reads and writes subnormal floats as zero (FTZ and DAZ).
+
+    PyTorch has a setter (``torch.set_flush_denormal``) and no getter: a subnormal float32
+    times one comes back zero only when subnormals are flushed."""
+    import torch
+
+    return (torch.tensor([1e-39]) * 1.0).item() == 0.0
+
+
+@functools.cache
+def _openmp_pause():
+    """``omp_pause_resource_all`` of the OpenMP runtime loaded in this process, or None."""
+    try:
+        maps = Path("/proc/self/maps").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    paths = {line.split()[-1] for line in maps.splitlines() if ".so" in line}
+    for path in sorted(paths):
+        if not Path(path).name.startswith(("libgomp.", "libomp.", "libiomp5.")):
+            continue
+        try:
+            pause = ctypes.CDLL(path).omp_pause_resource_all
+        except (OSError, AttributeError):
+            continue
+        pause.argtypes, pause.restype = [ctypes.c_int], ctypes.c_int
+        return pause
+    return None
+
+
+def set_flush_denormal(on: bool) -> bool:
+    """Flush subnormal floats to zero (``on``) or keep them, in this thread and in the
+    OpenMP workers its parallel operators run on; False where the CPU cannot flush.
+
+    The mode is a register of each thread, and a new thread takes its creator's.
+    ``torch.set_flush_denormal`` sets the calling thread's only: the OpenMP workers that
+    PyTorch, MKL and oneDNN have already started keep theirs, and a product split over
+    them flushed one part and not the other. So the runtime then releases its workers
+    (``omp_pause_resource_all``, OpenMP 5.0, the calling thread's team only) and starts
+    fresh ones, with this thread's mode, at the next parallel operator."""
+    import torch
+
+    if not torch.set_flush_denormal(on):
+        return False
+    pause = _openmp_pause()
+    if pause is None or pause(OMP_PAUSE_HARD) != 0:
+        logger.warning(
+            "could not restart the OpenMP workers: those already running keep their "
+            "subnormal mode (%s)", "no OpenMP runtime found" if pause is None else "busy",
+        )  # fmt: skip
+    return True

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from curatornet_pipeline.core.scorers import CuratorNetScorer
+from curatornet_pipeline.core.train import flush_denormals
 from curatornet_pipeline.core.types import ItemVectors, TrainTestSplit, VisualClusters
 
 logger = logging.getLogger(__name__)
@@ -282,6 +283,7 @@ class Recommender:
     @torch.no_grad()
     def _user_vector(self, h_profile: np.ndarray) -> np.ndarray:
         """g([mean || max]) of one profile's item vectors (m, D) -> (D,)."""
+        flush_denormals()
         h = torch.from_numpy(np.ascontiguousarray(h_profile, dtype=np.float32))
         items = torch.arange(len(h))
         offsets = torch.tensor([0, len(h)])
@@ -291,6 +293,7 @@ class Recommender:
     def _scores(self, users: np.ndarray) -> np.ndarray:
         """(B, D) user vectors -> (B, n) scores; torch's GEMM (numpy's OpenBLAS matvec is
         ~15x slower on a busy 2-core machine)."""
+        flush_denormals()
         items = torch.from_numpy(self.item_vectors)  # (n, D), shares memory
         return torch.from_numpy(np.ascontiguousarray(users, np.float32)).mm(items.T).numpy()
 

@@ -13,6 +13,7 @@ import torch
 
 from curatornet_pipeline.core import ragged
 from curatornet_pipeline.core.models import VBPR, CuratorNet
+from curatornet_pipeline.core.train import flush_denormals
 from curatornet_pipeline.core.types import TrainTestSplit
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class CuratorNetScorer:
     @torch.no_grad()
     def embed_items(self, features_new: np.ndarray) -> np.ndarray:
         """f(x) for any items, catalogue or new: (N, input_dim) -> (N, D) float32."""
+        flush_denormals()
         x = np.asarray(features_new, dtype=np.float32)
         out = [
             self.model.embed_items(torch.from_numpy(x[s : s + self.chunk])).numpy()
@@ -46,6 +48,7 @@ class CuratorNetScorer:
     @torch.no_grad()
     def user_vectors(self, profile_offsets: np.ndarray, profile_items: np.ndarray) -> np.ndarray:
         """g([mean || max] of the profile item vectors): (B, D) float32. Profiles must be non-empty."""
+        flush_denormals()
         offsets, items = _check_profiles(profile_offsets, profile_items)
         if np.any(np.diff(offsets) == 0):
             raise ValueError("CuratorNet needs at least one profile item per user")
@@ -67,6 +70,7 @@ class VBPRScorer:
 
     def __init__(self, model: VBPR, features: np.ndarray):
         model = model.cpu().eval()
+        flush_denormals()
         with torch.no_grad():
             items = torch.arange(model.config.n_items)
             v, b = model.item_terms(items, torch.from_numpy(np.asarray(features, np.float32)))

@@ -12,8 +12,11 @@ batch, the pooling and user tower once per profile, however many triples share t
 Checkpoints after every epoch carry all state (weights, Adam, RNGs, history, best epoch), so
 a killed run resumed from its checkpoint ends with the same weights as an uninterrupted one.
 
-An optional ``evaluator`` (model -> named validation figures, e.g. a ranking AUC over held-out baskets)
-runs after every epoch; ``TrainConfig.monitor`` names the figure that picks the best epoch.
+An optional ``evaluator`` (model -> named validation figures, e.g. a ranking AUC over
+held-out baskets) runs after every epoch; ``TrainConfig.monitor`` names the figure that picks
+the best epoch.
+
+Training and scoring on the CPU flush subnormal floats to zero (:func:`flush_denormals`).
 """
 
 import contextlib
@@ -31,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from curatornet_pipeline.core import ragged
+from curatornet_pipeline.core import machine, ragged
 from curatornet_pipeline.core.malloc import retain_freed_memory
 from curatornet_pipeline.core.models import VBPR, CuratorNet, TripletBatch
 from curatornet_pipeline.core.types import Triplets
@@ -43,6 +46,24 @@ CHECKPOINT_NAME = "checkpoint.pt"
 # the whole catalogue instead of gathering the features of its items (see _TripleSet): at
 # most 1/0.9 - 1 = 11% more first-layer work, in exchange for no (U, 2048) copy
 WHOLE_CATALOGUE_AT = 0.9
+
+
+#: Flush subnormal floats to zero in training and scoring on the CPU (FTZ and DAZ): the one
+#: setting behind :func:`flush_denormals`. Benchmarks and tests turn it off to compare.
+FLUSH_DENORMALS = True
+
+
+def flush_denormals() -> None:
+    """Make this thread, and the OpenMP workers it uses, read and write subnormal floats as
+    zero, unless :data:`FLUSH_DENORMALS` is off. Called where training and scoring start;
+    the mode stays for the thread's life (a check after the first call).
+
+    Subnormals (magnitudes below 1.2e-38 in float32) send x86 float units to a slow path.
+    Real, sparse post-ReLU ResNet vectors made a backward pass several times slower with
+    them (issue 31; the measured shares and costs are in docs/benchmarks.md). Nothing in
+    training or scoring needs values that small."""
+    if FLUSH_DENORMALS and not machine.denormals_flushed():
+        machine.set_flush_denormal(True)
 
 
 class TrainingDivergedError(RuntimeError):
@@ -639,9 +660,10 @@ def train(
     item index. ``evaluator(model)``, when given, runs after every epoch (model in eval
     mode, no grad) and returns named validation figures (e.g. ``val_auc``); the figure
     named by ``config.monitor`` chooses the best epoch and drives early stopping.
-    Deterministic kernels when configured. Raises :class:`TrainingDivergedError` on a
-    NaN loss.
+    Deterministic kernels when configured, subnormals flushed (:func:`flush_denormals`).
+    Raises :class:`TrainingDivergedError` on a NaN loss.
     """
+    flush_denormals()
     with _deterministic_kernels(config):
         return _train(
             model, train, validation, features, config, callback, checkpoint_dir, resume, evaluator

@@ -101,6 +101,33 @@ def test_image_size_and_no_images_options(tmp_path: Path) -> None:
     assert _truth(tmp_path / "none")["config"]["images"] is False
 
 
+def test_vectors_option_writes_resnet_like_vectors_in_the_published_file(tmp_path: Path) -> None:
+    """``vectors``: resnet_embeddings.npy as published ([id, vector] rows, read by the
+    importer), its vectors shaped like pooled post-ReLU ResNet-50 outputs (issue 31) and
+    following the items' artists and styles."""
+    from curatornet_pipeline.core.data import import_embeddings
+
+    generate(SynthConfig(scale="tiny", images=False, vectors=True), tmp_path)
+    imported = import_embeddings(tmp_path / "resnet_embeddings.npy", tmp_path / "out.npz")
+    inv = pd.read_csv(tmp_path / "inventory.csv")
+    assert imported.ids.tolist() == inv["artwork_id_hash"].tolist()
+    x = imported.vectors
+    assert x.shape == (SCALES["tiny"].n_items, 2048) and x.min() == 0
+    assert 0.28 < (x == 0).mean() < 0.40 and x.mean() == pytest.approx(0.45, rel=1e-3)
+    assert 2.5 < x.max() < 5
+    truth = _truth(tmp_path)["items"]
+    style = np.array([truth[i]["style"] for i in imported.ids])
+    artist = np.array([truth[i]["artist"] for i in imported.ids])
+    unit = x - x.mean(0)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    cos = unit @ unit.T
+    off_diagonal = ~np.eye(len(x), dtype=bool)
+    same_artist = cos[(artist[:, None] == artist[None]) & off_diagonal].mean()
+    same_style = cos[(style[:, None] == style[None]) & (artist[:, None] != artist[None])].mean()
+    other = cos[style[:, None] != style[None]].mean()
+    assert same_artist > same_style > other + 0.1
+
+
 def test_bad_configs_raise(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown scale"):
         generate(SynthConfig(scale="huge"), tmp_path)

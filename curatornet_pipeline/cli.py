@@ -53,6 +53,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     argv = ["--scale", args.scale, "--seed", str(args.seed), "--out", str(args.out)]
     if args.no_images:
         argv.append("--no-images")
+    if args.vectors:
+        argv.append("--vectors")
     if args.image_size:
         argv += ["--image-size", str(args.image_size)]
     return synth.main(argv) or 0
@@ -154,7 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from curatornet_pipeline.core.data import DatasetPaths
 
     paths = DatasetPaths(data_root)
-    if paths.imported_embeddings.exists() and not paths.images.exists():
+    if paths.uses_imported_vectors():
         # vectors come from the imported file (its name and sha256 are recorded), not a backbone
         weights = args.weights or embed.get("weights", "auto")
     else:
@@ -466,8 +468,19 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         if v is not None
     }
     budget = dataclasses.replace(budget, **changes)
+    from curatornet_pipeline.core.data import DataError, DatasetPaths
+
     data = Path(args.data) if args.data else settings.data_dir()
-    weights = resolve_weights(args.weights, "resnet50")
+    paths = DatasetPaths(data)
+    if paths.uses_imported_vectors():  # the dataset's own vectors: no backbone, no banner
+        weights = "none"
+        source = next(
+            p for p in (paths.imported_embeddings, paths.published_embeddings) if p.is_file()
+        )
+        print(f"vectors: {source} (on_missing_vectors={args.on_missing_vectors})")
+    else:
+        weights = resolve_weights(args.weights, "resnet50")
+        print(f"vectors: ResNet-50 ({weights} weights) over the images of {paths.images}")
     config = embed.EmbedConfig(
         backbone="resnet50",
         weights=weights,
@@ -476,7 +489,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         image_size=args.image_size,  # None: the weights' own transform
     )
     logging.getLogger("curatornet_pipeline").setLevel(logging.INFO)
-    rep = reproduce.run(data, budget, config, settings.home_dir() / "embedding_store")
+    try:
+        rep = reproduce.run(
+            data, budget, config, settings.home_dir() / "embedding_store",
+            on_missing_vectors=args.on_missing_vectors,
+        )  # fmt: skip
+    except DataError as exc:
+        print(f"curatornet reproduce: {exc}", file=sys.stderr)
+        return 2
     import pickle
 
     saved = settings.home_dir() / "reproduce" / f"{budget.name}.pkl"
@@ -499,6 +519,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=settings.data_dir())
     p.add_argument("--no-images", action="store_true")
     p.add_argument("--image-size", type=int, default=None)
+    p.add_argument(
+        "--vectors",
+        action="store_true",
+        help="also write resnet_embeddings.npy (ResNet-like vectors, as published)",
+    )
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser(
@@ -608,6 +633,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="dataset folder (default: data/)")
     p.add_argument("--out", default="docs/reproduction.md", help="report (figures beside it)")
     p.add_argument("--weights", default="auto", help="imagenet | none | auto | FILE")
+    p.add_argument(
+        "--on-missing-vectors",
+        choices=["error", "drop"],
+        default="error",
+        help="inventory items without a vector in the dataset's own file",
+    )
     p.add_argument("--n-per-strategy", type=int, default=None, help="override the budget's")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--seeds", type=int, nargs="+", default=None)

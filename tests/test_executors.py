@@ -91,3 +91,31 @@ def _noop() -> None:
 @dg.job(executor_def=executors.dask_executor)
 def _dask_job():
     _noop()
+
+
+class _NoIteration(tuple):
+    """Like Dagster's partition-range records: a tuple subclass that forbids iteration."""
+
+    def __iter__(self):
+        raise NotImplementedError("iteration is not supported")
+
+
+def _first(dependencies, args):
+    return args.value[0] if isinstance(args, executors._Opaque) else args[0]
+
+
+def test_dask_submit_needs_the_opaque_wrapper():
+    """Client.submit walks tuples among the arguments; the executor's shim keeps it out."""
+    import dask.distributed
+
+    known_state = _NoIteration(("range",))
+    with (
+        dask.distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        dask.distributed.Client(cluster) as client,
+    ):
+        with pytest.raises(NotImplementedError):
+            client.submit(_first, [], ("job", known_state), pure=False).result()
+        wrapped = client.submit(_first, [], executors._Opaque(("job", known_state)), pure=False)
+        assert wrapped.result() == "job"

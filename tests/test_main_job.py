@@ -16,7 +16,14 @@ import dagster as dg
 import pytest
 
 from curatornet_pipeline.defs.automation import JOBS, TRIGGER_TAG
-from tests.browser_support import VENV_BIN, free_port, launch_chromium, project_env, server
+from tests.browser_support import (
+    VENV_BIN,
+    free_port,
+    home_processes,
+    launch_chromium,
+    project_env,
+    server,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -44,9 +51,7 @@ def main_job(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def _instance(home: Path) -> dg.DagsterInstance:
-    from dagster._core.instance.ref import InstanceRef
-
-    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home / "dagster")))
+    return dg.DagsterInstance.from_config(str(home / "dagster"))
 
 
 def test_every_run_is_a_named_job_tagged_with_its_trigger(main_job: dict) -> None:
@@ -74,10 +79,10 @@ def test_every_run_is_a_named_job_tagged_with_its_trigger(main_job: dict) -> Non
 
 
 def test_no_daemon_or_run_worker_outlives_the_command(main_job: dict) -> None:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    home = str(main_job["home"])
-    leftovers = [line for line in out.splitlines() if home in line]
-    assert leftovers == []
+    deadline = time.monotonic() + 60  # the watchdog stops the daemon within seconds
+    while home_processes(main_job["home"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert home_processes(main_job["home"]) == []
 
 
 @pytest.mark.browser

@@ -461,15 +461,13 @@ def image_manifest(
     return df, report
 
 
-def import_embeddings(npy_path: str | os.PathLike, out_path: str | os.PathLike) -> ItemVectors:
-    """Convert the published ``resnet_embeddings.npy`` into a pickle-free bundle.
+def read_published_embeddings(npy_path: str | os.PathLike) -> ItemVectors:
+    """Read the published ``resnet_embeddings.npy`` as it is, safely.
 
     The published file is a numpy *object* array, stored as a pickle. It is
     read by :func:`curatornet_pipeline.core.npy_safe.load_object_array`, whose
     unpickler resolves only the globals such an array needs and refuses any
-    other with a :class:`DataError`, so no code from the file runs. The
-    pipeline itself only reads the converted ``out_path`` through
-    :func:`read_imported_embeddings`.
+    other with a :class:`DataError`, so no code from the file runs.
 
     Rows are ``[artwork_id_hash, vector]``; ids must be unique non-empty
     strings, vectors of equal length and finite. Errors name the 0-based row.
@@ -532,16 +530,49 @@ def import_embeddings(npy_path: str | os.PathLike, out_path: str | os.PathLike) 
             "dims": len(vectors[0]),
         },
     )
+    return result
+
+
+def import_embeddings(npy_path: str | os.PathLike, out_path: str | os.PathLike) -> ItemVectors:
+    """Convert the published ``resnet_embeddings.npy`` into a pickle-free bundle once, so
+    later runs skip the row-by-row checks (:func:`read_published_embeddings`)."""
+    result = read_published_embeddings(npy_path)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     with open(partial, "wb") as handle:
         save_bundle(result, handle)
     os.replace(partial, out)
-    logger.info(
-        "imported %d vectors of %d dims from %s into %s", len(ids), len(vectors[0]), name, out
-    )
+    logger.info("imported %d vectors from %s into %s", len(result.ids), npy_path, out)
     return result
+
+
+def load_vectors(
+    paths: "DatasetPaths", inventory: pd.DataFrame, on_missing: str = "error"
+) -> tuple[ItemVectors, dict]:
+    """The dataset's own vectors for the inventory's items, in inventory order.
+
+    The one loader of imported vectors (the graph's ``item_embeddings`` and
+    ``curatornet reproduce`` call it): the bundle ``embeddings.npz`` written by
+    ``curatornet import-embeddings`` when present, else the published
+    ``resnet_embeddings.npy`` read as it is. ``on_missing`` as in
+    :func:`align_imported_embeddings`; the report adds ``file``.
+    """
+    if paths.imported_embeddings.is_file():
+        source = paths.imported_embeddings
+        vectors = read_imported_embeddings(source)
+    elif paths.published_embeddings.is_file():
+        source = paths.published_embeddings
+        vectors = read_published_embeddings(source)
+    else:
+        raise DataError(
+            f"no vectors: neither {paths.published_embeddings.name} nor "
+            f"{paths.imported_embeddings.name}",
+            paths.root,
+        )
+    aligned, report = align_imported_embeddings(vectors, inventory, on_missing, source)
+    aligned.meta["source"] = f"imported {vectors.meta.get('file', source.name)}"
+    return aligned, {**report, "file": str(source)}
 
 
 def read_imported_embeddings(path: str | os.PathLike) -> ItemVectors:
@@ -639,13 +670,23 @@ class DatasetPaths:
     def imported_embeddings(self) -> Path:
         return self.root / "embeddings.npz"
 
+    @property
+    def published_embeddings(self) -> Path:
+        return self.root / "resnet_embeddings.npy"
+
+    def uses_imported_vectors(self) -> bool:
+        """No images/ folder, and vectors of the dataset's own (bundle or published file)."""
+        return not self.images.is_dir() and (
+            self.imported_embeddings.is_file() or self.published_embeddings.is_file()
+        )
+
     def exists(self) -> bool:
         """True when both CSV files are there (visuals are checked by :meth:`require_visuals`)."""
         return self.purchases.is_file() and self.inventory.is_file()
 
     def describe(self) -> dict[str, dict]:
         """Path and presence of every file, JSON-able (for metadata and logs)."""
-        names = ("purchases", "inventory", "images", "imported_embeddings")
+        names = ("purchases", "inventory", "images", "imported_embeddings", "published_embeddings")
         return {
             n: {"path": str(getattr(self, n)), "exists": getattr(self, n).exists()} for n in names
         }
@@ -654,10 +695,10 @@ class DatasetPaths:
         """``"images"`` or ``"embeddings"``: the visual source a run will use (images first)."""
         if self.images.is_dir():
             return "images"
-        if self.imported_embeddings.is_file():
+        if self.uses_imported_vectors():
             return "embeddings"
         raise DataError(
-            f"neither an images/ folder nor {self.imported_embeddings.name} "
-            "(bring images, or run `curatornet import-embeddings resnet_embeddings.npy`)",
+            f"neither an images/ folder nor {self.published_embeddings.name} "
+            f"(or {self.imported_embeddings.name} from `curatornet import-embeddings`)",
             self.root,
         )

@@ -39,12 +39,19 @@ def build_scorers(
     out: dict[str, object] = {}
     for label, payload in sorted(models.items()):
         model, _ = models_core.model_from_payload(payload, source=label)
-        cls = scorers.CuratorNetScorer if model.kind == "curatornet" else scorers.VBPRScorer
-        out[label] = cls(model, features)
-    out[REFERENCES["visrank"]] = scorers.VisRankScorer(features)
-    out[REFERENCES["random"]] = scorers.RandomScorer(split.n_items, seed=seed)
-    out[REFERENCES["oracle"]] = scorers.OracleScorer(split, seed=seed)
-    return out
+        out[label] = scorers.for_model(model, features)
+    return {**out, **reference_scorers(features, split, seed)}
+
+
+def reference_scorers(
+    features: np.ndarray, split: TrainTestSplit, seed: int = 0
+) -> dict[str, object]:
+    """VisRank, Random and Oracle: Table 2's reference methods."""
+    return {
+        REFERENCES["visrank"]: scorers.VisRankScorer(features),
+        REFERENCES["random"]: scorers.RandomScorer(split.n_items, seed=seed),
+        REFERENCES["oracle"]: scorers.OracleScorer(split, seed=seed),
+    }
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,6 @@ orchestrator's instance to do so.
 """
 
 import dataclasses
-import inspect
 import io
 import json
 import logging
@@ -37,7 +36,8 @@ from curatornet_pipeline.core import data as data_core
 from curatornet_pipeline.core import embed as embed_core
 from curatornet_pipeline.core import evaluate as eval_core
 from curatornet_pipeline.core import experiment, scorers, validation
-from curatornet_pipeline.core import models as models_core
+from curatornet_pipeline.core import recommend as rec_core
+from curatornet_pipeline.core import report as report_core
 from curatornet_pipeline.core import sampling as sampling_core
 from curatornet_pipeline.core import split as split_core
 from curatornet_pipeline.core import train as train_core
@@ -86,9 +86,43 @@ class Budget:
     k: int = 100  # visual clusters (paper: 100)
     restarts: int = 20  # k-means restarts (paper: 20)
     compare_weighting: bool = True  # also train CuratorNet with guidelines 1, 2 drawn per pair
+    vbpr_l2_grid: tuple[float, ...] | None = None  # VBPR's lambdas when not ``l2_grid``
 
     def curve_points(self) -> tuple[int, ...]:
         return tuple(sorted(set(self.curve) | {self.n_per_strategy}))
+
+    def stages(self) -> "Stages":
+        """The stage settings of this budget: the paper's, at its triples, epochs and lr;
+        every model trains all its epochs and keeps the one with the best ``val_auc``."""
+        return Stages(
+            pca=cluster_core.PCAConfig(),
+            cluster=cluster_core.ClusterConfig(
+                k=self.k, restarts=self.restarts, silhouette_sample=5000
+            ),
+            sampling=sampling_core.SamplingConfig(n_per_strategy=self.n_per_strategy),
+            validation=validation.ValidationConfig(),
+            train=train_core.TrainConfig(
+                epochs=self.epochs,
+                lr=self.lr,
+                batch_triples=self.batch_triples,
+                patience=self.epochs,
+                monitor="val_auc",
+            ),  # fmt: skip
+            evaluation=eval_core.EvalConfig(),
+        )
+
+
+@dataclass(frozen=True)
+class Stages:
+    """The settings of every stage: the dataclasses the graph's settings resource builds
+    (``PipelineSettings.build``), so a reproduction can run exactly a profile's settings."""
+
+    pca: cluster_core.PCAConfig
+    cluster: cluster_core.ClusterConfig
+    sampling: sampling_core.SamplingConfig
+    validation: validation.ValidationConfig
+    train: train_core.TrainConfig
+    evaluation: eval_core.EvalConfig
 
 
 BUDGETS: dict[str, Budget] = {
@@ -137,16 +171,20 @@ class Reproduction:
 # ----------------------------------------------------------------------------- data
 
 
-def load_vectors(root: Path, embed_config: embed_core.EmbedConfig, store_dir: Path) -> ItemVectors:
-    """Vectors of the dataset's images (cached in ``store_dir``) or its imported vectors."""
-    paths = data_core.DatasetPaths(root)
-    inventory = data_core.read_inventory(paths.inventory)
-    if paths.imported_embeddings.is_file() and not paths.images.is_dir():
-        vectors = data_core.read_imported_embeddings(paths.imported_embeddings)
-        order = {i: k for k, i in enumerate(vectors.ids)}
-        keep = [order[i] for i in inventory["artwork_id_hash"] if i in order]
-        meta = {**vectors.meta, **embed_core.imported_meta(vectors.meta)}
-        return ItemVectors(vectors.ids[keep], vectors.vectors[keep], meta)
+def load_vectors(
+    paths: data_core.DatasetPaths,
+    inventory: pd.DataFrame,
+    embed_config: embed_core.EmbedConfig,
+    store_dir: Path,
+    on_missing_vectors: str = "error",
+) -> ItemVectors:
+    """The dataset's own vectors (published file or bundle) when it has no images folder, as
+    the graph's ``item_embeddings`` reads them; else the images' vectors (cached)."""
+    if paths.uses_imported_vectors():
+        vectors, _ = data_core.load_vectors(paths, inventory, on_missing_vectors)
+        return ItemVectors(
+            vectors.ids, vectors.vectors, {**vectors.meta, **embed_core.imported_meta(vectors.meta)}
+        )
     manifest, _ = data_core.image_manifest(paths.images, inventory)
     store = embed_core.EmbeddingStore(store_dir)
     result = embed_core.embed_manifest(manifest, embed_config, store=store)
@@ -200,94 +238,42 @@ def _triples_table(
 # ----------------------------------------------------------------------------- training
 
 
-def _build(variant: experiment.Variant, features: np.ndarray, n_users: int):
-    if variant.kind == "curatornet":
-        model = models_core.CuratorNet(models_core.CuratorNetConfig(input_dim=features.shape[1]))
-    else:
-        model = models_core.VBPR(
-            models_core.VBPRConfig(
-                n_users=n_users, n_items=len(features), input_dim=features.shape[1]
-            )
-        )
-    model.fit_scaler(features)
-    return model
-
-
-def _train_one(
-    variant: experiment.Variant,
-    triples: Triplets,
-    features: np.ndarray,
-    n_users: int,
-    config: train_core.TrainConfig,
-    evaluator: validation.Evaluator,
-    seed: int,
-) -> tuple[object, list[dict], int, float]:
-    """Train a variant; the weights kept are those of the epoch with the best ``val_auc``.
-
-    The ranking validation metric is computed after every epoch (callback); the
-    epoch with the best one is kept here, whatever epoch the loop itself chose.
-    Where the training loop takes ``evaluator=``, it is passed on as well.
-    """
-    torch.manual_seed(seed)
-    model = _build(variant, features, n_users)
-    history: list[dict] = []
-    best: dict = {"auc": -np.inf, "epoch": 0, "state": None}
-
-    def on_epoch(stats: train_core.EpochStats) -> None:
-        row = dataclasses.asdict(stats)
-        row.update(evaluator(model))  # the weights of this epoch
-        history.append(row)
-        if row["val_auc"] > best["auc"]:
-            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            best.update(auc=row["val_auc"], epoch=stats.epoch, state=state)
-
-    kwargs = {}
-    if "evaluator" in inspect.signature(train_core.train).parameters:
-        kwargs["evaluator"] = evaluator
-        if "monitor" in train_core.TrainConfig.__dataclass_fields__:
-            config = dataclasses.replace(config, monitor="val_auc")
-    start = time.perf_counter()
-    result = train_core.train(
-        model, triples, triples, features, config, callback=on_epoch, **kwargs
-    )
-    model = result.model
-    if best["state"] is not None:
-        model.load_state_dict(best["state"])
-    model.eval()
-    return model, history, best["epoch"], time.perf_counter() - start
-
-
 def _fit(
     variant: experiment.Variant,
-    triples: Triplets,
+    parts: dict[str, Triplets],
     n: int,
-    seed: int,
-    tc: train_core.TrainConfig,
+    config: train_core.TrainConfig,
     features: np.ndarray,
     n_users: int,
     evaluator: validation.Evaluator,
     split,
-    timeline: eval_core.Timeline,
+    stages: "Stages",
+    stock: eval_core.Timeline,
 ) -> "ModelRun":
-    """Train one variant and evaluate it on validation and on both test protocols."""
+    """Train one variant with the graph's training stage and evaluate it on both protocols."""
+    triples = experiment.variant_triples(variant, parts, config.seed)
     n_train, n_val = experiment.training_counts(triples, variant.kind == "vbpr")
-    logger.info("training %s at n=%d seed %d: %d triples", variant.name, n, seed, n_train)
-    model, history, best, secs = _train_one(
-        variant, triples, features, n_users, dataclasses.replace(tc, l2=variant.l2), evaluator, seed
-    )
-    scorer = _scorer(model, features)
-    mr = ModelRun(variant, n, seed, n_train, n_val, history, best, secs)
-    mr.validation = evaluator(scorer)
+    logger.info("training %s at n=%d seed %d: %d triples", variant.name, n, config.seed, n_train)
+    history: list[dict] = []
+
+    def on_epoch(stats: train_core.EpochStats) -> None:
+        row = dataclasses.asdict(stats)
+        row.update(row.pop("metrics"))  # the evaluator's figures of this epoch, flat
+        history.append(row)
+
+    start = time.perf_counter()
+    result = experiment.fit(variant, triples, features, n_users, config, evaluator, on_epoch)
+    model = result.model.eval()
+    mr = ModelRun(
+        variant, n, config.seed, n_train, n_val, history, result.best_epoch,
+        time.perf_counter() - start,
+    )  # fmt: skip
+    mr.validation = dict(result.best_metrics)
+    scorer = scorers.for_model(model, features)
     for protocol in eval_core.PROTOCOLS:
-        cfg = eval_core.EvalConfig(protocol=protocol)
-        mr.results[protocol] = eval_core.evaluate(scorer, split, cfg, timeline)
+        cfg = dataclasses.replace(stages.evaluation, protocol=protocol)
+        mr.results[protocol] = eval_core.evaluate(scorer, split, cfg, stock)
     return mr
-
-
-def _scorer(model, features: np.ndarray):
-    if model.kind == "curatornet":
-        return scorers.CuratorNetScorer(model, features)
-    return scorers.VBPRScorer(model, features)
 
 
 # ----------------------------------------------------------------------------- the run
@@ -298,38 +284,40 @@ def run(
     budget: Budget,
     embed_config: embed_core.EmbedConfig,
     store_dir: Path,
-    validation_config: validation.ValidationConfig | None = None,
+    stages: "Stages | None" = None,
+    on_missing_vectors: str = "error",
 ) -> Reproduction:
-    """The paper's protocol at ``budget`` on the dataset in ``root`` (see the module docstring)."""
+    """The paper's protocol at ``budget`` on the dataset in ``root`` (see the module docstring).
+
+    Every stage is the function the graph's asset of that stage calls, with ``stages``
+    (default: the budget's, :meth:`Budget.stages`); the budget's seeds and curve points
+    replace the sampling and training seeds and the triples per guideline.
+    """
     started = time.perf_counter()
-    validation_config = validation_config or validation.ValidationConfig()
+    stages = stages or budget.stages()
     paths = data_core.DatasetPaths(root)
     inventory = data_core.read_inventory(paths.inventory)
     purchases, purchase_report = data_core.read_purchases(paths.purchases, inventory)
-    vectors = load_vectors(root, embed_config, store_dir)
+    vectors = load_vectors(paths, inventory, embed_config, store_dir, on_missing_vectors)
     t0 = time.perf_counter()
-    pca = cluster_core.reduce(vectors, cluster_core.PCAConfig())
-    clusters = cluster_core.cluster(
-        pca,
-        cluster_core.ClusterConfig(
-            k=budget.k, restarts=budget.restarts, silhouette_sample=5000
-        ),  # fmt: skip
-    )
+    pca = cluster_core.reduce(vectors, stages.pca)
+    clusters = cluster_core.cluster(pca, stages.cluster)
     cluster_seconds = time.perf_counter() - t0
-    split = split_core.split_train_test(purchases, pca.ids)
-    train_split, val_split = validation.holdout_validation(split, validation_config)
-    timeline = eval_core.build_timeline(pca.ids, inventory, purchases)
-    artist_by_id = dict(zip(inventory["artwork_id_hash"], inventory["artist_id_hash"], strict=True))
-    artists = pd.factorize(pd.Series([artist_by_id[str(i)] for i in pca.ids]))[0]
-    features = vectors.vectors
-    n_users = len(split.user_ids)
-    evaluator = validation.make_evaluator(val_split, features, validation_config)
+    catalogue = rec_core.build_catalogue(vectors, clusters, inventory, purchases)
+    split = split_core.split_train_test(purchases, catalogue.ids)
+    _, val_split = validation.holdout_validation(split, stages.validation)
+    train_split = validation.training_split(split, val_split)
+    stock = report_core.timeline(catalogue)
+    features = catalogue.features
+    n_users = len(val_split.user_ids)
+    evaluator = validation.make_evaluator(val_split, features, stages.validation, stock)
 
     runs: list[ModelRun] = []
     weighting_runs: dict[str, ModelRun] = {}
     triples_table = pd.DataFrame()
     grid = experiment.variants(
-        {"curatornet_l2": list(budget.l2_grid), "vbpr_l2": list(budget.l2_grid),
+        {"curatornet_l2": list(budget.l2_grid),
+         "vbpr_l2": list(budget.vbpr_l2_grid or budget.l2_grid),
          "ablation_l2": budget.ablation_l2}
     )  # fmt: skip
     pairs = experiment.ablation_pairs(grid)
@@ -339,13 +327,11 @@ def run(
             main = n == budget.n_per_strategy
             if not main and seed != budget.seeds[0]:
                 continue
-            config = sampling_core.SamplingConfig(n_per_strategy=n, seed=seed)
-            ctx = sampling_core.build_context(
-                train_split, artists, clusters.labels, pca.vectors, config
-            )
+            config = dataclasses.replace(stages.sampling, n_per_strategy=n, seed=seed)
+            ctx = sampling_core.catalogue_context(train_split, catalogue, pca, config)
             parts = {s: sampling_core.sample_strategy(ctx, s, config) for s in STRATEGIES}
-            union = sampling_core.merge_triplets({s: parts[s] for s in GUIDELINE_STRATEGIES})
             if main and seed == budget.seeds[0]:
+                union = sampling_core.merge_triplets({s: parts[s] for s in GUIDELINE_STRATEGIES})
                 pair_cfg = dataclasses.replace(config, basket_weighting="pair")
                 pair_ctx = dataclasses.replace(ctx, config=pair_cfg)
                 pair = {
@@ -353,38 +339,30 @@ def run(
                     for s in ("s5_next_basket", "s6_hide_one")
                 }
                 triples_table = _triples_table(parts, union, pair)
-            tc = train_core.TrainConfig(
-                epochs=budget.epochs, lr=budget.lr, batch_triples=budget.batch_triples,
-                patience=budget.epochs, seed=seed,
-            )  # fmt: skip
+            tc = dataclasses.replace(stages.train, seed=seed)
             todo = list(grid.values()) if main else curve_variants
 
-            def fit(variant: experiment.Variant, triples: Triplets, n=n, seed=seed, tc=tc):
-                return _fit(variant, triples, n, seed, tc, features, n_users, evaluator, split,
-                            timeline)  # fmt: skip
+            def fit(variant: experiment.Variant, parts: dict, n=n, tc=tc):
+                return _fit(variant, parts, n, tc, features, n_users, evaluator, split, stages,
+                            stock)  # fmt: skip
 
-            for variant in todo:
-                runs.append(
-                    fit(variant, experiment.training_triples(variant, union, parts["random"], seed))
-                )
+            runs += [fit(variant, parts) for variant in todo]
             if main and seed == budget.seeds[0] and budget.compare_weighting:
                 # guidelines 1 and 2 drawn per (user, basket) pair instead of per user
-                paired = {**{s: parts[s] for s in GUIDELINE_STRATEGIES}, **pair}
                 variant = grid[f"curatornet-l{budget.ablation_l2:g}"]
-                weighting_runs["pair"] = fit(variant, sampling_core.merge_triplets(paired))
+                weighting_runs["pair"] = fit(variant, {**parts, **pair})
                 weighting_runs["user"] = next(
                     r for r in runs if r.variant == variant and r.n_per_strategy == n
                 )
 
     baselines: dict[str, dict[str, eval_core.EvalResult]] = {}
     baseline_validation: dict[str, dict[str, float]] = {}
-    for label, scorer in (
-        ("VisRank", scorers.VisRankScorer(features)),
-        ("Random", scorers.RandomScorer(split.n_items, seed=0)),
-        ("Oracle", scorers.OracleScorer(split, seed=0)),
-    ):
+    references = report_core.reference_scorers(features, split)
+    for label, scorer in references.items():
         baselines[label] = {
-            p: eval_core.evaluate(scorer, split, eval_core.EvalConfig(protocol=p), timeline)
+            p: eval_core.evaluate(
+                scorer, split, dataclasses.replace(stages.evaluation, protocol=p), stock
+            )
             for p in eval_core.PROTOCOLS
         }
         if label != "Oracle":  # the oracle knows test baskets, not validation ones
@@ -402,42 +380,23 @@ def run(
         "PCA explained variance": round(float(pca.meta["explained_variance_ratio_sum"]), 4),
         "best silhouette": round(float(clusters.silhouettes.max()), 4),
     }
+    embedding_keys = (
+        "source", "backbone", "weights", "weights_id", "transform", "imported_file",
+        "imported_sha256",
+    )  # fmt: skip
     settings = {
         "budget": dataclasses.asdict(budget),
-        "embedding": {
-            k: vectors.meta.get(k)
-            for k in (
-                "source",
-                "backbone",
-                "weights",
-                "weights_id",
-                "transform",
-                "imported_file",
-                "imported_sha256",
-            )
-            if k in vectors.meta
-        },  # fmt: skip
+        "embedding": {k: vectors.meta.get(k) for k in embedding_keys if k in vectors.meta},
         "pca": {"n_components": int(pca.meta["n_components"]), "scaler": pca.meta["scaler"]},
         "clusters": {
-            "k": budget.k,
-            "restarts": budget.restarts,
-            "silhouette_sample": 5000,
+            **dataclasses.asdict(stages.cluster),
             "seconds": round(cluster_seconds, 1),
         },  # fmt: skip
-        "sampling": dataclasses.asdict(
-            sampling_core.SamplingConfig(n_per_strategy=budget.n_per_strategy)
-        ),
-        "train": dataclasses.asdict(
-            train_core.TrainConfig(
-                epochs=budget.epochs,
-                lr=budget.lr,
-                batch_triples=budget.batch_triples,
-                patience=budget.epochs,
-            )
-        ),  # fmt: skip
-        "validation": dataclasses.asdict(validation_config),
-        "selection": "the epoch with the best val_auc (ranking validation on held-out "
-        "baskets); no early stopping (patience = epochs)",
+        "sampling": dataclasses.asdict(stages.sampling),
+        "train": dataclasses.asdict(stages.train),
+        "validation": dataclasses.asdict(stages.validation),
+        "selection": f"the epoch with the best {stages.train.monitor} (ranking validation on "
+        f"held-out baskets); patience {stages.train.patience} of {stages.train.epochs} epochs",
     }
     rep = Reproduction(
         budget, settings, data_stats, triples_table, runs, baselines, baseline_validation

@@ -29,6 +29,7 @@ from curatornet_pipeline.core.types import (
     GUIDELINE_STRATEGIES,
     STRATEGIES,
     STRATEGY_INFO,
+    ItemVectors,
     TrainTestSplit,
     Triplets,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "SamplingContext",
     "StrategyFn",
     "build_context",
+    "catalogue_context",
     "hidden_item_leaks",
     "merge_triplets",
     "profile_hashes",
@@ -537,3 +539,19 @@ def verify_strategy(triplets: Triplets, ctx: SamplingContext, strategy: str) -> 
             "have a negative whose artist or cluster is in the user's history",
         )
     return problems
+
+
+def catalogue_context(
+    split: TrainTestSplit, catalogue, pca: ItemVectors, config: SamplingConfig | None = None
+) -> SamplingContext:
+    """The sampling context of a catalogue (its artists and visual clusters) and its PCA
+    vectors, from the training baskets of ``split``: what the ``triplets`` asset and
+    ``curatornet reproduce`` both sample from."""
+    import pandas as pd
+
+    if not np.array_equal(catalogue.ids, pca.ids):
+        raise ValueError("catalogue and pca_embeddings list different items: rematerialize both")
+    artist_codes = pd.factorize(pd.Series(catalogue.artists))[0].astype(np.int32)
+    return build_context(
+        split, artist_codes, catalogue.clusters.astype(np.int32), pca.vectors, config
+    )

@@ -165,3 +165,9 @@ class OracleScorer:
             if hidden is not None:
                 out[row, hidden] += np.float32(1.0)
         return out
+
+
+def for_model(model, features: np.ndarray) -> "CuratorNetScorer | VBPRScorer":
+    """The scorer of a trained CuratorNet or VBPR over the catalogue's ``features``."""
+    cls = CuratorNetScorer if model.kind == "curatornet" else VBPRScorer
+    return cls(model, features)

@@ -108,9 +108,6 @@ def _run_scoped_dask_executor(address: str) -> dg.Executor:
     class RunScopedDaskExecutor(DaskExecutor):
         def execute(self, plan_context, execution_plan):
             import dask.distributed
-            from dagster._core.errors import raise_execution_interrupts
-            from dagster._core.events import DagsterEvent
-            from dagster._utils import iterate_with_context
 
             instance = plan_context.instance
             if not instance.is_persistent:
@@ -140,10 +137,12 @@ def _run_scoped_dask_executor(address: str) -> dg.Executor:
                             resources=get_dask_resource_requirements(step.tags),
                             pure=False,
                         )
+                # a cancel reaches the run at the next event (a finished step): upstream's
+                # raise_execution_interrupts, which would cut the wait short, is private
                 done = dask.distributed.as_completed(list(futures.values()), with_results=True)
-                for _future, events in iterate_with_context(raise_execution_interrupts, done):
+                for _future, events in done:
                     for event in events:
-                        if not isinstance(event, DagsterEvent):
+                        if not isinstance(event, dg.DagsterEvent):
                             raise TypeError(f"a Dask worker returned {type(event).__name__}")
                         yield event
 

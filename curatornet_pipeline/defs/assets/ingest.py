@@ -140,7 +140,7 @@ def image_manifest(
     options = dataset.read_options()
     params = {"images": str(paths.images), "on_missing_images": options.on_missing_images}
     with mlflow.run_for(context, params=params) as run:
-        if not paths.images.exists() and paths.imported_embeddings.exists():
+        if paths.uses_imported_vectors():
             df = pd.DataFrame(columns=["artwork_id_hash", "path", "content_hash", "size_bytes"])
             report = {"source": "imported embeddings", "dropped_missing": 0}
         else:

@@ -100,15 +100,6 @@ def validation_split(
         )
 
 
-def _context(split, catalogue: Catalogue, pca: ItemVectors) -> sampling_core.SamplingContext:
-    if not np.array_equal(catalogue.ids, pca.ids):
-        raise ValueError("catalogue and pca_embeddings list different items: rematerialize both")
-    artist_codes = pd.factorize(pd.Series(catalogue.artists))[0].astype(np.int32)
-    return sampling_core.build_context(
-        split, artist_codes, catalogue.clusters.astype(np.int32), pca.vectors
-    )
-
-
 @dg.asset(
     dagster_type=Triplets,
     group_name=GROUP,
@@ -161,10 +152,11 @@ def triplets(
     upstream = upstream_versions(context)
     params = {**dataclasses.asdict(config), **STRATEGY_INFO[strategy].params()}
     with mlflow.run_for(context, params=params) as run:
-        ctx = _context(
+        ctx = sampling_core.catalogue_context(
             validation_core.training_split(train_test_split, validation_split),
             catalogue,
             pca_embeddings,
+            config,
         )
         result: Triplets = sampling_core.sample_strategy(ctx, strategy, config)
         violations = sampling_core.verify_strategy(result, ctx, strategy)

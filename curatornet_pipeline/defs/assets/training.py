@@ -100,20 +100,6 @@ def _checks(family: str) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def _build(variant: experiment.Variant, catalogue: Catalogue, split: TrainTestSplit):
-    features = catalogue.features
-    if variant.family == "curatornet":
-        model = models_core.CuratorNet(models_core.CuratorNetConfig(input_dim=features.shape[1]))
-    else:
-        model = models_core.VBPR(
-            models_core.VBPRConfig(
-                n_users=len(split.user_ids), n_items=len(features), input_dim=features.shape[1]
-            )
-        )
-    model.fit_scaler(features)
-    return model
-
-
 def train_variant(
     context: dg.AssetExecutionContext,
     pipeline: PipelineSettings,
@@ -131,18 +117,11 @@ def train_variant(
     drives early stopping (``train.monitor``), and the champion compares it.
     """
     parts = triplets if isinstance(triplets, dict) else {variant.strategies[0]: triplets}
-    missing = set(variant.strategies) - set(parts)
-    if missing:
-        raise ValueError(f"{variant.name}: triplet partitions {sorted(missing)} were not loaded")
     config = dataclasses.replace(pipeline.build("train"), l2=variant.l2)
     validation_config = pipeline.build("validation")
-    guided = {k: v for k, v in parts.items() if k != experiment.RANDOM_STRATEGY}
-    union = sampling_core.merge_triplets(guided) if len(guided) > 1 else next(iter(guided.values()))
     # guideline variants: their guidelines; random variants: as many random triples as the
     # guideline variant they are compared with (size-matched ablation)
-    triples = experiment.training_triples(
-        variant, union, parts.get(experiment.RANDOM_STRATEGY), config.seed
-    )
+    triples = experiment.variant_triples(variant, parts, config.seed)
     upstream = upstream_versions(context)
     key = crash.checkpoint_key(
         upstream,
@@ -166,8 +145,6 @@ def train_variant(
     with mlflow.run_for(context, params=params, tags={"model_kind": variant.family}) as run:
         import torch
 
-        torch.manual_seed(config.seed)  # the initial weights: same inputs, same model version
-        model = _build(variant, catalogue, validation_split)
         evaluator = validation_core.make_evaluator(
             validation_split, catalogue.features, validation_config, timeline(catalogue)
         )
@@ -191,15 +168,15 @@ def train_variant(
 
         start = time.perf_counter()
         try:
-            result = train_core.train(
-                model,
-                triples,
+            result = experiment.fit(
+                variant,
                 triples,
                 catalogue.features,
+                len(validation_split.user_ids),
                 config,
+                evaluator,
                 on_epoch,
                 checkpoints,
-                evaluator=evaluator,
             )
         except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError) as exc:
             # a cancel (Dagster interrupts the step), not a crash: RETRY is not for it
@@ -258,7 +235,8 @@ def train_variant(
                 ),
             ],
         )
-        run.set_tags({"resumed_from_epoch": str(resumed_from)})
+        if resumed_from > 1:  # only a run that did resume says so
+            run.set_tags({"resumed_from_epoch": str(resumed_from)})
         model_file = storage.scratch_file(context, "model.pt")
         models_core.save_model(model_file, result.model, payload["extra"])
         run.log_file(model_file, "model")

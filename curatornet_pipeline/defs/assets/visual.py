@@ -9,7 +9,7 @@ import pandas as pd
 from curatornet_pipeline.core import cluster as cluster_core
 from curatornet_pipeline.core import embed as embed_core
 from curatornet_pipeline.core import recommend as rec_core
-from curatornet_pipeline.core.data import align_imported_embeddings, read_imported_embeddings
+from curatornet_pipeline.core.data import load_vectors
 from curatornet_pipeline.core.recommend import Catalogue
 from curatornet_pipeline.core.types import ItemVectors, VisualClusters
 from curatornet_pipeline.defs.common import check, finish, markdown_table, upstream_versions
@@ -23,20 +23,11 @@ GROUP = "visual"
 BUNDLE = "bundle_io_manager"
 
 
-def _imported(dataset: DatasetResource, inventory: pd.DataFrame) -> tuple[ItemVectors, dict]:
-    path = dataset.paths().imported_embeddings
-    vectors, report = align_imported_embeddings(
-        read_imported_embeddings(path), inventory, dataset.on_missing_vectors, path
-    )
-    vectors.meta["source"] = "imported resnet_embeddings.npy"
-    return vectors, report
-
-
 @dg.asset(
     dagster_type=ItemVectors,
     group_name=GROUP,
     io_manager_key=BUNDLE,
-    code_version=source_hash(embed_core, _imported),
+    code_version=source_hash(embed_core, load_vectors),
     check_specs=[
         dg.AssetCheckSpec(
             "finite_vectors",
@@ -74,7 +65,7 @@ def item_embeddings(
     )
     imported = len(image_manifest) == 0
     if imported:  # the backbone settings were never used: name the file and its hash
-        vectors, aligned = _imported(dataset, inventory)
+        vectors, aligned = load_vectors(dataset.paths(), inventory, dataset.on_missing_vectors)
         params = embed_core.imported_meta(vectors.meta)
     else:
         params = dataclasses.asdict(config)

@@ -412,7 +412,9 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from curatornet_pipeline.core.recommend import recommendations_frame
+    import pandas as pd
+
+    from curatornet_pipeline.core.recommend import RECORD_FIELDS
     from curatornet_pipeline.serving import embed_images, load_recommender
 
     items = [i.strip() for text in args.items for i in text.split(",") if i.strip()]
@@ -439,11 +441,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     except (ValueError, LookupError, FileNotFoundError) as exc:
         print(f"curatornet recommend: {exc}", file=sys.stderr)
         return 2
-    table = recommendations_frame(recs)[
-        ["rank", "item_id", "score", "because", "similarity", "same_artist", "same_cluster"]
-    ].rename(
-        columns={"item_id": "artwork", "same_artist": "same artist", "same_cluster": "same cluster"}
-    )
+    # the fields of the HTTP answer (mlflow_model.py), in its order
+    table = pd.DataFrame(recommender.records(recs), columns=list(RECORD_FIELDS))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 

@@ -17,6 +17,7 @@ from curatornet_pipeline.core.bundle import save_bundle
 from curatornet_pipeline.core.evaluate import NEVER as EVAL_NEVER
 from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig, save_model
 from curatornet_pipeline.core.recommend import (
+    RECORD_FIELDS,
     NEVER,
     Catalogue,
     Recommender,
@@ -208,6 +209,16 @@ def test_profile_and_sold_out_items_are_never_recommended(world):
     assert "art010" not in {r.item_id for r in batch[1]}
     assert not {r.item_id for r in batch[1]} & {"art003", "art007"}
 
+def _scores_without_each(rec: Recommender, profile: list[str]) -> np.ndarray:
+    """(n, m): every item's score for the profile less liked item j, through the model's
+    own pooling and user tower (not the recommender's leave-one-out shortcut)."""
+    pos = rec.positions(profile)
+    rows = [np.delete(pos, j) for j in range(len(pos))]
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
+    users = rec.scorer.user_vectors(offsets, np.concatenate(rows))  # (m, D)
+    return rec.item_vectors @ users.T
+
+
 
 def test_every_explanation_names_a_profile_item(trained, world):
     rec = _recommender(trained, world)
@@ -220,15 +231,64 @@ def test_every_explanation_names_a_profile_item(trained, world):
     for r in recs:
         assert r.because in profile
         i, j = rec.positions([r.item_id, r.because])
-        sims = unit[rec.positions(profile)] @ unit[i]
-        assert r.similarity == pytest.approx(float(sims.max()), abs=1e-5)
         assert r.similarity == pytest.approx(float(unit[i] @ unit[j]), abs=1e-5)
         assert r.same_artist == (cat.artists[i] == cat.artists[j])
         assert r.same_cluster == (cat.clusters[i] == cat.clusters[j])
     assert any(r.same_cluster for r in recs) and any(r.same_artist for r in recs)
     assert any(not r.same_artist for r in recs)
     df = recommendations_frame(recs)
-    assert list(df.columns[:4]) == ["item_id", "score", "rank", "because"] and len(df) == 30
+    assert list(df.columns[:5]) == ["item_id", "score", "rank", "because", "contribution"]
+    assert len(df) == 30
+
+
+def test_because_is_the_liked_item_contributing_most(trained, world):
+    """Leave-one-out, recomputed here through the model's own pooling: each explanation
+    names the liked item without which the score drops most, by that drop; over the whole
+    catalogue the explanations spread over the liked items as those drops say."""
+    rec = _recommender(trained, world)
+    profile = ["art000", "art013", "art026", "art039"]  # one item of each planted group
+    without = _scores_without_each(rec, profile)  # (n, m)
+    recs = rec.recommend(profile, k=N_ITEMS)
+    expected_because = set()
+    for r in recs:
+        (i,) = rec.positions([r.item_id])
+        drops = r.score - without[i]  # (m,)
+        j = int(np.argmax(drops))
+        assert r.because == profile[j]
+        assert r.contribution == pytest.approx(float(drops[j]), abs=1e-4)
+        expected_because.add(profile[j])
+    # the model's numbers decide how many liked items explain something; here all four
+    # groups are represented, and the drops single out more than one of them
+    assert {r.because for r in recs} == expected_because and len(expected_because) >= 3
+    # the items of a liked item's group are explained by that liked item, mostly
+    group_of = dict(zip(world.ids.tolist(), world.group.tolist(), strict=True))
+    agree = [group_of[r.because] == group_of[r.item_id] for r in recs]
+    assert np.mean(agree) > 0.5
+    # batch and single profiles agree, contributions included
+    (batch,) = rec.recommend_batch([profile], k=N_ITEMS)
+    assert [r.because for r in batch] == [r.because for r in recs]
+    assert np.allclose([r.contribution for r in batch], [r.contribution for r in recs], atol=1e-4)
+
+
+def test_one_liked_item_takes_the_whole_score(trained, world):
+    rec = _recommender(trained, world)
+    for r in rec.recommend(["art007"], k=5):
+        assert r.because == "art007" and r.contribution == pytest.approx(r.score)
+
+
+def test_leave_one_out_pooling_matches_the_model():
+    from curatornet_pipeline.core.models import pool_profiles
+    from curatornet_pipeline.core.recommend import leave_one_out_pooled
+
+    rng = np.random.default_rng(2)
+    h = rng.normal(size=(5, 6)).astype(np.float32)
+    h[3, 2] = h[1, 2] = h[:, 2].max() + 1  # a tie at the maximum of one dimension
+    got = leave_one_out_pooled(h)
+    for j in range(5):
+        rows = torch.tensor([i for i in range(5) if i != j])
+        want = pool_profiles(torch.from_numpy(h), rows, torch.tensor([0, 4]))[0].numpy()
+        np.testing.assert_allclose(got[j], want, rtol=1e-6, atol=1e-6)
+    assert leave_one_out_pooled(h[:1]) is None
 
 
 def test_unknown_ids_and_empty_profiles_raise(world):
@@ -481,7 +541,7 @@ def test_sample_recommendations_asset_and_cli(
     image = next((tiny_data / "images").iterdir())
     assert cli.main(["recommend", "--items", liked, "--k", "5", "--add-image", str(image)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split()[:4] == ["rank", "artwork", "score", "because"]
+    assert out[0].split() == list(RECORD_FIELDS)  # the fields of the HTTP answer
     assert len(out) == 6 and all(line.split()[3] == liked for line in out[1:])
     assert cli.main(["recommend", "--items", "no-such-artwork"]) == 2
     assert "no-such-artwork" in capsys.readouterr().err

@@ -6,9 +6,17 @@ image features only. So a user absent from training is served from the items the
 like, and a new artwork is recommendable as soon as its image is embedded: no
 parameter of the model is updated, no gradient is taken.
 
-Each recommendation is explained by the profile item closest to it in the learned
-item space (cosine of item-tower vectors), with whether both share the artist and the
-visual cluster.
+Each recommendation is explained by the liked item that contributes most to its score,
+measured by **leave-one-out**: the contribution of liked item j to the score of item i
+is ``s(P_u, i) - s(P_u without j, i)``: the score the model gives i, minus the score it
+would give i had the user not liked j (:func:`leave_one_out_pooled`,
+:meth:`Recommender.contributions`). The user tower g is non-linear in the pooled
+``[mean || max]``, so the score has no exact per-item split; leave-one-out measures
+exactly what it names (the model's own score with and without the item: no
+approximation, no gradient), at the cost of one user-tower pass over m pooled profiles.
+A one-item profile has no user vector without its item: that item gets the whole score.
+The explanation also gives the cosine of the two item-tower vectors (``similarity``) and
+whether both share the artist and the visual cluster.
 """
 
 import io
@@ -195,7 +203,8 @@ class Recommendation:
     item_id: str  # artwork_id_hash
     score: float  # g(P_u) . f(x_i)
     rank: int  # 1-based
-    because: str  # the profile item most similar to it in the learned item space
+    because: str  # the liked item contributing most to ``score`` (leave-one-out)
+    contribution: float  # score - score without ``because`` in the profile
     similarity: float  # cosine of the item-tower vectors of item and ``because``
     same_artist: bool  # same (known) artist as ``because``
     same_cluster: bool  # same (known) visual cluster as ``because``
@@ -205,6 +214,22 @@ def recommendations_frame(recommendations: Sequence[Recommendation]) -> pd.DataF
     """One row per recommendation, columns as the fields of :class:`Recommendation`."""
     columns = [f.name for f in fields(Recommendation)]
     return pd.DataFrame([asdict(r) for r in recommendations], columns=columns)
+
+#: The fields of one recommendation as the CLI prints it and the HTTP model answers it
+#: (which puts its request's row number first), in this order.
+RECORD_FIELDS: tuple[str, ...] = (
+    "rank",
+    "item_id",
+    "score",
+    "because",
+    "contribution",
+    "similarity",
+    "artist",
+    "cluster",
+    "same_artist",
+    "same_cluster",
+)
+
 
 
 @contextmanager
@@ -247,6 +272,17 @@ class Recommender:
         self.catalogue = catalogue
         self._position = {item: i for i, item in enumerate(catalogue.ids.tolist())}
         self._unit = _unit(scorer.item_vectors)  # (n, D) for cosine explanations
+    def records(self, recommendations: Sequence[Recommendation]) -> list[dict]:
+        """One dict per recommendation with :data:`RECORD_FIELDS`: its fields plus the
+        recommended item's artist ("" when unknown) and visual cluster (-1 when unknown)."""
+        where = self.positions([r.item_id for r in recommendations])
+        cat = self.catalogue
+        out = []
+        for r, p in zip(recommendations, where.tolist(), strict=True):
+            row = {**asdict(r), "artist": str(cat.artists[p]), "cluster": int(cat.clusters[p])}
+            out.append({name: row[name] for name in RECORD_FIELDS})
+        return out
+
 
     @property
     def item_vectors(self) -> np.ndarray:
@@ -325,8 +361,8 @@ class Recommender:
         scores[positions] = -np.inf
         top = _top_k(scores[None, :], k)[0]
         top = top[np.isfinite(scores[top])]  # fewer than k candidates left
-        unit_profile = np.concatenate([self._unit[positions], _unit(extra)])
-        return self._explain(top, scores[top], positions, unit_profile, names)
+        (loo,) = self._leave_one_out([h_profile])
+        return self._explain(top, scores[top], positions, h_profile, loo, names)
 
     def recommend_batch(
         self,
@@ -352,11 +388,13 @@ class Recommender:
             scores = self._scores(users)  # (B, n)
             scores[:, excluded] = -np.inf
             scores[np.repeat(np.arange(len(batch)), lengths), flat] = -np.inf
+            h = [self.item_vectors[pos] for pos in positions]  # (m_b, D) each
+            loo = self._leave_one_out(h)  # one user-tower pass for the chunk
             top = _top_k(scores, k)  # (B, k')
             for row, pos in enumerate(positions):
                 keep = top[row][np.isfinite(scores[row, top[row]])]
                 out.append(
-                    self._explain(keep, scores[row, keep], pos, self._unit[pos], list(batch[row]))
+                    self._explain(keep, scores[row, keep], pos, h[row], loo[row], list(batch[row]))
                 )
         return out
 
@@ -382,19 +420,56 @@ class Recommender:
         if len(names) != len(extra):
             raise ValueError(f"{len(names)} extra_profile_names for {len(extra)} extra images")
         return [*profile_ids, *names]
+    @torch.no_grad()
+    def _leave_one_out(self, profiles: Sequence[np.ndarray]) -> list[np.ndarray | None]:
+        """Per profile (m, D) of item vectors: the (m, D) user vectors without each item
+        (None for a one-item profile, whose only item leaves nothing to pool)."""
+        pooled = [leave_one_out_pooled(h) for h in profiles]
+        rows = [p for p in pooled if p is not None]
+        if not rows:
+            return [None] * len(profiles)
+        flush_denormals()
+        with _one_thread():
+            users = self.scorer.model.user_tower(torch.from_numpy(np.concatenate(rows))).numpy()
+        out: list[np.ndarray | None] = []
+        start = 0
+        for p in pooled:
+            if p is None:
+                out.append(None)
+            else:
+                out.append(users[start : start + len(p)])
+                start += len(p)
+        return out
+
+    def contributions(
+        self,
+        items: np.ndarray,  # (k,) catalogue indices of the scored items
+        scores: np.ndarray,  # (k,) their scores for the whole profile
+        loo_users: np.ndarray | None,  # (m, D) user vectors without each liked item
+    ) -> np.ndarray:
+        """(k, m) leave-one-out contributions: ``scores[:, None]`` minus each item's score
+        for the profile without liked item j. A one-item profile (``loo_users`` None) has
+        no user vector without its item: that item contributes the whole score."""
+        if loo_users is None:
+            return np.asarray(scores, np.float64)[:, None]
+        without = self.item_vectors[items] @ loo_users.T  # (k, m)
+        return np.asarray(scores, np.float64)[:, None] - without
+
 
     def _explain(
         self,
         top: np.ndarray,  # (k,) item indices, best first
         scores: np.ndarray,  # (k,)
         positions: np.ndarray,  # (m_known,) catalogue indices of the profile
-        unit_profile: np.ndarray,  # (m, D) unit item vectors, known items first
+        h_profile: np.ndarray,  # (m, D) item vectors of the profile, known items first
+        loo_users: np.ndarray | None,  # (m, D) user vectors without each profile item
         names: Sequence[str],  # (m,) profile item names
     ) -> list[Recommendation]:
         if len(top) == 0:
             return []
-        sims = self._unit[top] @ unit_profile.T  # (k, m) cosine
-        best = sims.argmax(axis=1)  # (k,)
+        contribution = self.contributions(top, scores, loo_users)  # (k, m)
+        best = contribution.argmax(axis=1)  # (k,) first of ties: profile order
+        sims = self._unit[top] @ _unit(h_profile).T  # (k, m) cosine
         cat = self.catalogue
         out = []
         for rank, (item, j) in enumerate(zip(top.tolist(), best.tolist(), strict=True), 1):
@@ -407,6 +482,7 @@ class Recommender:
                     item_id=str(cat.ids[item]),
                     score=float(scores[rank - 1]),
                     rank=rank,
+                    contribution=float(contribution[rank - 1, j]),
                     because=str(names[j]),
                     similarity=float(sims[rank - 1, j]),
                     same_artist=bool(known and artist != "" and artist == cat.artists[p]),
@@ -416,6 +492,29 @@ class Recommender:
                 )
             )
         return out
+
+def leave_one_out_pooled(h: np.ndarray) -> np.ndarray | None:
+    """(m, D) item vectors of one profile -> (m, 2D): row j is ``[mean || max]`` of the
+    profile without item j, exactly as :func:`~curatornet_pipeline.core.models.pool_profiles`
+    pools it; None when m == 1.
+
+    O(m D): the mean from the sum less the item (in float64), the max from each
+    dimension's two largest values (a dimension whose maximum is item j's takes the
+    second largest; a tie keeps the maximum).
+    """
+    h = np.asarray(h, dtype=np.float32)
+    m = len(h)
+    if m < 2:
+        return None
+    total = h.sum(axis=0, dtype=np.float64)
+    mean = ((total[None, :] - h) / (m - 1)).astype(np.float32)  # (m, D)
+    top2 = np.sort(np.partition(h, m - 2, axis=0)[m - 2 :], axis=0)  # (2, D) ascending
+    first, second = top2[1], top2[0]
+    argmax = h.argmax(axis=0)  # (D,) the row holding each maximum
+    holds_max = argmax[None, :] == np.arange(m)[:, None]  # (m, D)
+    amax = np.where(holds_max, second[None, :], first[None, :])  # (m, D)
+    return np.ascontiguousarray(np.concatenate([mean, amax], axis=1))
+
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -58,8 +58,13 @@ def recommendations_value(table: pd.DataFrame) -> dg.MetadataValue:
         dg.TableColumn("rank", "int"),
         dg.TableColumn("artwork", "string", description="recommended artwork (id prefix)"),
         dg.TableColumn("score", "float"),
-        dg.TableColumn("because", "string", description="liked artwork closest to it"),
-        dg.TableColumn("similarity", "float"),
+        dg.TableColumn(
+            "because", "string", description="liked artwork contributing most to the score"
+        ),
+        dg.TableColumn(
+            "contribution", "float", description="score minus the score without that liked item"
+        ),
+        dg.TableColumn("similarity", "float", description="cosine of the two item vectors"),
         dg.TableColumn("same_artist", "bool"),
         dg.TableColumn("same_cluster", "bool"),
         dg.TableColumn("hit", "bool", description="in the user's hidden test basket"),
@@ -74,6 +79,7 @@ def recommendations_value(table: pd.DataFrame) -> dg.MetadataValue:
                 "because": short(r["because"]),
                 "similarity": round(float(r["similarity"]), 4),
                 "same_artist": bool(r["same_artist"]),
+                "contribution": round(float(r["contribution"]), 4) if "contribution" in r else None,
                 "same_cluster": bool(r["same_cluster"]),
                 "hit": bool(r.get("in_hidden_basket", False)),
             }

@@ -14,8 +14,10 @@ from typing import Any
 
 import dagster as dg
 
+from curatornet_pipeline.core.experiment import MODEL_ASSETS, label_of
+
+#: The tag Dagster writes a materialization's data version under.
 DATA_VERSION_TAG = "dagster/data_version"
-MODEL_ASSETS = ("curatornet_models", "vbpr_models", "random_sampling_models")
 
 #: Metadata entries worth showing for each asset, in order.
 SHOWN = {
@@ -219,7 +221,6 @@ def explain(
     if value is None:
         known = sorted(_table2_rows(report))
         raise LookupError(f"no metric {metric!r} for {variant!r}; methods: {known}")
-    from curatornet_pipeline.defs.assets.evaluation import label_of
     from curatornet_pipeline.defs.resources import pipeline_settings
 
     grid = pipeline_settings(report.metadata.get("profile", "demo")).grid()

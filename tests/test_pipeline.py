@@ -94,6 +94,11 @@ def test_every_step_succeeds_and_every_check_passes(pipeline: Pipeline) -> None:
         if not e.passed
     ]
     assert failed == []
+    # each triplets check result names its strategy partition (a partitioned check)
+    triplet_checks = [e for e in evaluations if e.asset_key.to_user_string() == "triplets"]
+    assert len(triplet_checks) == 7 * 4
+    assert all(e.partition and e.metadata["partition"].value == e.partition for e in triplet_checks)
+    assert len({e.partition for e in triplet_checks}) == 7
 
 
 def test_one_finished_mlflow_run_per_materialization(pipeline: Pipeline) -> None:
@@ -109,6 +114,7 @@ def test_one_finished_mlflow_run_per_materialization(pipeline: Pipeline) -> None
         for run in runs:
             assert run.info.status == "FINISHED", run.data.tags
             assert run.data.tags[TAG_DATA_VERSION]
+            assert "resumed_from_epoch" not in run.data.tags  # nothing was interrupted
             found.append((run.data.tags[TAG_ASSET], run.data.tags[TAG_PARTITION]))
     assert sorted(found) == sorted(expected)
     assert ("triplets", "s4_same_artist") in found
@@ -170,6 +176,15 @@ def test_models_choose_epochs_and_the_champion_on_held_out_baskets(pipeline: Pip
     assert champion["validation_auc"].value == pytest.approx(aucs)
     best = max(aucs, key=aucs.__getitem__)
     assert champion["variant"].value == f"curatornet-{best}"
+    # the registered version states the rule, the candidates and the gate
+    version = MlflowTracking().client.get_model_version(
+        "curatornet", champion["registered_version"].value
+    )
+    listed = ", ".join(f"{k}={v:.4f}" for k, v in sorted(aucs.items()))
+    assert version.tags["candidate_val_auc"] == listed
+    assert "picked by the highest validation AUC" in version.description
+    assert "among 2 CuratorNet candidates: " in version.description
+    assert "Deployment gate" in version.description
 
 
 def test_same_seed_gives_the_same_data_version(pipeline: Pipeline) -> None:
@@ -255,7 +270,7 @@ def test_bad_input_fails_and_keeps_what_was_materialized(pipeline: Pipeline, tmp
 # ----------------------------------------------------------------------------- automation
 
 
-MODEL_ASSETS = ("curatornet_models", "vbpr_models", "random_sampling_models")
+from curatornet_pipeline.core.experiment import MODEL_ASSETS  # noqa: E402
 
 
 def _tick(instance: dg.DagsterInstance, cursor=None):

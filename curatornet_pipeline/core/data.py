@@ -10,7 +10,6 @@ unchanged; every problem raises :class:`DataError` naming the file, the line
 
 import ast
 import csv
-import hashlib
 import logging
 import os
 import re
@@ -23,7 +22,9 @@ import numpy as np
 import pandas as pd
 
 from curatornet_pipeline.core.bundle import load_bundle, save_bundle
-from curatornet_pipeline.core.types import ItemVectors
+from curatornet_pipeline.core.hashing import file_sha256
+from curatornet_pipeline.core.npy_safe import load_object_array
+from curatornet_pipeline.core.types import DataError, ItemVectors
 
 logger = logging.getLogger(__name__)
 
@@ -39,38 +40,8 @@ BASKET_COLUMNS: tuple[str, ...] = ("user_id_hash", "purchase_timestamp", "items"
 
 _MAX_BASKET_TEXT = 100_000  # characters; longer basket literals are refused unparsed
 _N_EXAMPLES = 5  # dropped ids listed in a report
-_CHUNK = 1 << 20  # bytes read at a time when hashing an image
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _INT64_MAX = 2**63
-
-
-class DataError(ValueError):
-    """A problem in an input file, located by file, line (1-based) and field."""
-
-    def __init__(
-        self,
-        reason: str,
-        file: str | os.PathLike,
-        line: int | None = None,
-        field: str | None = None,
-        row: int | None = None,
-    ) -> None:
-        self.reason = reason
-        self.file = str(file)
-        self.line = line
-        self.field = field
-        self.row = row  # 0-based array row, for files without lines (.npy)
-        parts = [self.file]
-        if line is not None:
-            parts.append(f"line {line}")
-        if row is not None:
-            parts.append(f"row {row}")
-        if field is not None:
-            parts.append(f"field '{field}'")
-        super().__init__(f"{', '.join(parts)}: {reason}")
-
-    def __reduce__(self):  # keep the attributes across pickling (multiprocess executors)
-        return (type(self), (self.reason, self.file, self.line, self.field, self.row))
 
 
 @dataclass(frozen=True)
@@ -373,14 +344,6 @@ def baskets(purchases_long: pd.DataFrame) -> pd.DataFrame:
     return out[list(BASKET_COLUMNS)]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def image_manifest(
     images_dir: str | os.PathLike, inventory: pd.DataFrame, options: ReadOptions = ReadOptions()
 ) -> tuple[pd.DataFrame, dict]:
@@ -440,7 +403,7 @@ def image_manifest(
         if not resolved.is_file():
             raise DataError("not a regular file (broken link?)", folder / names[0])
         try:
-            digest = _sha256(resolved)
+            digest = file_sha256(resolved)
             size = resolved.stat().st_size
         except OSError as exc:
             raise DataError(f"cannot read: {exc.strerror}", resolved) from None
@@ -472,8 +435,6 @@ def read_published_embeddings(npy_path: str | os.PathLike) -> ItemVectors:
     Rows are ``[artwork_id_hash, vector]``; ids must be unique non-empty
     strings, vectors of equal length and finite. Errors name the 0-based row.
     """
-    from curatornet_pipeline.core.npy_safe import load_object_array
-
     name = str(npy_path)
     array = load_object_array(npy_path)
     if not isinstance(array, np.ndarray) or array.ndim != 2 or array.shape[1] != 2:
@@ -526,7 +487,7 @@ def read_published_embeddings(npy_path: str | os.PathLike) -> ItemVectors:
         meta={
             "source": "imported",
             "file": Path(name).name,
-            "file_sha256": _sha256(Path(name)),
+            "file_sha256": file_sha256(name),
             "dims": len(vectors[0]),
         },
     )

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 from upath import UPath
 
+from curatornet_pipeline.core.hashing import file_sha256
 from curatornet_pipeline.core.types import ItemVectors
 
 logger = logging.getLogger(__name__)
@@ -225,21 +226,13 @@ def _replace_module(model: torch.nn.Module, name: str, new: torch.nn.Module) -> 
     setattr(parent, child, new)
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def weights_id(config: EmbedConfig) -> str:
     """A stable id of the weights, part of every store key."""
     if config.weights == "none":
         return f"none:seed{_RANDOM_INIT_SEED}"
     if config.weights == "imagenet":
         return f"imagenet:{torchvision.models.get_model_weights(config.backbone).DEFAULT.name}"
-    return f"sha256:{_file_sha256(Path(config.weights))}"
+    return f"sha256:{file_sha256(Path(config.weights))}"
 
 
 def _load_state_dict(model: torch.nn.Module, path: Path, head: str) -> None:
@@ -296,7 +289,7 @@ def build_backbone(config: EmbedConfig) -> tuple[torch.nn.Module, str]:
         if not path.is_file():
             raise FileNotFoundError(f"weights file {path} not found (EmbedConfig.weights)")
         _load_state_dict(model, path, head)
-        description = f"file:{path} sha256:{_file_sha256(path)}"
+        description = f"file:{path} sha256:{file_sha256(path)}"
     return model.eval(), description
 
 

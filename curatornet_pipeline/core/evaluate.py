@@ -30,12 +30,11 @@ from scipy import stats
 
 from curatornet_pipeline.core import ragged
 from curatornet_pipeline.core.metrics import NDCG_VARIANTS, ranking_metrics, summarize
-from curatornet_pipeline.core.types import Scorer, TrainTestSplit
+from curatornet_pipeline.core.types import NEVER, Scorer, TrainTestSplit
 
 logger = logging.getLogger(__name__)
 
 PROTOCOLS: tuple[str, ...] = ("unbought", "in_stock")
-NEVER: int = int(np.iinfo(np.int64).max)  # sold-out time of items that never leave stock
 TABLE2_METRICS: tuple[str, ...] = (
     "auc", "recall@20", "precision@20", "ndcg@20",
     "recall@100", "precision@100", "ndcg@100", "rr",

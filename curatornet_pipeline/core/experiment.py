@@ -21,17 +21,12 @@ random-sampling pair, each reading exactly the triplet partitions
 :func:`triplet_partitions_for` names.
 """
 
-import dataclasses
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from curatornet_pipeline.core import models as models_core
-from curatornet_pipeline.core import train as train_core
-from curatornet_pipeline.core.sampling import merge_triplets, select, take_rows
+from curatornet_pipeline.core.sampling import select, take_rows
 from curatornet_pipeline.core.types import (
     GUIDELINE_STRATEGIES,
     STRATEGY_INFO,
@@ -266,51 +261,17 @@ def validation_auc(payload: dict) -> float:
     return float("nan") if value is None else float(value)
 
 
-def build_model(
-    variant: Variant, features: np.ndarray, n_users: int
-) -> models_core.CuratorNet | models_core.VBPR:
-    """A fresh model of the variant's kind, its input scaler fitted to ``features``."""
-    if variant.kind == "curatornet":
-        model = models_core.CuratorNet(models_core.CuratorNetConfig(input_dim=features.shape[1]))
-    else:
-        model = models_core.VBPR(
-            models_core.VBPRConfig(
-                n_users=n_users, n_items=len(features), input_dim=features.shape[1]
-            )
-        )
-    model.fit_scaler(features)
-    return model
+#: The model assets of the graph: one per family over its weight decays, and the
+#: random-sampling pair (partitioned by family).
+MODEL_ASSETS = ("curatornet_models", "vbpr_models", "random_sampling_models")
 
 
-def variant_triples(variant: Variant, parts: Mapping[str, Triplets], seed: int) -> Triplets:
-    """The triples ``variant`` trains on, from the partitions :func:`triplet_partitions_for`
-    names: the disjoint union of its guidelines, or as many random triples (size-matched)."""
-    missing = set(triplet_partitions_for(variant)) - set(parts)
-    if missing:
-        raise ValueError(f"{variant.name}: triplet partitions {sorted(missing)} were not loaded")
-    guided = {s: parts[s] for s in guideline_strategies(variant.kind)}
-    union = merge_triplets(guided) if len(guided) > 1 else next(iter(guided.values()))
-    return training_triples(variant, union, parts.get(RANDOM_STRATEGY), seed)
-
-
-def fit(
-    variant: Variant,
-    triples: Triplets,
-    features: np.ndarray,
-    n_users: int,
-    config: train_core.TrainConfig,
-    evaluator: Callable | None = None,
-    callback: Callable[[train_core.EpochStats], None] | None = None,
-    checkpoint_dir: Path | None = None,
-) -> train_core.TrainResult:
-    """Train one variant: the one training stage, which the graph's model assets and
-    ``curatornet reproduce`` both call. Seeds the initial weights with ``config.seed``; the
-    result's model holds the weights of its best epoch (``config.monitor``)."""
-    import torch
-
-    torch.manual_seed(config.seed)  # the initial weights: same inputs, same model version
-    model = build_model(variant, features, n_users)
-    config = dataclasses.replace(config, l2=variant.l2)
-    return train_core.train(
-        model, triples, triples, features, config, callback, checkpoint_dir, evaluator=evaluator
-    )
+def label_of(asset_partition: str, grid: ModelGrid) -> str | None:
+    """Table 2 label of a model asset partition such as ``vbpr_models[l0.0001]``."""
+    asset, _, partition = asset_partition.rstrip("]").partition("[")
+    if asset == "random_sampling_models":
+        return random_variant(partition, grid).label
+    if asset in MODEL_ASSETS:
+        family = asset.removesuffix("_models")
+        return guideline_variant(family, l2_from_key(partition)).label
+    return None

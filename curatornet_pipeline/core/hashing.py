@@ -47,3 +47,9 @@ def content_hash(obj: Any, length: int = 16) -> str:
     h = hashlib.sha256()
     _update(h, obj)
     return h.hexdigest()[:length]
+
+
+def file_sha256(path) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks (``hashlib.file_digest``)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

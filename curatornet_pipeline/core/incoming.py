@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from curatornet_pipeline.core import data
+from curatornet_pipeline.core.hashing import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -89,14 +90,6 @@ def _kind(name: str) -> str | None:
     return None
 
 
-def _hash_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_key(kind: str, name: str, sha256: str) -> str:
     """What makes a file "already applied": a CSV's content; an image's content and file name."""
     return f"{Path(name).name}:{sha256}" if kind == "image" else sha256
@@ -152,7 +145,7 @@ def read_batch(incoming: Path, name: str) -> Batch | None:
     for kind, rel, path in found:
         stat = path.stat()
         stamps.append(stat.st_mtime_ns)
-        files.append(BatchFile(kind, rel, path, _hash_file(path), int(stat.st_size)))
+        files.append(BatchFile(kind, rel, path, file_sha256(path), int(stat.st_size)))
     pairs = [(f.name, f.sha256) for f in files] + [(u, "?") for u in unexpected]
     return Batch(
         name=name,

@@ -19,6 +19,8 @@ import pickle
 import numpy as np
 from numpy.lib import format as npy_format
 
+from curatornet_pipeline.core.types import DataError
+
 #: (module, name) pairs a genuine object-array ``.npy`` refers to, on numpy 1.x and 2.x.
 ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
     {
@@ -72,8 +74,6 @@ def load_object_array(path: str | os.PathLike) -> np.ndarray:
     Raises :class:`DataError` for a missing, truncated or malformed file, and
     for any global outside :data:`ALLOWED_GLOBALS`.
     """
-    from curatornet_pipeline.core.data import DataError
-
     name = str(path)
     try:
         raw = open(path, "rb").read()

@@ -36,6 +36,7 @@ from curatornet_pipeline.core import data as data_core
 from curatornet_pipeline.core import embed as embed_core
 from curatornet_pipeline.core import evaluate as eval_core
 from curatornet_pipeline.core import experiment, scorers, validation
+from curatornet_pipeline.core import fit as fit_core
 from curatornet_pipeline.core import recommend as rec_core
 from curatornet_pipeline.core import report as report_core
 from curatornet_pipeline.core import sampling as sampling_core
@@ -251,7 +252,7 @@ def _fit(
     stock: eval_core.Timeline,
 ) -> "ModelRun":
     """Train one variant with the graph's training stage and evaluate it on both protocols."""
-    triples = experiment.variant_triples(variant, parts, config.seed)
+    triples = fit_core.variant_triples(variant, parts, config.seed)
     n_train, n_val = experiment.training_counts(triples, variant.kind == "vbpr")
     logger.info("training %s at n=%d seed %d: %d triples", variant.name, n, config.seed, n_train)
     history: list[dict] = []
@@ -262,7 +263,7 @@ def _fit(
         history.append(row)
 
     start = time.perf_counter()
-    result = experiment.fit(variant, triples, features, n_users, config, evaluator, on_epoch)
+    result = fit_core.fit(variant, triples, features, n_users, config, evaluator, on_epoch)
     model = result.model.eval()
     mr = ModelRun(
         variant, n, config.seed, n_train, n_val, history, result.best_epoch,

@@ -11,6 +11,7 @@ import logging
 
 import numpy as np
 
+from curatornet_pipeline.core.ragged import offsets_from_lengths
 from curatornet_pipeline.core.split import hidden_pairs
 from curatornet_pipeline.core.strategies import (
     IDENTICAL_TOL,
@@ -22,7 +23,6 @@ from curatornet_pipeline.core.strategies import (
     build_context,
     cosine,
     gather_ranges,
-    offsets_from_counts,
     visually_acceptable,
 )
 from curatornet_pipeline.core.types import (
@@ -142,13 +142,13 @@ def _compact_profiles(
     n_profiles = len(offsets) - 1
     used = np.flatnonzero(np.bincount(profile, minlength=n_profiles))
     idx, _ = gather_ranges(offsets[used], offsets[used + 1])
-    ph = profile_hashes(offsets_from_counts(offsets[used + 1] - offsets[used]), items[idx])
+    ph = profile_hashes(offsets_from_lengths(offsets[used + 1] - offsets[used]), items[idx])
     _, first, inv = np.unique(ph, return_index=True, return_inverse=True)
     remap = np.zeros(n_profiles, np.int64)
     remap[used] = inv.ravel()
     keep = used[first]
     idx, _ = gather_ranges(offsets[keep], offsets[keep + 1])
-    new_offsets = offsets_from_counts(offsets[keep + 1] - offsets[keep])
+    new_offsets = offsets_from_lengths(offsets[keep + 1] - offsets[keep])
     return new_offsets, items[idx].astype(np.int32), remap[profile]
 
 

@@ -16,6 +16,7 @@ import logging
 import numpy as np
 import pandas as pd
 
+from curatornet_pipeline.core.ragged import offsets_from_lengths
 from curatornet_pipeline.core.types import TrainTestSplit
 
 logger = logging.getLogger(__name__)
@@ -85,12 +86,12 @@ def split_train_test(purchases: pd.DataFrame, catalogue_ids: np.ndarray) -> Trai
 
     split = TrainTestSplit(
         user_ids=users_all[kept_users],
-        user_basket_offsets=_offsets(train_per_user),
-        basket_item_offsets=_offsets(train_sizes),
+        user_basket_offsets=offsets_from_lengths(train_per_user),
+        basket_item_offsets=offsets_from_lengths(train_sizes),
         basket_items=item[~test_row].astype(np.int32),
         basket_timestamps=basket_ts[train_b].astype(np.int64),
         test_users=user_pos[test_b].astype(np.int32),
-        test_item_offsets=_offsets(basket_size[test_b]),
+        test_item_offsets=offsets_from_lengths(basket_size[test_b]),
         test_items=item[test_row].astype(np.int32),
         test_timestamps=basket_ts[test_b].astype(np.int64),
         n_items=n_items,
@@ -118,13 +119,6 @@ def split_train_test(purchases: pd.DataFrame, catalogue_ids: np.ndarray) -> Trai
     return split
 
 
-def _offsets(counts: np.ndarray) -> np.ndarray:
-    """CSR offsets (n + 1,) int64 from per-row counts."""
-    out = np.zeros(len(counts) + 1, np.int64)
-    np.cumsum(counts, out=out[1:])
-    return out
-
-
 def _pair_keys(users: np.ndarray, items: np.ndarray, n_items: int) -> np.ndarray:
     return users.astype(np.int64) * n_items + items.astype(np.int64)
 
@@ -142,7 +136,7 @@ def training_profiles(split: TrainTestSplit) -> tuple[np.ndarray, np.ndarray]:
     keys = np.unique(_pair_keys(*_train_rows(split), split.n_items))
     users = keys // split.n_items
     counts = np.bincount(users, minlength=len(split.user_ids))
-    return _offsets(counts), (keys % split.n_items).astype(np.int32)
+    return offsets_from_lengths(counts), (keys % split.n_items).astype(np.int32)
 
 
 def hidden_pairs(split: TrainTestSplit) -> np.ndarray:

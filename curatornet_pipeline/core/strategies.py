@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from curatornet_pipeline.core.ragged import offsets_from_lengths
 from curatornet_pipeline.core.split import training_profiles
 from curatornet_pipeline.core.types import TrainTestSplit
 
@@ -163,17 +164,10 @@ def _bit_lookup(bits: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return ((bits[keys >> 3] >> (keys & 7).astype(np.uint8)) & 1).astype(bool)
 
 
-def offsets_from_counts(counts: np.ndarray) -> np.ndarray:
-    """CSR offsets (n + 1,) int64 from per-row counts."""
-    out = np.zeros(len(counts) + 1, np.int64)
-    np.cumsum(counts, out=out[1:])
-    return out
-
-
 def gather_ranges(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Concatenated ``arange(starts[k], ends[k])``; returns (indices, row of each index)."""
     lengths = (ends - starts).astype(np.int64)
-    offs = offsets_from_counts(lengths)
+    offs = offsets_from_lengths(lengths)
     row = np.repeat(np.arange(len(lengths)), lengths)
     return np.arange(offs[-1]) - offs[:-1][row] + starts[row], row
 
@@ -183,14 +177,14 @@ def _unique_rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """CSR of the sorted unique items of every row."""
     keys = np.unique(row.astype(np.int64) * n_items + items)
-    return offsets_from_counts(np.bincount(keys // n_items, minlength=n_rows)), (
+    return offsets_from_lengths(np.bincount(keys // n_items, minlength=n_rows)), (
         keys % n_items
     ).astype(np.int32)
 
 
 def _csr_by(labels: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(labels, kind="stable")
-    return offsets_from_counts(np.bincount(labels, minlength=n_groups)), order.astype(np.int32)
+    return offsets_from_lengths(np.bincount(labels, minlength=n_groups)), order.astype(np.int32)
 
 
 def _uniform_in(
@@ -604,9 +598,9 @@ def build_context(
         user_artists=user_artists,
         user_clusters=user_clusters,
         n_negatives=n_negatives,
-        negative_offsets=offsets_from_counts(neg_counts),
+        negative_offsets=offsets_from_lengths(neg_counts),
         negative_items=np.concatenate(neg_items),
-        s3_offsets=offsets_from_counts(np.bincount(s3_user[keep], minlength=n_users)),
+        s3_offsets=offsets_from_lengths(np.bincount(s3_user[keep], minlength=n_users)),
         s3_items=s3_item[keep].astype(np.int32),
         basket_item_offsets=split.basket_item_offsets,
         basket_items=split.basket_items,

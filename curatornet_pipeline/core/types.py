@@ -14,6 +14,7 @@ Conventions shared by every stage:
   ``items[offsets[k]:offsets[k + 1]]``.
 """
 
+import os
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -218,3 +219,36 @@ class Scorer(Protocol):
         users: np.ndarray,  # (B,) int32 index into TrainTestSplit.user_ids, -1 if unknown
     ) -> np.ndarray:  # (B, n_items) float32, higher is better
         ...
+
+
+#: Sold-out time of items that never leave stock (the in-stock protocol's timeline).
+NEVER: int = int(np.iinfo(np.int64).max)
+
+
+class DataError(ValueError):
+    """A problem in an input file, located by file, line (1-based) and field."""
+
+    def __init__(
+        self,
+        reason: str,
+        file: str | os.PathLike,
+        line: int | None = None,
+        field: str | None = None,
+        row: int | None = None,
+    ) -> None:
+        self.reason = reason
+        self.file = str(file)
+        self.line = line
+        self.field = field
+        self.row = row  # 0-based array row, for files without lines (.npy)
+        parts = [self.file]
+        if line is not None:
+            parts.append(f"line {line}")
+        if row is not None:
+            parts.append(f"row {row}")
+        if field is not None:
+            parts.append(f"field '{field}'")
+        super().__init__(f"{', '.join(parts)}: {reason}")
+
+    def __reduce__(self):  # keep the attributes across pickling (multiprocess executors)
+        return (type(self), (self.reason, self.file, self.line, self.field, self.row))

@@ -29,6 +29,7 @@ import torch
 
 from curatornet_pipeline.core.evaluate import EvalConfig, Timeline, evaluate
 from curatornet_pipeline.core.models import VBPR, CuratorNet
+from curatornet_pipeline.core.ragged import offsets_from_lengths
 from curatornet_pipeline.core.scorers import CuratorNetScorer, VBPRScorer
 from curatornet_pipeline.core.types import Scorer, TrainTestSplit
 
@@ -53,12 +54,6 @@ class ValidationConfig:
             raise ValueError(
                 "min_train_baskets must be >= 2: a user needs a basket left to train on"
             )
-
-
-def _offsets(counts: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(counts) + 1, np.int64)
-    np.cumsum(counts, out=out[1:])
-    return out
 
 
 def holdout_validation(
@@ -89,8 +84,8 @@ def holdout_validation(
     )
     common = dict(
         user_ids=split.user_ids,
-        user_basket_offsets=_offsets(new_per_user),
-        basket_item_offsets=_offsets(sizes[keep_basket]),
+        user_basket_offsets=offsets_from_lengths(new_per_user),
+        basket_item_offsets=offsets_from_lengths(sizes[keep_basket]),
         basket_items=split.basket_items[keep_row],
         basket_timestamps=split.basket_timestamps[keep_basket],
         n_items=split.n_items,
@@ -104,7 +99,7 @@ def holdout_validation(
     val_split = TrainTestSplit(
         **common,
         test_users=eligible.astype(np.int32),
-        test_item_offsets=_offsets(sizes[held]),
+        test_item_offsets=offsets_from_lengths(sizes[held]),
         test_items=val_items.astype(np.int32),
         test_timestamps=split.basket_timestamps[held],
         meta={"validation_of": meta},

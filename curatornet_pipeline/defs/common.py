@@ -10,8 +10,7 @@ import pandas as pd
 
 from curatornet_pipeline.core.hashing import content_hash
 from curatornet_pipeline.defs.tracking import TAG_DATA_VERSION, TAG_INPUT_PREFIX, TrackedRun
-
-DATA_VERSION_TAG = "dagster/data_version"
+from curatornet_pipeline.lineage import DATA_VERSION_TAG
 
 
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".4f", max_rows: int = 30) -> str:

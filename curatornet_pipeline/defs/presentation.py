@@ -13,6 +13,8 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from curatornet_pipeline.lineage import trace
+
 SHORT = 8  # characters of an id or a data version shown
 
 
@@ -77,9 +79,9 @@ def recommendations_value(table: pd.DataFrame) -> dg.MetadataValue:
                 "artwork": short(r["item_id"]),
                 "score": round(float(r["score"]), 4),
                 "because": short(r["because"]),
+                "contribution": round(float(r["contribution"]), 4) if "contribution" in r else None,
                 "similarity": round(float(r["similarity"]), 4),
                 "same_artist": bool(r["same_artist"]),
-                "contribution": round(float(r["contribution"]), 4) if "contribution" in r else None,
                 "same_cluster": bool(r["same_cluster"]),
                 "hit": bool(r.get("in_hidden_basket", False)),
             }
@@ -118,8 +120,6 @@ def model_lineage(
     """For each model input (``labels(key)`` names its Table 2 row, None: not a model): its
     MLflow run and the triplet partitions, clusters and embeddings it was trained from
     (data version, Dagster run, UI path of each)."""
-    from curatornet_pipeline.lineage import trace
-
     rows = []
     for key in sorted(upstream):
         method = labels(key)

@@ -21,7 +21,6 @@ from curatornet_pipeline.defs.tracking import MlflowTracking, TrackedRun
 from curatornet_pipeline.defs.versioning import source_hash
 
 GROUP = "evaluation"
-MODEL_ASSETS = ("curatornet_models", "vbpr_models", "random_sampling_models")
 
 
 def models_by_label(*inputs: dict | object) -> dict[str, dict]:
@@ -38,21 +37,10 @@ def models_by_label(*inputs: dict | object) -> dict[str, dict]:
     return out
 
 
-def label_of(asset_partition: str, grid: experiment.ModelGrid) -> str | None:
-    """Table 2 label of a model input record such as ``vbpr_models[l0.0001]``."""
-    asset, _, partition = asset_partition.rstrip("]").partition("[")
-    if asset == "random_sampling_models":
-        return experiment.random_variant(partition, grid).label
-    if asset in MODEL_ASSETS:
-        family = asset.removesuffix("_models")
-        return experiment.guideline_variant(family, experiment.l2_from_key(partition)).label
-    return None
-
-
 def _log_to_model_runs(mlflow: MlflowTracking, upstream: dict, tables: dict, grid) -> None:
     """Each model's test metrics also go to the MLflow run that trained it."""
     for key, info in upstream.items():
-        label = label_of(key, grid)
+        label = experiment.label_of(key, grid)
         if label is None or not info.get("mlflow_run_id"):
             continue
         tracked = TrackedRun(
@@ -142,7 +130,7 @@ def evaluation_report(
                     context.instance,
                     result.tables,
                     upstream,
-                    lambda key: label_of(key, pipeline.grid()),
+                    lambda key: experiment.label_of(key, pipeline.grid()),
                     mlflow.experiment_id,
                 ),
             },

@@ -4,22 +4,13 @@ import dagster as dg
 import pandas as pd
 
 from curatornet_pipeline.core import data
+from curatornet_pipeline.core.hashing import file_sha256
 from curatornet_pipeline.defs.common import check, finish, markdown_table, upstream_versions
 from curatornet_pipeline.defs.resources import DatasetResource
 from curatornet_pipeline.defs.tracking import MlflowTracking
 from curatornet_pipeline.defs.versioning import source_hash
 
 GROUP = "ingestion"
-
-
-def _file_sha256(path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def _describe(series: pd.Series) -> dict[str, float]:
@@ -52,7 +43,7 @@ def inventory(
             metadata={
                 "items": len(df),
                 "file": str(paths.inventory),
-                "file_sha256": _file_sha256(paths.inventory),
+                "file_sha256": file_sha256(paths.inventory)[:16],
                 "artists": int(per_artist.size),
                 "items_per_artist_max": int(per_artist.max()),
                 "preview": dg.MetadataValue.md(markdown_table(df.head(5))),
@@ -103,7 +94,7 @@ def purchases(
             metadata={
                 "purchases": len(df),
                 "file": str(paths.purchases),
-                "file_sha256": _file_sha256(paths.purchases),
+                "file_sha256": file_sha256(paths.purchases)[:16],
                 "users": int(per_user.size),
                 "baskets": len(baskets),
                 "csv_rows": int(report.get("rows", 0)),

@@ -17,6 +17,7 @@ import time
 import dagster as dg
 
 from curatornet_pipeline.core import experiment
+from curatornet_pipeline.core import fit as fit_core
 from curatornet_pipeline.core import models as models_core
 from curatornet_pipeline.core import sampling as sampling_core
 from curatornet_pipeline.core import train as train_core
@@ -60,7 +61,7 @@ RANDOM_SAMPLING_MAPPING = dg.StaticPartitionMapping(
 )
 
 CODE_VERSION = source_hash(
-    models_core, train_core, experiment, sampling_core.merge_triplets, validation_core
+    models_core, train_core, experiment, fit_core, sampling_core.merge_triplets, validation_core
 )
 #: A crash (killed worker, lost node) is worth a retry: training resumes from its checkpoint.
 RETRY = dg.RetryPolicy(max_retries=1, delay=5)
@@ -121,7 +122,7 @@ def train_variant(
     validation_config = pipeline.build("validation")
     # guideline variants: their guidelines; random variants: as many random triples as the
     # guideline variant they are compared with (size-matched ablation)
-    triples = experiment.variant_triples(variant, parts, config.seed)
+    triples = fit_core.variant_triples(variant, parts, config.seed)
     upstream = upstream_versions(context)
     key = crash.checkpoint_key(
         upstream,
@@ -168,7 +169,7 @@ def train_variant(
 
         start = time.perf_counter()
         try:
-            result = experiment.fit(
+            result = fit_core.fit(
                 variant,
                 triples,
                 catalogue.features,

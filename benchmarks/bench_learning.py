@@ -1,8 +1,11 @@
 """Speed that learns: held-out ranking AUC and validation accuracy against training wall time,
 for the default batching and smaller batches, on UGallery-scale data with a planted signal.
 
-13,297 items whose 2048-d features carry their style in a 16-d subspace buried in noise
-(signal-to-noise 1:1 there, noise alone elsewhere); 2,919 training users who each like 3 of
+13,297 items whose 2048-d features carry their style: by default shaped like pooled
+post-ReLU ResNet-50 vectors (non-negative, a third zeros; ``core.synth.resnet_like_vectors``),
+as real ones are; with ``--features normal``, Gaussian, the style in a 16-d subspace buried in
+noise (signal-to-noise 1:1 there, noise alone elsewhere; the figures before issue 31);
+2,919 training users who each like 3 of
 40 styles; triples (profile, liked positive, uniform negative) with heavy-tailed profiles
 (mean 4); 300 held-out users, each with a 5-item profile and 5 held-out liked items. After
 every epoch the training loop's evaluator hook scores all items for the held-out profiles and
@@ -25,8 +28,11 @@ import curatornet_pipeline  # noqa: F401
 import numpy as np
 import torch
 
+from curatornet_pipeline.core import machine
+from curatornet_pipeline.core import train as train_module
 from curatornet_pipeline.core.machine import runtime
 from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig
+from curatornet_pipeline.core.synth import resnet_like_vectors
 from curatornet_pipeline.core.train import TrainConfig, train
 from curatornet_pipeline.core.types import Triplets
 
@@ -36,14 +42,18 @@ N_HELD, HELD_PROFILE, HELD_POS = 300, 5, 5
 log = logging.getLogger("bench_learning")
 
 
-def world(n_triples: int, seed: int = 0):
+def world(n_triples: int, seed: int = 0, kind: str = "resnet"):
     rng = np.random.default_rng(seed)
     style = rng.integers(0, N_STYLES, N_ITEMS)
-    basis = np.linalg.qr(rng.standard_normal((D_IN, D_STYLE)))[0].T * np.sqrt(D_IN / D_STYLE)
-    centers = rng.standard_normal((N_STYLES, D_STYLE)).astype(np.float32)
-    latent = centers[style] + rng.standard_normal((N_ITEMS, D_STYLE)).astype(np.float32)
-    features = (latent @ basis).astype(np.float32)
-    features += rng.standard_normal((N_ITEMS, D_IN), dtype=np.float32) * 1.0
+    if kind == "resnet":
+        features = resnet_like_vectors(style, rng, D_IN)
+    else:
+        basis = np.linalg.qr(rng.standard_normal((D_IN, D_STYLE)))[0].T
+        basis *= np.sqrt(D_IN / D_STYLE)
+        centers = rng.standard_normal((N_STYLES, D_STYLE)).astype(np.float32)
+        latent = centers[style] + rng.standard_normal((N_ITEMS, D_STYLE)).astype(np.float32)
+        features = (latent @ basis).astype(np.float32)
+        features += rng.standard_normal((N_ITEMS, D_IN), dtype=np.float32) * 1.0
     by_style = [np.flatnonzero(style == s) for s in range(N_STYLES)]
     n_all = N_USERS + N_HELD
     tastes = np.stack([rng.choice(N_STYLES, 3, replace=False) for _ in range(n_all)])
@@ -121,12 +131,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batches", default="32768,4096,1024", help="batch_triples caps to compare")
     ap.add_argument("--bf16", action="store_true",
                     help="each cap also with bfloat16 autocast (TrainConfig.bf16)")  # fmt: skip
+    ap.add_argument("--features", choices=["resnet", "normal"], default="resnet",
+                    help="resnet: shaped like pooled post-ReLU ResNet-50 vectors; normal: "
+                         "Gaussian, the style in a 16-d subspace (before issue 31)")  # fmt: skip
+    ap.add_argument("--keep-subnormals", action="store_true",
+                    help="train with subnormal floats kept (no FTZ/DAZ), as before issue 31")  # fmt: skip
     args = ap.parse_args(argv)
+    if args.keep_subnormals:
+        train_module.FLUSH_DENORMALS = False
+        machine.set_flush_denormal(False)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
     logging.getLogger("curatornet_pipeline").setLevel(logging.WARNING)
-    triplets, features, held = world(args.triples)
+    triplets, features, held = world(args.triples, kind=args.features)
     evaluate = make_evaluator(features, held)
-    log.info("%s; %d triples, %d held-out users", runtime(), len(triplets), len(held))
+    log.info("%s; %d triples, %s features, %d held-out users, subnormals %s", runtime(),
+             len(triplets), args.features, len(held),
+             "kept" if args.keep_subnormals else "flushed")  # fmt: skip
     log.info("| batch_triples | precision | epoch | train s (cum.) | loss | val acc | "
              "held-out AUC | Recall@100 |")  # fmt: skip
     log.info("|---|---|---|---|---|---|---|---|")

@@ -2,12 +2,17 @@
 
 One run prints: the processor, the fp32 matmul peak of this machine (median), and for one
 epoch of the real training loop (medians of ``--repeats``): triples/s and fraction of the
-peak of one CuratorNet (also with the BLAS for every product and with PyTorch's operators for
-pooling and margins, and in bf16 where the CPU has it), and VBPR with dense vs sparse row
-updates. FLOPs are counted by
+peak of one CuratorNet (also with the BLAS for every product, with PyTorch's operators for
+pooling and margins, in bf16 where the CPU has it, and with subnormal floats kept against
+flushed, in alternating rounds), and VBPR with dense vs sparse row updates; and the share of
+subnormal values among the activations and gradients of one epoch with subnormals kept. FLOPs are counted by
 ``torch.utils.flop_counter.FlopCounterMode`` over the forward and backward of real batches
 (so only the products that run: the frozen features get no input gradient). ``--profile``
 adds a ``torch.profiler`` breakdown of one CuratorNet epoch.
+
+The features are shaped like pooled post-ReLU ResNet-50 vectors (non-negative, a third
+zeros; ``core.synth.resnet_like_vectors``), as real ones are; ``--features normal`` gives
+the standard-normal features of the figures before issue 31.
 
     .venv/bin/python benchmarks/bench_train.py --triples 200000
 """
@@ -29,6 +34,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from curatornet_pipeline.core import machine
+from curatornet_pipeline.core import train as train_module
 from curatornet_pipeline.core.fused import kernels, use_kernels
 from curatornet_pipeline.core.linear import (
     gemm_backend,
@@ -38,6 +45,7 @@ from curatornet_pipeline.core.linear import (
 )
 from curatornet_pipeline.core.machine import runtime
 from curatornet_pipeline.core.models import VBPR, CuratorNet, CuratorNetConfig, VBPRConfig
+from curatornet_pipeline.core.synth import resnet_like_vectors
 from curatornet_pipeline.core.train import (
     WHOLE_CATALOGUE_AT,
     TrainConfig,
@@ -63,10 +71,26 @@ def profile_sizes(n: int, rng: np.random.Generator, mean: float = 4.0) -> np.nda
     return rng.choice(k.astype(np.int64), size=n, p=p / p.sum())
 
 
-def synthetic(n_triples: int, seed: int = 0) -> tuple[Triplets, np.ndarray]:
-    """UGallery-shaped triples over random 2048-d features (every triple has a real user)."""
+def item_features(
+    n_items: int, kind: str, rng: np.random.Generator, group: np.ndarray | None = None
+) -> np.ndarray:
+    """(n_items, 2048) float32: ``"resnet"``, shaped like pooled post-ReLU ResNet-50 vectors
+    with the items' ``group`` structure (40 random groups when None); ``"normal"``, i.i.d.
+    standard normal."""
+    if kind == "normal":
+        return rng.standard_normal((n_items, D_IN), dtype=np.float32)
+    if kind != "resnet":
+        raise ValueError(f"features {kind!r}: choose 'resnet' or 'normal'")
+    group = rng.integers(0, 40, n_items) if group is None else group
+    return resnet_like_vectors(group, rng, D_IN)
+
+
+def synthetic(
+    n_triples: int, seed: int = 0, features: str = "resnet"
+) -> tuple[Triplets, np.ndarray]:
+    """UGallery-shaped triples over 2048-d features (every triple has a real user)."""
     rng = np.random.default_rng(seed)
-    features = rng.standard_normal((N_ITEMS, D_IN), dtype=np.float32)
+    x = item_features(N_ITEMS, features, rng)
     n_profiles = max(n_triples // 4, 1)
     sizes = profile_sizes(n_profiles, rng)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -83,13 +107,14 @@ def synthetic(n_triples: int, seed: int = 0) -> tuple[Triplets, np.ndarray]:
         hash=np.arange(n, dtype=np.uint64),
         is_validation=np.arange(n) < min(2000, n // 10),  # small: validation is not timed
     )
-    return triplets, features
+    return triplets, x
 
 
-def sampled(n_triples: int, seed: int = 0) -> tuple[Triplets, np.ndarray]:
+def sampled(n_triples: int, seed: int = 0, features: str = "resnet") -> tuple[Triplets, np.ndarray]:
     """Triples of the six sampling strategies on the synthetic UGallery-scale purchases
-    (benchmarks/bench_sampling.py), over random 2048-d features: the real profile reuse
-    (whole histories shared by strategies 1 and 3, single items by 2 and 4)."""
+    (benchmarks/bench_sampling.py), over 2048-d features that follow the items' artists:
+    the real profile reuse (whole histories shared by strategies 1 and 3, single items by 2
+    and 4)."""
     from bench_sampling import load_ugallery
 
     from curatornet_pipeline.core.sampling import (
@@ -105,8 +130,7 @@ def sampled(n_triples: int, seed: int = 0) -> tuple[Triplets, np.ndarray]:
     config = SamplingConfig(n_per_strategy=-(-n_triples // 6), seed=seed)
     triplets = merge_triplets({s: sample_strategy(ctx, s, config) for s in GUIDELINE_STRATEGIES})
     rng = np.random.default_rng(seed)
-    features = rng.standard_normal((split.n_items, D_IN), dtype=np.float32)
-    return triplets, features
+    return triplets, item_features(split.n_items, features, rng, artist)
 
 
 def profiles_per_triple(triplets: Triplets, config: TrainConfig) -> float:
@@ -177,6 +201,83 @@ def flops_per_triple(make, triplets, features, config) -> float:
         flops += counter.get_total_flops()
         triples += b - a
     return flops / triples
+
+
+def subnormals(t: torch.Tensor) -> tuple[int, int]:
+    """(subnormal, all) values of a float32 tensor, read from their bits: a comparison of
+    floats would itself see subnormals as zero where they are flushed."""
+    if t.dtype != torch.float32:
+        return 0, 0
+    bits = t.detach().contiguous().view(torch.int32)
+    tiny = ((bits & 0x7F800000) == 0) & ((bits & 0x007FFFFF) != 0)  # exponent 0, mantissa not
+    return int(tiny.sum()), t.numel()
+
+
+class SubnormalCount:
+    """Counts the subnormal values of every training step of ``model``: among the tensors
+    its loss saves for backward (the activations, parameters left out) and among the
+    gradients that reach each node of the backward graph (parameters' included)."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.counts = {"activations": [0, 0], "gradients": [0, 0]}
+        self._params = {id(p) for p in model.parameters()}
+        self._loss = model.loss
+        model.loss = self._counted_loss  # what the training loop calls, on this instance
+
+    def _add(self, kind: str, t: torch.Tensor) -> None:
+        tiny, n = subnormals(t)
+        self.counts[kind][0] += tiny
+        self.counts[kind][1] += n
+
+    def _saved(self, t: torch.Tensor) -> torch.Tensor:
+        if id(t) not in self._params:
+            self._add("activations", t)
+        return t
+
+    def _counted_loss(self, batch, l2):
+        with torch.autograd.graph.saved_tensors_hooks(self._saved, lambda t: t):
+            loss = self._loss(batch, l2)
+        seen, nodes = set(), [loss.grad_fn]
+        while nodes:
+            node = nodes.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            node.register_hook(self._gradients)
+            nodes.extend(child for child, _ in node.next_functions)
+        return loss
+
+    def _gradients(self, grad_inputs, grad_outputs) -> None:
+        for g in grad_outputs:
+            if g is not None:
+                self._add("gradients", g)
+
+    def line(self) -> str:
+        return ", ".join(
+            f"{kind} {100 * tiny / max(n, 1):.4f}% ({tiny:,} of {n:,})"
+            for kind, (tiny, n) in self.counts.items()
+        )
+
+
+def keeping_subnormals(fn):
+    """``fn()`` with subnormal floats kept (no FTZ/DAZ), as training ran before issue 31."""
+    train_module.FLUSH_DENORMALS = False
+    machine.set_flush_denormal(False)
+    try:
+        return fn()
+    finally:
+        train_module.FLUSH_DENORMALS = True
+        machine.set_flush_denormal(True)
+
+
+def paired_runs(fns: dict, repeats: int) -> dict[str, list[tuple[float, float]]]:
+    """:func:`timed_runs` of several variants in alternating rounds, so that a slow phase
+    of a shared machine hits them alike and each round gives a paired ratio."""
+    runs: dict[str, list[tuple[float, float]]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            runs[k] += timed_runs(fn, 1)
+    return runs
 
 
 def timed_runs(fn, repeats: int) -> list[tuple[float, float]]:
@@ -287,11 +388,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", default="all",
-                    help="comma list: single,blas,torchkernels,bf16,vbpr")  # fmt: skip
+                    help="comma list: single,blas,torchkernels,bf16,ftz,subnormals,"
+                         "vbpr")  # fmt: skip
     ap.add_argument("--profile", action="store_true", help="profile one CuratorNet epoch")
     ap.add_argument("--data", choices=["random", "sampled"], default="random",
                     help="random: each triple draws one of n/4 power-law profiles; sampled: "
                          "the six strategies on synthetic UGallery purchases")  # fmt: skip
+    ap.add_argument("--features", choices=["resnet", "normal"], default="resnet",
+                    help="resnet: shaped like pooled post-ReLU ResNet-50 vectors; normal: "
+                         "i.i.d. standard normal (the figures before issue 31)")  # fmt: skip
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
     logging.getLogger("curatornet_pipeline").setLevel(logging.WARNING)
@@ -300,10 +405,11 @@ def main(argv: list[str] | None = None) -> None:
     parts = (
         set(args.only.split(","))
         if args.only != "all"
-        else {"single", "blas", "torchkernels", "bf16", "vbpr"}
+        else {"single", "blas", "torchkernels", "bf16", "ftz", "subnormals", "vbpr"}
     )
 
-    triplets, features = (synthetic if args.data == "random" else sampled)(args.triples)
+    make = synthetic if args.data == "random" else sampled
+    triplets, features = make(args.triples, features=args.features)
     n_users = int(triplets.user.max()) + 1
     sizes = np.diff(triplets.profile_offsets)[triplets.profile]
     n_train = int((~triplets.is_validation).sum())
@@ -313,8 +419,12 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     log.info("%s", runtime())
     log.info("%s triples: %d items x %d, %d training triples, profile size mean %.2f max %d, "
-             "%.2f distinct profiles per triple in a batch", args.data, len(features), D_IN,
-             n_train, sizes.mean(), sizes.max(), profiles_per_triple(triplets, config))  # fmt: skip
+             "%.2f distinct profiles per triple in a batch; batches of at most %d triples",
+             args.data, len(features), D_IN, n_train, sizes.mean(), sizes.max(),
+             profiles_per_triple(triplets, config), config.batch_triples)  # fmt: skip
+    log.info("%s features: %.1f%% zeros, mean %.3f, min %.3f, max %.3f", args.features,
+             100 * (features == 0).mean(), features.mean(), features.min(),
+             features.max())  # fmt: skip
     first = gemm_peaks()
     peaks = [max(first.values())]
     log.info(
@@ -390,6 +500,25 @@ def main(argv: list[str] | None = None) -> None:
         log.info("bf16: %.2fx fp32's triples/s; %.2f of the bf16 peak (the fraction above is "
                  "of the fp32 peak)", results.get("single", math.nan) / results["bf16"],
                  f_one * n_train / results["bf16"] / 1e9 / bf16_peak)  # fmt: skip
+    if "ftz" in parts:
+        runs = paired_runs({"on": one, "off": lambda: keeping_subnormals(one)}, args.repeats)
+        on = report("CuratorNet, subnormals flushed", runs["on"], f_one)
+        off = report("CuratorNet, subnormals kept", runs["off"], f_one)
+        paired = statistics.median(o / f for (o, _), (f, _) in zip(runs["off"], runs["on"],
+                                                                    strict=True))  # fmt: skip
+        log.info("flushing subnormals (FTZ/DAZ): %.2fx the triples/s of keeping them (median "
+                 "of %d paired rounds; %.2fx from the medians)", paired, len(runs["on"]),
+                 off / on)  # fmt: skip
+    if "subnormals" in parts:
+
+        def counted() -> SubnormalCount:
+            model = curatornet(features)
+            count = SubnormalCount(model)
+            train(model, triplets, triplets, features, config)
+            return count
+
+        log.info("subnormal values in one CuratorNet epoch with subnormals kept: %s",
+                 keeping_subnormals(counted).line())  # fmt: skip
     if "vbpr" in parts:
         for sparse in (False, True):
             c = replace(config, sparse_rows=sparse)

@@ -65,6 +65,8 @@ def test_bench_train_prints_every_part_the_issue_asks_for_with_medians_of_three(
         for name in (
             "CuratorNet, one model",
             "CuratorNet, one model, torch pooling",
+            "CuratorNet, subnormals flushed",
+            "CuratorNet, subnormals kept",
             "VBPR, dense rows",
             "VBPR, sparse rows",
         )
@@ -77,9 +79,21 @@ def test_bench_train_prints_every_part_the_issue_asks_for_with_medians_of_three(
     assert parts["CuratorNet, one model, torch pooling"]["mflop"] == pytest.approx(one, rel=0.02)
     for label in (
         "fused pooling and margins",
+        "flushing subnormals (FTZ/DAZ)",
         "VBPR sparse speedup over dense",
     ):
         assert ratio(out, label) > 0
+    assert re.search(r"^resnet features: 3[0-9]\.[0-9]% zeros, mean 0\.450, min 0\.000", out, re.M)
+    shares = re.search(
+        rf"^subnormal values in one CuratorNet epoch with subnormals kept: activations "
+        rf"{NUMBER}% \(([0-9,]+) of ([0-9,]+)\), gradients {NUMBER}% \(([0-9,]+) of ([0-9,]+)\)$",
+        out,
+        re.MULTILINE,
+    )
+    assert shares, out
+    share_a, _, n_a, share_g, _, n_g = shares.groups()
+    assert 0 <= float(share_a) <= 100 and 0 <= float(share_g) <= 100
+    assert int(n_a.replace(",", "")) > 0 and int(n_g.replace(",", "")) > 0
     measures = re.search(r"matmul peak over the run: .*\(([0-9]+) measures\)", out)
     assert measures and int(measures.group(1)) >= 3 * len(parts), out
 

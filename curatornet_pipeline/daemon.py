@@ -107,7 +107,7 @@ def dagster_home() -> Path:
     path.mkdir(parents=True, exist_ok=True)
     config = path / "dagster.yaml"
     if not config.exists() or not config.read_text().strip():
-        heavy = int(os.environ.get("CURATORNET_HEAVY_RUNS", "1"))
+        heavy = int(settings.env("CURATORNET_HEAVY_RUNS"))
         config.write_text(dagster_yaml(max(2, os.cpu_count() or 2), heavy))
     os.environ["DAGSTER_HOME"] = str(path)
     return path
@@ -320,7 +320,7 @@ def serve() -> int:
     """The watchdog: code server and daemon until no invocation holds a lease."""
     port = _free_port()
     workspace = dagster_home() / "workspace.yaml"
-    automation = os.environ.get("CURATORNET_AUTOMATION", "on")
+    automation = settings.env("CURATORNET_AUTOMATION")
     services = Services(os.getpid(), port, str(workspace), automation)
     services.write_workspace(workspace)
     stopping = False

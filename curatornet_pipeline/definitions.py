@@ -1,7 +1,5 @@
 """The Dagster code location: every asset, check, job, schedule, sensor and resource."""
 
-import os
-
 import dagster as dg
 
 from curatornet_pipeline import settings
@@ -25,11 +23,11 @@ ASSET_MODULES = [ingest, visual, sampling, training, evaluation, recommend, regi
 
 def _dataset_env() -> dict[str, str]:
     """``CURATORNET_ON_UNKNOWN_ITEMS`` and friends: the dataset resource's drop options."""
-    names = ("on_unknown_items", "on_missing_images", "on_unreadable_images")
+    names = ("on_unknown_items", "on_missing_images", "on_unreadable_images", "on_missing_vectors")
     return {
-        n: os.environ[f"CURATORNET_{n.upper()}"]
+        n: settings.env(f"CURATORNET_{n.upper()}")
         for n in names
-        if os.environ.get(f"CURATORNET_{n.upper()}")
+        if settings.env(f"CURATORNET_{n.upper()}")
     }
 
 

@@ -46,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from curatornet_pipeline import settings
 from curatornet_pipeline.core import machine
 
 CHOICES = ("auto", "torch")
@@ -151,7 +152,7 @@ def _numba():
 
 @functools.cache
 def _configured() -> str:
-    wanted = os.environ.get("CURATORNET_CPU_KERNELS", "auto").strip().lower() or "auto"
+    wanted = settings.env("CURATORNET_CPU_KERNELS").strip().lower() or "auto"
     if wanted not in CHOICES:
         raise ValueError(f"CURATORNET_CPU_KERNELS={wanted!r}: expected one of {', '.join(CHOICES)}")
     return wanted

@@ -16,7 +16,6 @@ of applied batches live in :mod:`curatornet_pipeline.core.batches`.
 
 import hashlib
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -363,12 +362,3 @@ def validate_batch(
         len(out.skipped),
     )
     return out
-
-
-def env_seconds(name: str, default: float) -> float:
-    """A number of seconds from the environment (``CURATORNET_INCOMING_SETTLE_S`` and friends)."""
-    text = os.environ.get(name, "")
-    try:
-        return float(text) if text else default
-    except ValueError:
-        raise ValueError(f"{name}={text!r} is not a number of seconds") from None

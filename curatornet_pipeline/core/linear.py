@@ -23,7 +23,6 @@ never on timing, so that a resumed training takes the same kernels as the run it
 import contextlib
 import functools
 import math
-import os
 from collections.abc import Iterator
 
 import torch
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils import flop_counter
 
+from curatornet_pipeline import settings
 from curatornet_pipeline.core.machine import cpuinfo
 
 BACKENDS = ("auto", "onednn", "blas")
@@ -46,7 +46,7 @@ def onednn_available() -> bool:
 
 @functools.cache
 def _configured_backend() -> str:
-    wanted = os.environ.get("CURATORNET_CPU_GEMM", "auto").strip().lower() or "auto"
+    wanted = settings.env("CURATORNET_CPU_GEMM").strip().lower() or "auto"
     if wanted not in BACKENDS:
         raise ValueError(f"CURATORNET_CPU_GEMM={wanted!r}: expected one of {', '.join(BACKENDS)}")
     if wanted == "blas" or not onednn_available():

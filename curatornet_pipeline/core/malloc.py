@@ -20,8 +20,9 @@ between steps. Off with ``CURATORNET_MALLOC_TUNING=0``; a no-op on other C libra
 import ctypes
 import functools
 import logging
-import os
 import platform
+
+from curatornet_pipeline import settings
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ TOP_PAD = 64 << 20
 @functools.cache
 def retain_freed_memory() -> bool:
     """Tune glibc's malloc for a training process (once); True where it took effect."""
-    if os.environ.get("CURATORNET_MALLOC_TUNING", "1").strip() == "0":
+    if settings.env("CURATORNET_MALLOC_TUNING").strip() == "0":
         return False
     if platform.libc_ver()[0] != "glibc":
         return False

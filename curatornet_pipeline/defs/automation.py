@@ -10,9 +10,9 @@ re-materialization that reproduces the same bytes triggers nothing, and a
 changed ``triplets[s2_single_item]`` retrains exactly the models that read it.
 """
 
-import os
-
 import dagster as dg
+
+from curatornet_pipeline import settings
 
 #: Tag naming what launched a run: cli, ui, schedule, sensor, automation.
 TRIGGER_TAG = "curatornet/trigger"
@@ -98,8 +98,8 @@ JOBS = [job for stage in STAGES for job in stage]
 
 @dg.schedule(
     job=refresh_upstream,
-    cron_schedule=os.environ.get("CURATORNET_NIGHTLY_CRON", "0 2 * * *"),
-    execution_timezone=os.environ.get("CURATORNET_TIMEZONE", "UTC"),
+    cron_schedule=settings.env("CURATORNET_NIGHTLY_CRON"),
+    execution_timezone=settings.env("CURATORNET_TIMEZONE"),
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Every night: refresh ingestion to split; models and reports whose inputs "
     "changed follow by automation.",
@@ -114,12 +114,12 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     "downstream_automation",
     target=dg.AssetSelection.all(),
     run_tags={TRIGGER_TAG: "automation"},
-    minimum_interval_seconds=int(os.environ.get("CURATORNET_AUTOMATION_INTERVAL", "30")),
+    minimum_interval_seconds=int(settings.env("CURATORNET_AUTOMATION_INTERVAL")),
     description="Materializes triplets, models and reports whose inputs' data versions "
     "changed (ON_DATA_CHANGE), partition by partition.",
     default_status=(
         dg.DefaultSensorStatus.STOPPED
-        if os.environ.get("CURATORNET_AUTOMATION", "on") == "off"
+        if settings.env("CURATORNET_AUTOMATION") == "off"
         else dg.DefaultSensorStatus.RUNNING
     ),
 )

@@ -15,11 +15,13 @@ import os
 
 import dagster as dg
 
+from curatornet_pipeline import settings
+
 EXECUTORS = ("in_process", "multiprocess", "dask")
 
 
 def executor_name() -> str:
-    name = os.environ.get("CURATORNET_EXECUTOR", "in_process")
+    name = settings.env("CURATORNET_EXECUTOR")
     if name not in EXECUTORS:
         raise ValueError(f"CURATORNET_EXECUTOR={name!r}: choose one of {list(EXECUTORS)}")
     return name
@@ -29,15 +31,15 @@ def concurrent_steps() -> int:
     """How many steps the selected executor runs side by side on this machine."""
     name = executor_name()
     if name == "multiprocess":
-        return int(os.environ.get("CURATORNET_MAX_CONCURRENT", 0)) or (os.cpu_count() or 1)
+        return int(settings.env("CURATORNET_MAX_CONCURRENT") or 0) or (os.cpu_count() or 1)
     return 1  # in-process: one at a time; dask: one step per worker process
 
 
 def thread_budget(concurrent_runs: int = 1) -> int:
     """``CURATORNET_THREADS`` (set per worker by the stack), else
     cores // (steps the executor runs at once x runs the instance runs at once)."""
-    if os.environ.get("CURATORNET_THREADS"):
-        threads = int(os.environ["CURATORNET_THREADS"])
+    if settings.env("CURATORNET_THREADS"):
+        threads = int(settings.env("CURATORNET_THREADS"))
         if threads < 1:
             raise ValueError(f"CURATORNET_THREADS={threads}: need a positive number of threads")
         return threads
@@ -156,8 +158,8 @@ def _run_scoped_dask_executor(address: str) -> dg.Executor:
 )
 def dask_executor(init_context) -> dg.Executor:
     """Steps on the workers of an existing ``distributed`` scheduler."""
-    address = init_context.executor_config.get("address") or os.environ.get(
-        "CURATORNET_DASK_SCHEDULER", ""
+    address = init_context.executor_config.get("address") or settings.env(
+        "CURATORNET_DASK_SCHEDULER"
     )
     if not address:
         raise dg.DagsterInvariantViolationError(

@@ -10,11 +10,11 @@ which depend on it; the automation sensor takes it from there. Nightly runs
 of the same job carry no batch: ``applied_batches`` then applies nothing.
 """
 
-import os
 from pathlib import Path
 
 import dagster as dg
 
+from curatornet_pipeline import settings
 from curatornet_pipeline.core import batches as batches_core
 from curatornet_pipeline.core import incoming as incoming_core
 from curatornet_pipeline.defs.automation import TRIGGER_TAG, refresh_upstream
@@ -30,7 +30,7 @@ TAG_HASH = "curatornet/batch_sha256"
 
 def incoming_dir(dataset: DatasetResource) -> Path:
     """``CURATORNET_INCOMING``, else ``<data>/incoming``."""
-    return Path(os.environ.get("CURATORNET_INCOMING") or dataset.paths().root / "incoming")
+    return Path(settings.env("CURATORNET_INCOMING") or dataset.paths().root / "incoming")
 
 
 class IntakeConfig(dg.Config):
@@ -151,8 +151,8 @@ def _request(batch: incoming_core.Batch) -> dg.RunRequest:
 def incoming_batches(context: dg.SensorEvaluationContext, dataset: DatasetResource):
     """Request a run per ready batch in incoming/; reads only."""
     folder = incoming_dir(dataset)
-    settle = incoming_core.env_seconds("CURATORNET_INCOMING_SETTLE_S", incoming_core.SETTLE_S)
-    grace = incoming_core.env_seconds("CURATORNET_INCOMING_GRACE_S", incoming_core.GRACE_S)
+    settle = settings.env_seconds("CURATORNET_INCOMING_SETTLE_S", incoming_core.SETTLE_S)
+    grace = settings.env_seconds("CURATORNET_INCOMING_GRACE_S", incoming_core.GRACE_S)
     requests, waiting = [], []
     for batch in incoming_core.find_batches(folder):
         if not batch.ready(settle):

@@ -61,8 +61,8 @@ EXPERIMENT_DESCRIPTION = (
 def mlflow_ui_address() -> str:
     """The MLflow UI of this deployment: ``CURATORNET_MLFLOW_UI``, else a tracking server's
     own address, else ``curatornet ui``'s default."""
-    if os.environ.get("CURATORNET_MLFLOW_UI"):
-        return os.environ["CURATORNET_MLFLOW_UI"].rstrip("/")
+    if settings.env("CURATORNET_MLFLOW_UI"):
+        return settings.env("CURATORNET_MLFLOW_UI").rstrip("/")
     uri = settings.mlflow_tracking_uri()
     if uri.startswith(("http://", "https://")):
         return uri.rstrip("/")
@@ -71,7 +71,7 @@ def mlflow_ui_address() -> str:
 
 def dagster_ui_address() -> str:
     """The Dagster UI of this deployment: ``CURATORNET_DAGSTER_UI``, else ``curatornet ui``'s."""
-    return os.environ.get("CURATORNET_DAGSTER_UI", DEFAULT_DAGSTER_UI).rstrip("/")
+    return (settings.env("CURATORNET_DAGSTER_UI") or DEFAULT_DAGSTER_UI).rstrip("/")
 
 
 def run_link(ui_url: str, experiment_id: str, run_id: str) -> str:
@@ -225,7 +225,7 @@ class MlflowTracking(dg.ConfigurableResource):
         if self.ui_url:
             return self.ui_url
         uri = self.resolved_uri()
-        if uri.startswith(("http://", "https://")) and not os.environ.get("CURATORNET_MLFLOW_UI"):
+        if uri.startswith(("http://", "https://")) and not settings.env("CURATORNET_MLFLOW_UI"):
             return uri
         return mlflow_ui_address()
 

@@ -1,4 +1,5 @@
-"""The ``curatornet`` command: synth, run, ui, import-embeddings, batches, lineage, recommend."""
+"""The ``curatornet`` command: synth, run, ui, import-embeddings, batches, lineage, recommend,
+serve."""
 
 import argparse
 import contextlib
@@ -447,6 +448,12 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from curatornet_pipeline.serve import serve
+
+    return serve(args.model_uri, args.port)
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """The paper's protocol at a named budget, written up as a reproduction report."""
     import dataclasses
@@ -625,6 +632,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="alias or version of the registered model 'curatornet', a run id, or a file",
     )
     p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser(
+        "serve", help="serve the champion over HTTP on 127.0.0.1 (MLflow's scoring server)"
+    )
+    p.add_argument(
+        "--model-uri",
+        default="models:/curatornet@champion",
+        help="an MLflow model URI, e.g. models:/curatornet/3 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--port", type=int, default=5001, help="port on 127.0.0.1 (default: %(default)s)"
+    )
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("reproduce", help="the paper's Table 2 / Figure 3 at a training budget")
     p.add_argument("--budget", choices=["smoke", "small", "medium", "large", "paper"],

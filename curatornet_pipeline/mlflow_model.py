@@ -14,10 +14,18 @@ process where this package and MLflow are installed; nothing is read from the as
 storage. Input: one row per request, ``liked`` (artwork ids) and optionally
 ``image_vectors`` (raw embeddings of liked images outside the catalogue, see
 ``curatornet recommend --image``). Params: ``k`` (default 20) and ``in_stock_only``
-(default true). Output: one row per recommendation with the request's row number.
+(default true). Output: one row per recommendation with the request's row number,
+the fields of :data:`curatornet_pipeline.core.recommend.RECORD_FIELDS` (those that
+``curatornet recommend`` prints).
+
+Answers over HTTP (``curatornet serve``, MLflow's scoring server): a mistake in the
+request (unknown artwork ids, an empty profile, k < 1, image vectors of the wrong
+length) is HTTP 400 whose JSON ``message`` is one line naming the mistake; any other
+failure is HTTP 500 with a one-line message, its traceback logged on the server only.
 """
 
 import json
+import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,14 +34,47 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
 from curatornet_pipeline.core.models import CuratorNet, load_model
-from curatornet_pipeline.core.recommend import CATALOGUE_ARRAYS, Catalogue, Recommender
+from curatornet_pipeline.core.recommend import (
+    CATALOGUE_ARRAYS,
+    RECORD_FIELDS,
+    Catalogue,
+    Recommender,
+)
 from curatornet_pipeline.core.scorers import CuratorNetScorer
 from curatornet_pipeline.registry import ARTIFACT_DIR as ARTIFACT_PATH
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_K = 20
 _CATALOGUE_FIELDS = CATALOGUE_ARRAYS
+
+
+class ServingError(MlflowException):
+    """An answer of the model over HTTP: the status follows ``error_code`` (400 for
+    ``INVALID_PARAMETER_VALUE``, 500 for ``INTERNAL_ERROR``), the body's ``message`` is
+    this one line.
+
+    MLflow's scoring server (3.17) rewrites the message of an ``MlflowException`` raised
+    in ``predict`` as ``Failed to predict data '<the request as a DataFrame>'. \\nError:
+    <message>`` before answering: several lines echoing the request. This error's message
+    is fixed when it is raised, so the answer stays the line that names the mistake.
+    """
+
+    def __init__(self, message: str, error_code: int = INVALID_PARAMETER_VALUE):
+        super().__init__(message, error_code=error_code)
+
+    @property
+    def message(self) -> str:
+        return self._line
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_line"):  # set once, by MlflowException.__init__
+            self._line = value
 
 
 # ----------------------------------------------------------------------------- catalogue file
@@ -75,36 +116,64 @@ class CuratorNetRecommender(mlflow.pyfunc.PythonModel):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict | None = None
     ) -> pd.DataFrame:
-        params = params or {}
-        k = int(params.get("k", DEFAULT_K))
-        in_stock_only = bool(params.get("in_stock_only", True))
+        """Rank the catalogue for each row; see the module docstring for the answers."""
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        if "liked" not in frame.columns:
-            raise ValueError(f"input needs a 'liked' column of artwork ids; got {list(frame)}")
+        requests = self._requests(frame, params or {})
         rows = []
-        for request, row in enumerate(frame.to_dict(orient="records")):
+        for request, (liked, vectors, k, in_stock_only) in enumerate(requests):
+            try:
+                recs = self.recommender.recommend(
+                    liked, k=k, in_stock_only=in_stock_only, extra_profile_features=vectors
+                )
+                records = self.recommender.records(recs)
+            except Exception as exc:  # the request was checked: this is the server's fault
+                logger.exception("curatornet pyfunc: request %d failed", request)
+                raise ServingError(
+                    f"internal error while ranking ({type(exc).__name__}); the server log has "
+                    "the details",
+                    error_code=INTERNAL_ERROR,
+                ) from exc
+            rows += [{"request": request, **r} for r in records]
+        return pd.DataFrame(rows, columns=list(_OUTPUT_COLUMNS))
+
+    def _requests(self, frame: pd.DataFrame, params: dict) -> list[tuple]:
+        """(liked ids, image vectors or None, k, in_stock_only) per row; a ServingError
+        (HTTP 400) naming the first mistake of the request."""
+        k = params.get("k", DEFAULT_K)
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ServingError(f"param k must be a positive integer, got {k!r}")
+        in_stock_only = params.get("in_stock_only", True)
+        if not isinstance(in_stock_only, bool | np.bool_):
+            raise ServingError(f"param in_stock_only must be true or false, got {in_stock_only!r}")
+        if "liked" not in frame.columns:
+            raise ServingError(f"input needs a 'liked' column of artwork ids; got {list(frame)}")
+        if frame.empty:
+            raise ServingError("the request has no rows: send one row per profile")
+        dim = self.recommender.catalogue.features.shape[1]
+        several = len(frame) > 1
+        out = []
+        for row_number, row in enumerate(frame.to_dict(orient="records")):
+            where = f"row {row_number}: " if several else ""
             liked = _ids(row.get("liked"))
             vectors = _vectors(row.get("image_vectors"))
-            recs = self.recommender.recommend(
-                liked, k=k, in_stock_only=in_stock_only, extra_profile_features=vectors
-            )
-            position = self.recommender.positions([r.item_id for r in recs])
-            cat = self.recommender.catalogue
-            for r, p in zip(recs, position, strict=True):
-                rows.append(
-                    {
-                        "request": request,
-                        "rank": r.rank,
-                        "item_id": r.item_id,
-                        "score": r.score,
-                        "because": r.because,
-                        "artist": str(cat.artists[p]),
-                        "cluster": int(cat.clusters[p]),
-                        "same_artist": r.same_artist,
-                        "same_cluster": r.same_cluster,
-                    }
+            if not liked and vectors is None:
+                raise ServingError(
+                    f"{where}empty profile: 'liked' holds no artwork id and no 'image_vectors' "
+                    "were given"
                 )
-        return pd.DataFrame(rows, columns=list(_OUTPUT_COLUMNS))
+            try:
+                self.recommender.positions(liked)
+            except ValueError as exc:  # names every unknown id
+                raise ServingError(f"{where}{exc}") from None
+            if vectors is not None and any(len(v) != dim for v in vectors):
+                lengths = sorted({len(v) for v in vectors})
+                raise ServingError(
+                    f"{where}each of 'image_vectors' needs {dim} numbers, got {lengths}"
+                )
+            out.append(
+                (liked, None if vectors is None else np.stack(vectors), int(k), bool(in_stock_only))
+            )
+        return out
 
 
 def _ids(value: Any) -> list[str]:
@@ -116,23 +185,27 @@ def _ids(value: Any) -> list[str]:
     return [str(v) for v in value]
 
 
-def _vectors(value: Any) -> np.ndarray | None:
+def _vectors(value: Any) -> list[np.ndarray] | None:
+    """The raw image vectors of a row (each its own array: lengths are checked apart)."""
     if value is None or (hasattr(value, "__len__") and len(value) == 0):
         return None
-    return np.asarray([np.asarray(v, dtype=np.float32) for v in value], dtype=np.float32)
+    return [np.asarray(v, dtype=np.float32).reshape(-1) for v in value]
 
 
-_OUTPUT_COLUMNS = {
-    "request": "long",
+_FIELD_TYPES = {
     "rank": "long",
     "item_id": "string",
     "score": "double",
     "because": "string",
+    "contribution": "double",
+    "similarity": "double",
     "artist": "string",
     "cluster": "long",
     "same_artist": "boolean",
     "same_cluster": "boolean",
 }
+#: The answer's columns: the request's row number, then the CLI's fields in its order.
+_OUTPUT_COLUMNS = {"request": "long", **{name: _FIELD_TYPES[name] for name in RECORD_FIELDS}}
 
 
 def signature() -> Any:

@@ -8,8 +8,11 @@ validation set, and test data change with retraining): it is **re-scored on the 
 split, the same candidate items and the same evaluation code** as the candidate. The
 candidate takes the alias ``champion`` only when its AUC is strictly higher.
 
-Every decision is written on the candidate's version (description and tags), and the
-``champion`` tag of MLflow runs follows the alias: ``True`` on the champion's run only.
+Every decision is written on the candidate's version, description and tags: how the
+candidate was chosen (the rule, every candidate with its validation AUC:
+:class:`Selection`) and the deployment gate (its test AUC against the previous
+champion's, re-scored: :class:`Decision`). The ``champion`` tag of MLflow runs follows
+the alias: ``True`` on the champion's run only.
 """
 
 from collections.abc import Callable, Mapping
@@ -21,6 +24,54 @@ ALIAS = "champion"
 ARTIFACT_DIR = "recommender"  # the pyfunc model's folder in its training run
 METRIC = "auc"  # test AUC, primary evaluation protocol
 TAG_CHAMPION = "champion"  # run tag kept consistent with the alias
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How the candidate was picked among the trained variants, before any test data."""
+
+    chosen: str  # the candidate's partition key, e.g. "l0.0001"
+    scores: Mapping[str, float]  # partition key -> the score it was picked on
+    selected_on: str  # "val_auc", or "test auc" for models trained without a hold-out
+    label: str = ""  # the chosen variant's Table 2 label, e.g. "CuratorNet (0.0001)"
+
+    def rule(self) -> str:
+        if self.selected_on == "val_auc":
+            return (
+                "the highest validation AUC (held-out baskets of the training users; the test "
+                "set chooses nothing)"
+            )
+        return f"the highest {self.selected_on} (the models carry no validation AUC)"
+
+    def candidates(self) -> str:
+        """``l0=0.6123, l0.0001=0.6345``: every candidate and its score, in key order."""
+        return ", ".join(f"{k}={v:.4f}" for k, v in sorted(self.scores.items()))
+
+    def markdown(self) -> str:
+        named = f"`{self.chosen}`" + (f" ({self.label})" if self.label else "")
+        listed = ", ".join(
+            f"**{k} {v:.4f}**" if k == self.chosen else f"{k} {v:.4f}"
+            for k, v in sorted(self.scores.items())
+        )
+        return (
+            f"Selection: variant {named}, picked by {self.rule()} among "
+            f"{len(self.scores)} CuratorNet candidate{'s' if len(self.scores) != 1 else ''}: "
+            f"{listed}."
+        )
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "selection_rule": f"max {self.selected_on} over the CuratorNet weight decays",
+            "selected_on": self.selected_on,
+            "candidates": str(len(self.scores)),
+            f"candidate_{self.selected_on.replace(' ', '_')}": self.candidates(),
+        }
+
+
+GATE_RULE = (
+    f"promote when the test {METRIC.upper()} is strictly higher than the current champion's, "
+    "re-scored on the same split, candidate items and evaluation code"
+)
 
 
 @dataclass(frozen=True)
@@ -104,11 +155,13 @@ def apply_rule(
     name: str = MODEL_NAME,
     protocol: str = "",
     extra_tags: Mapping[str, str] | None = None,
+    selection: Selection | None = None,
 ) -> Decision:
     """Decide on ``version``, move the alias, describe the decision, sync run tags.
 
     ``score_version(model_version)`` re-scores the current champion on the candidate's
     split (None when it cannot be scored there, e.g. other feature dimensions).
+    ``selection``: how the candidate was picked; stated in the description and tags.
     """
     champ = current_champion(client, name)
     if champ is not None and str(champ.version) == str(version.version):
@@ -136,16 +189,24 @@ def apply_rule(
         else f"{decision.champion:.6f}",
         "compared_with_version": decision.champion_version or "",
         "decision": "promoted" if decision.promote else "kept",
+        "gate_rule": GATE_RULE,
+        **(selection.tags() if selection is not None else {}),
         **(extra_tags or {}),
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, value)
     client.set_tag(version.run_id, "registered_model", name)
     client.update_model_version(
-        name, version.version, description=decision.markdown(METRIC, protocol)
+        name, version.version, description=describe(decision, selection, protocol)
     )
     sync_run_tags(client, name)
     return decision
+
+
+def describe(decision: Decision, selection: Selection | None = None, protocol: str = "") -> str:
+    """The version's description: how it was chosen, then the deployment gate's verdict."""
+    gate = f"Deployment gate ({GATE_RULE}): {decision.markdown(METRIC, protocol)}"
+    return gate if selection is None else f"{selection.markdown()}\n\n{gate}"
 
 
 def sync_run_tags(client: Any, name: str = MODEL_NAME) -> None:

@@ -54,6 +54,15 @@ def test_every_asset_job_schedule_sensor_and_check_is_described() -> None:
             assert spec.description, spec.key
 
 
+def test_checks_of_the_triplets_partitions_are_partitioned_like_it() -> None:
+    """So each result is recorded with its strategy, and the UI shows which partition."""
+    triplets = next(a for a in defs.assets if dg.AssetKey("triplets") in a.keys)
+    specs = list(triplets.check_specs)
+    assert len(specs) == 4
+    for spec in specs:
+        assert spec.partitions_def == triplets.partitions_def, spec.key
+
+
 def test_every_asset_belongs_to_exactly_one_named_job() -> None:
     graph = defs.resolve_asset_graph()
     owners: dict[str, list[str]] = {}

@@ -147,6 +147,12 @@ def test_better_candidate_takes_the_alias_worse_does_not(home: dict) -> None:
     assert tags["decision"] == "promoted"
     assert "promoted to champion" in promoted.description
     assert f"{float(tags['champion_test_auc_same_split']):.4f}" in promoted.description
+    # and how it was chosen: the rule, the candidates and their validation AUCs
+    assert "picked by the highest validation AUC" in promoted.description
+    assert tags["selected_on"] == "val_auc" and tags["candidates"] == "2"
+    for pair in tags["candidate_val_auc"].split(", "):
+        key, auc = pair.split("=")
+        assert key.startswith("l") and f"{key} {auc}" in promoted.description.replace("*", "")
     # the version says what it is
     assert tags["variant"].startswith("curatornet-l") and tags["sampling"] == "guidelines"
     assert tags["variant"] == f"curatornet-{tags['dagster.partition_key']}"
@@ -247,6 +253,57 @@ def test_decide_promotes_only_a_strictly_higher_metric() -> None:
     assert "champion v3: 0.6000" in worse.markdown()
 
 
+def test_version_description_states_the_selection_and_the_gate(mlflow_store: str, tmp_path) -> None:
+    """The rule, every candidate with its validation AUC, and the test-AUC comparison with
+    the previous champion, in the description and the tags of each version."""
+    from mlflow import MlflowClient
+
+    from curatornet_pipeline import registry
+
+    name = "curatornet_test_description"  # not the pipeline's model
+    client = MlflowClient(tracking_uri=mlflow_store, registry_uri=mlflow_store)
+    experiment = client.get_experiment_by_name("curatornet").experiment_id
+    client.create_registered_model(name)
+
+    def register(l2: str):
+        run = client.create_run(experiment)
+        client.set_terminated(run.info.run_id)
+        (tmp_path / l2).mkdir()
+        return client.create_model_version(name, str(tmp_path / l2), run_id=run.info.run_id)
+
+    first, second = register("l0"), register("l0.0001")
+    selection = registry.Selection(
+        chosen="l0", scores={"l0": 0.71, "l0.0001": 0.69}, selected_on="val_auc", label="CN (0)"
+    )
+    decision = registry.apply_rule(
+        client, first, 0.65, lambda mv: None, name=name, protocol="unbought", selection=selection
+    )
+    assert decision.promote and decision.champion is None
+    text = client.get_model_version(name, first.version).description
+    assert "variant `l0` (CN (0)), picked by the highest validation AUC" in text
+    assert "among 2 CuratorNet candidates: **l0 0.7100**, l0.0001 0.6900" in text
+    assert "strictly higher than the current champion's" in text
+    assert "this version 0.6500, no champion yet. **promoted to champion**" in text
+    tags = client.get_model_version(name, first.version).tags
+    assert tags["candidate_val_auc"] == "l0=0.7100, l0.0001=0.6900"
+    assert tags["selected_on"] == "val_auc" and tags["candidates"] == "2"
+
+    later = registry.Selection(
+        chosen="l0.0001", scores={"l0": 0.70, "l0.0001": 0.72}, selected_on="val_auc"
+    )
+    decision = registry.apply_rule(
+        client, second, 0.64, lambda mv: 0.66, name=name, protocol="unbought", selection=later
+    )
+    assert not decision.promote
+    text = client.get_model_version(name, second.version).description
+    assert "l0 0.7000, **l0.0001 0.7200**" in text
+    assert f"this version 0.6400, champion v{first.version}: 0.6600" in text
+    assert "**not promoted**: -0.0200, not higher" in text
+    tags = client.get_model_version(name, second.version).tags
+    assert tags["compared_with_version"] == str(first.version)
+    assert tags["champion_test_auc_same_split"] == "0.660000" and tags["decision"] == "kept"
+
+
 def test_report_tables_are_typed_with_short_ids() -> None:
     import pandas as pd
 
@@ -277,6 +334,7 @@ def test_report_tables_are_typed_with_short_ids() -> None:
             "item_id": ["a" * 40],
             "score": [1.5],
             "because": ["b" * 40],
+            "contribution": [0.7],
             "similarity": [0.9],
             "same_artist": [True],
             "same_cluster": [False],
@@ -285,4 +343,4 @@ def test_report_tables_are_typed_with_short_ids() -> None:
     )
     row = recommendations_value(recs).records[0].data
     assert row["user"] == "u" * 8 and row["artwork"] == "a" * 8 and row["because"] == "b" * 8
-    assert row["hit"] is True
+    assert row["hit"] is True and row["contribution"] == 0.7

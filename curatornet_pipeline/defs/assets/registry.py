@@ -93,6 +93,9 @@ def champion(
     variant = _variant(best)
     client = mlflow.client
     selected_on = "val_auc" if chooser is validation else f"test {registry.METRIC}"
+    selection = registry.Selection(
+        chosen=best, scores=chooser, selected_on=selected_on, label=variant.label
+    )
     with mlflow.run_for(
         context,
         params={
@@ -150,6 +153,7 @@ def champion(
             score_version,
             protocol=config.protocol,
             extra_tags={"evaluated_by_dagster_run": context.run.run_id},
+            selection=selection,
         )
         client.set_tag(trained["mlflow_run_id"], "registered_version", version.version)
         holder = registry.current_champion(client)
@@ -187,7 +191,7 @@ def champion(
                 "val_auc": validation[best],
                 "test_auc": decision.candidate,
                 "decision": dg.MetadataValue.md(
-                    decision.markdown(registry.METRIC, config.protocol)
+                    registry.describe(decision, selection, config.protocol)
                 ),
                 "champion_version": dg.MetadataValue.text(str(holder.version) if holder else ""),
             },

@@ -1,6 +1,7 @@
 """Train/test split and triple sampling, one partition per strategy."""
 
 import dataclasses
+import warnings
 
 import dagster as dg
 import numpy as np
@@ -27,6 +28,21 @@ from curatornet_pipeline.defs.versioning import source_hash
 GROUP = "sampling"
 BUNDLE = "bundle_io_manager"
 strategy_partitions = dg.StaticPartitionsDefinition(list(STRATEGIES))
+
+
+def _triplets_check(name: str, description: str, blocking: bool = False) -> dg.AssetCheckSpec:
+    """A check of one ``triplets`` partition: partitioned like the asset, so that each
+    result is recorded, and shown in the UI, with its strategy (Dagster 1.13 marks a
+    check's ``partitions_def`` as a preview; the result's metadata names it as well)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(
+            name,
+            asset="triplets",
+            blocking=blocking,
+            partitions_def=strategy_partitions,
+            description=f"{description} Evaluated for each strategy partition.",
+        )
 
 
 @dg.asset(
@@ -108,31 +124,26 @@ def validation_split(
     partitions_def=strategy_partitions,
     automation_condition=ON_DATA_CHANGE,
     check_specs=[
-        dg.AssetCheckSpec(
+        _triplets_check(
             "strategy_invariants",
-            asset="triplets",
+            "Every triple obeys its guideline's definition (positive in or out of the profile, "
+            "negative outside it, artist and cluster conditions).",
             blocking=True,
-            description="Every triple obeys its guideline's definition (positive in or out of "
-            "the profile, negative outside it, artist and cluster conditions).",
         ),
-        dg.AssetCheckSpec(
+        _triplets_check(
             "no_hidden_basket_items",
-            asset="triplets",
+            "Leakage: no test-basket item of its user appears in a profile or as a positive. "
+            "Blocks training.",
             blocking=True,
-            description="Leakage: no test-basket item of its user appears in a profile or as a "
-            "positive. Blocks training.",
         ),
-        dg.AssetCheckSpec(
+        _triplets_check(
             "no_validation_basket_items",
-            asset="triplets",
+            "Leakage: no held-out validation item of its user appears in a profile or as a "
+            "positive, so the validation ranking is honest. Blocks training.",
             blocking=True,
-            description="Leakage: no held-out validation item of its user appears in a profile "
-            "or as a positive, so the validation ranking is honest. Blocks training.",
         ),
-        dg.AssetCheckSpec(
-            "target_reached",
-            asset="triplets",
-            description="WARN when the strategy produced under 90% of the requested triples.",
+        _triplets_check(
+            "target_reached", "WARN when the strategy produced under 90% of the requested triples."
         ),
     ],
 )
@@ -196,17 +207,24 @@ def triplets(
             },
             tables={"profile_sizes": markdown_table(hist_df)},
             checks=[
-                check("strategy_invariants", not violations, violations=violations[:10]),
-                check("no_hidden_basket_items", leaks == 0, leaks=leaks),
+                check(
+                    "strategy_invariants",
+                    not violations,
+                    partition=strategy,
+                    violations=violations[:10],
+                ),
+                check("no_hidden_basket_items", leaks == 0, partition=strategy, leaks=leaks),
                 check(
                     "no_validation_basket_items",
                     validation_leaks == 0,
+                    partition=strategy,
                     leaks=validation_leaks,
                 ),
                 check(
                     "target_reached",
                     produced >= 0.9 * target,
                     severity="WARN",
+                    partition=strategy,
                     produced=produced,
                     target=target,
                 ),

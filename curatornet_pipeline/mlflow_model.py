@@ -117,23 +117,26 @@ class CuratorNetRecommender(mlflow.pyfunc.PythonModel):
         self, context: Any, model_input: pd.DataFrame, params: dict | None = None
     ) -> pd.DataFrame:
         """Rank the catalogue for each row; see the module docstring for the answers."""
+        try:
+            return self._predict(model_input, params or {})
+        except ServingError:
+            raise
+        except Exception as exc:  # not the request's mistake: the server's fault
+            logger.exception("curatornet pyfunc: predict failed")
+            raise ServingError(
+                f"internal error while ranking ({type(exc).__name__}); the server log has the "
+                "details",
+                error_code=INTERNAL_ERROR,
+            ) from exc
+
+    def _predict(self, model_input: Any, params: dict) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        requests = self._requests(frame, params or {})
         rows = []
-        for request, (liked, vectors, k, in_stock_only) in enumerate(requests):
-            try:
-                recs = self.recommender.recommend(
-                    liked, k=k, in_stock_only=in_stock_only, extra_profile_features=vectors
-                )
-                records = self.recommender.records(recs)
-            except Exception as exc:  # the request was checked: this is the server's fault
-                logger.exception("curatornet pyfunc: request %d failed", request)
-                raise ServingError(
-                    f"internal error while ranking ({type(exc).__name__}); the server log has "
-                    "the details",
-                    error_code=INTERNAL_ERROR,
-                ) from exc
-            rows += [{"request": request, **r} for r in records]
+        for request, (liked, vectors, k, in_stock) in enumerate(self._requests(frame, params)):
+            recs = self.recommender.recommend(
+                liked, k=k, in_stock_only=in_stock, extra_profile_features=vectors
+            )
+            rows += [{"request": request, **r} for r in self.recommender.records(recs)]
         return pd.DataFrame(rows, columns=list(_OUTPUT_COLUMNS))
 
     def _requests(self, frame: pd.DataFrame, params: dict) -> list[tuple]:

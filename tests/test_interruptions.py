@@ -58,6 +58,12 @@ def finish(h: dict, proc: subprocess.Popen, name: str = "run", timeout: float = 
         pytest.fail(f"{name} still running after {timeout} s:\n{log(h, name)[-3000:]}")
 
 
+def _is_run_worker(proc) -> bool:
+    """A run's process: the code server starts it with multiprocessing's spawn."""
+    line = " ".join(proc.cmdline())
+    return "spawn_main" in line or "execute_run" in line
+
+
 def instance(home: Path) -> dg.DagsterInstance:
     return dg.DagsterInstance.from_config(str(home / "dagster"))
 
@@ -158,7 +164,7 @@ def test_killed_training_worker_frees_the_slot_at_once(home: dict) -> None:
     home["env"]["CURATORNET_OVERRIDES"] = '{"train": {"epochs": 50, "patience": 50}}'
     proc = start(home, "--jobs", f"{SAMPLING},train_curatornet")
     wait_for_run(home["home"], "train_curatornet", dg.DagsterRunStatus.STARTED, timeout=900)
-    workers = [p for p in home_processes(home["home"]) if "execute_run" in " ".join(p.cmdline())]
+    workers = [p for p in home_processes(home["home"]) if _is_run_worker(p)]
     assert workers
     for worker in workers:
         worker.kill()

@@ -68,3 +68,53 @@ def fit(
     return train_core.train(
         model, triples, triples, features, config, callback, checkpoint_dir, evaluator=evaluator
     )
+
+
+def payload(
+    result: train_core.TrainResult,
+    variant: Variant,
+    config: train_core.TrainConfig,
+    inputs: Mapping | None = None,
+) -> dict:
+    """What a trained model asset holds: its weights and what made them (the variant, the
+    settings, every epoch, the best one and its validation figures, the inputs' versions)."""
+    return models_core.model_payload(
+        result.model,
+        extra={
+            "variant": {**dataclasses.asdict(variant), "name": variant.name},
+            "train_config": dataclasses.asdict(config),
+            "history": [dataclasses.asdict(h) for h in result.history],
+            "best_epoch": result.best_epoch,
+            "best_val_accuracy": result.best_val_accuracy,
+            "monitor": result.monitor,
+            "best_validation": result.best_metrics,
+            "inputs": dict(inputs or {}),
+        },
+    )
+
+
+def summary(result: train_core.TrainResult, variant: Variant, triples: Triplets) -> dict:
+    """The figures a trained variant is shown and compared by."""
+    best = result.best_metrics
+    return {
+        "variant": variant.name,
+        "kind": variant.family,
+        "l2": variant.l2,
+        "sampling": variant.sampling,
+        "trained_on": ", ".join(variant.strategies),
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "best_val_accuracy": float(result.best_val_accuracy),
+        "monitor": result.monitor,
+        "best_val_auc": float(best.get("val_auc", float("nan"))),
+        "best_val_recall@100": float(best.get("val_recall@100", float("nan"))),
+        "triples_per_second": float(result.triples_per_second),
+        "training_triples": int((~triples.is_validation).sum()),
+    }
+
+
+def weights_finite(model_payload: dict) -> bool:
+    """Whether every weight of a payload is a finite number."""
+    import torch
+
+    return all(bool(torch.isfinite(v).all()) for v in model_payload["state_dict"].values())

@@ -101,37 +101,9 @@ def _checks(family: str) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def train_variant(
-    context: dg.AssetExecutionContext,
-    pipeline: PipelineSettings,
-    mlflow: MlflowTracking,
-    storage: ArtifactStorage,
-    variant: experiment.Variant,
-    triplets: Triplets | dict[str, Triplets],
-    catalogue: Catalogue,
-    validation_split: TrainTestSplit,
-) -> dg.MaterializeResult:
-    """Train one variant on the triplet partitions it reads; resume from its checkpoint.
-
-    After every epoch the held-out validation baskets are ranked as the test set is
-    (``val_auc``, ``val_recall@100``, ...); ``val_auc`` chooses the best epoch and
-    drives early stopping (``train.monitor``), and the champion compares it.
-    """
-    parts = triplets if isinstance(triplets, dict) else {variant.strategies[0]: triplets}
-    config = dataclasses.replace(pipeline.build("train"), l2=variant.l2)
-    validation_config = pipeline.build("validation")
-    # guideline variants: their guidelines; random variants: as many random triples as the
-    # guideline variant they are compared with (size-matched ablation)
-    triples = fit_core.variant_triples(variant, parts, config.seed)
-    upstream = upstream_versions(context)
-    key = crash.checkpoint_key(
-        upstream,
-        {**dataclasses.asdict(config), "validation": dataclasses.asdict(validation_config)},
-        CODE_VERSION,
-    )
-    checkpoints = storage.checkpoint_dir(context, key)
-    crash.end_orphaned_mlflow_runs(mlflow, context)
-    params = {
+def _params(pipeline: PipelineSettings, variant, config, triples, key: str) -> dict:
+    """The MLflow params of a training run: settings, variant, and the machine's kernels."""
+    return {
         **dataclasses.asdict(config),
         **dataclasses.asdict(variant),
         "checkpoint_key": key,
@@ -143,103 +115,84 @@ def train_variant(
         # idle OpenMP workers' spin, set by the package before torch loads (its __init__)
         "openmp_spincount": os.environ.get("GOMP_SPINCOUNT", "runtime default"),
     }
-    with mlflow.run_for(context, params=params, tags={"model_kind": variant.family}) as run:
-        import torch
 
+
+def _epoch_logger(context: dg.AssetExecutionContext, run, name: str):
+    """Each epoch's figures to the MLflow run (step = epoch) and one line to the Dagster log."""
+
+    def on_epoch(stats: train_core.EpochStats) -> None:
+        row = dataclasses.asdict(stats)
+        row.update(row.pop("metrics"))  # the evaluator's figures, flat
+        run.log_metrics(
+            {k: v for k, v in row.items() if k not in ("epoch", "improved")}, step=stats.epoch
+        )
+        context.log.info(
+            f"{name} epoch {stats.epoch}: loss {stats.loss:.4f} "
+            f"val AUC {stats.metrics.get('val_auc', float('nan')):.4f} "
+            f"val acc {stats.val_accuracy:.4f} ({stats.triples_per_second:.0f}/s)"
+        )
+
+    return on_epoch
+
+
+def train_variant(
+    context: dg.AssetExecutionContext,
+    pipeline: PipelineSettings,
+    mlflow: MlflowTracking,
+    storage: ArtifactStorage,
+    variant: experiment.Variant,
+    triplets: Triplets | dict[str, Triplets],
+    catalogue: Catalogue,
+    validation_split: TrainTestSplit,
+) -> dg.MaterializeResult:
+    """Train one variant on the triplet partitions it reads (core/fit.py); resume from its
+    checkpoint. ``val_auc`` of the held-out baskets picks the best epoch and drives early
+    stopping (``train.monitor``), and the champion compares it."""
+    parts = triplets if isinstance(triplets, dict) else {variant.strategies[0]: triplets}
+    config = dataclasses.replace(pipeline.build("train"), l2=variant.l2)
+    validation_config = pipeline.build("validation")
+    triples = fit_core.variant_triples(variant, parts, config.seed)
+    upstream = upstream_versions(context)
+    settings = {**dataclasses.asdict(config), "validation": dataclasses.asdict(validation_config)}
+    key = crash.checkpoint_key(upstream, settings, CODE_VERSION)
+    checkpoints = storage.checkpoint_dir(context, key)
+    crash.end_orphaned_mlflow_runs(mlflow, context)
+    params = _params(pipeline, variant, config, triples, key)
+    with mlflow.run_for(context, params=params, tags={"model_kind": variant.family}) as run:
         evaluator = validation_core.make_evaluator(
             validation_split, catalogue.features, validation_config, timeline(catalogue)
         )
-        resumed_from = crash.checkpoint_epochs(checkpoints / train_core.CHECKPOINT_NAME) + 1
-        if resumed_from > 1:
-            context.log.info(
-                f"{variant.name}: resuming from the checkpoint at epoch {resumed_from}"
-            )
-
-        def on_epoch(stats: train_core.EpochStats) -> None:
-            row = dataclasses.asdict(stats)
-            row.update(row.pop("metrics"))  # the evaluator's figures, flat
-            run.log_metrics(
-                {k: v for k, v in row.items() if k not in ("epoch", "improved")}, step=stats.epoch
-            )
-            context.log.info(
-                f"{variant.name} epoch {stats.epoch}: loss {stats.loss:.4f} "
-                f"val AUC {stats.metrics.get('val_auc', float('nan')):.4f} "
-                f"val acc {stats.val_accuracy:.4f} ({stats.triples_per_second:.0f}/s)"
-            )
-
+        resumed_from = crash.checkpoint_epochs(checkpoints / train_core.CHECKPOINT_NAME)
+        if resumed_from:  # only a run that resumed says so
+            context.log.info(f"{variant.name}: resuming after epoch {resumed_from}")
+            run.set_tags({"resumed_from_epoch": str(resumed_from + 1)})
         start = time.perf_counter()
         try:
             result = fit_core.fit(
-                variant,
-                triples,
-                catalogue.features,
-                len(validation_split.user_ids),
-                config,
-                evaluator,
-                on_epoch,
-                checkpoints,
-            )
+                variant, triples, catalogue.features, len(validation_split.user_ids), config,
+                evaluator, _epoch_logger(context, run, variant.name), checkpoints,
+            )  # fmt: skip
         except (KeyboardInterrupt, dg.DagsterExecutionInterruptedError) as exc:
             # a cancel (Dagster interrupts the step), not a crash: RETRY is not for it
             raise dg.Failure(
                 f"{variant.name}: training canceled; its checkpoint stays for the next run",
                 allow_retries=False,
             ) from exc
-        best = result.best_metrics
-        history = [dataclasses.asdict(h) for h in result.history]
-        payload = models_core.model_payload(
-            result.model,
-            extra={
-                "variant": {**dataclasses.asdict(variant), "name": variant.name},
-                "train_config": dataclasses.asdict(config),
-                "history": history,
-                "best_epoch": result.best_epoch,
-                "best_val_accuracy": result.best_val_accuracy,
-                "monitor": result.monitor,
-                "best_validation": best,
-                "inputs": upstream,
-            },
-        )
-        state = payload["state_dict"]
-        finite = all(bool(torch.isfinite(v).all()) for v in state.values())
+        model = fit_core.payload(result, variant, config, upstream)
+        summary = fit_core.summary(result, variant, triples)
         mat = finish(
-            context,
-            run,
-            payload,
-            upstream=upstream,
-            version_of={k: v.numpy() for k, v in state.items()},
-            metadata={
-                "variant": variant.name,
-                "kind": variant.family,
-                "l2": variant.l2,
-                "sampling": variant.sampling,
-                "trained_on": ", ".join(variant.strategies),
-                "epochs_run": len(history),
-                "best_epoch": result.best_epoch,
-                "best_val_accuracy": float(result.best_val_accuracy),
-                "monitor": result.monitor,
-                "best_val_auc": float(best.get("val_auc", float("nan"))),
-                "best_val_recall@100": float(best.get("val_recall@100", float("nan"))),
-                "training_seconds": float(time.perf_counter() - start),
-                "triples_per_second": float(result.triples_per_second),
-                "training_triples": int((~triples.is_validation).sum()),
-            },
-            figures={"training_curve": training_curve(history, variant.name)},
-            storage=storage,
+            context, run, model, upstream=upstream, storage=storage,
+            version_of={k: v.numpy() for k, v in model["state_dict"].items()},
+            metadata={**summary, "training_seconds": float(time.perf_counter() - start)},
+            figures={"training_curve": training_curve(model["extra"]["history"], variant.name)},
             checks=[
-                check("weights_finite", finite),
-                check(
-                    "beats_chance",
-                    best.get("val_auc", 0.0) > 0.5,
-                    severity="WARN",
-                    best_val_auc=float(best.get("val_auc", float("nan"))),
-                ),
+                check("weights_finite", fit_core.weights_finite(model)),
+                check("beats_chance", summary["best_val_auc"] > 0.5, severity="WARN",
+                      best_val_auc=summary["best_val_auc"]),
             ],
-        )
-        if resumed_from > 1:  # only a run that did resume says so
-            run.set_tags({"resumed_from_epoch": str(resumed_from)})
+        )  # fmt: skip
         model_file = storage.scratch_file(context, "model.pt")
-        models_core.save_model(model_file, result.model, payload["extra"])
+        models_core.save_model(model_file, result.model, model["extra"])
         run.log_file(model_file, "model")
         # registration (pyfunc) and the champion rule: the `champion` asset (assets/registry.py)
     storage.clean_checkpoints(context)

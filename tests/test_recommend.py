@@ -17,8 +17,8 @@ from curatornet_pipeline.core.bundle import save_bundle
 from curatornet_pipeline.core.evaluate import NEVER as EVAL_NEVER
 from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig, save_model
 from curatornet_pipeline.core.recommend import (
-    RECORD_FIELDS,
     NEVER,
+    RECORD_FIELDS,
     Catalogue,
     Recommender,
     recommendations_figure,
@@ -209,6 +209,7 @@ def test_profile_and_sold_out_items_are_never_recommended(world):
     assert "art010" not in {r.item_id for r in batch[1]}
     assert not {r.item_id for r in batch[1]} & {"art003", "art007"}
 
+
 def _scores_without_each(rec: Recommender, profile: list[str]) -> np.ndarray:
     """(n, m): every item's score for the profile less liked item j, through the model's
     own pooling and user tower (not the recommender's leave-one-out shortcut)."""
@@ -217,7 +218,6 @@ def _scores_without_each(rec: Recommender, profile: list[str]) -> np.ndarray:
     offsets = np.concatenate([[0], np.cumsum([len(r) for r in rows])])
     users = rec.scorer.user_vectors(offsets, np.concatenate(rows))  # (m, D)
     return rec.item_vectors @ users.T
-
 
 
 def test_every_explanation_names_a_profile_item(trained, world):

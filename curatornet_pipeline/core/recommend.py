@@ -215,6 +215,7 @@ def recommendations_frame(recommendations: Sequence[Recommendation]) -> pd.DataF
     columns = [f.name for f in fields(Recommendation)]
     return pd.DataFrame([asdict(r) for r in recommendations], columns=columns)
 
+
 #: The fields of one recommendation as the CLI prints it and the HTTP model answers it
 #: (which puts its request's row number first), in this order.
 RECORD_FIELDS: tuple[str, ...] = (
@@ -229,7 +230,6 @@ RECORD_FIELDS: tuple[str, ...] = (
     "same_artist",
     "same_cluster",
 )
-
 
 
 @contextmanager
@@ -272,6 +272,7 @@ class Recommender:
         self.catalogue = catalogue
         self._position = {item: i for i, item in enumerate(catalogue.ids.tolist())}
         self._unit = _unit(scorer.item_vectors)  # (n, D) for cosine explanations
+
     def records(self, recommendations: Sequence[Recommendation]) -> list[dict]:
         """One dict per recommendation with :data:`RECORD_FIELDS`: its fields plus the
         recommended item's artist ("" when unknown) and visual cluster (-1 when unknown)."""
@@ -282,7 +283,6 @@ class Recommender:
             row = {**asdict(r), "artist": str(cat.artists[p]), "cluster": int(cat.clusters[p])}
             out.append({name: row[name] for name in RECORD_FIELDS})
         return out
-
 
     @property
     def item_vectors(self) -> np.ndarray:
@@ -388,9 +388,9 @@ class Recommender:
             scores = self._scores(users)  # (B, n)
             scores[:, excluded] = -np.inf
             scores[np.repeat(np.arange(len(batch)), lengths), flat] = -np.inf
+            top = _top_k(scores, k)  # (B, k')
             h = [self.item_vectors[pos] for pos in positions]  # (m_b, D) each
             loo = self._leave_one_out(h)  # one user-tower pass for the chunk
-            top = _top_k(scores, k)  # (B, k')
             for row, pos in enumerate(positions):
                 keep = top[row][np.isfinite(scores[row, top[row]])]
                 out.append(
@@ -420,6 +420,7 @@ class Recommender:
         if len(names) != len(extra):
             raise ValueError(f"{len(names)} extra_profile_names for {len(extra)} extra images")
         return [*profile_ids, *names]
+
     @torch.no_grad()
     def _leave_one_out(self, profiles: Sequence[np.ndarray]) -> list[np.ndarray | None]:
         """Per profile (m, D) of item vectors: the (m, D) user vectors without each item
@@ -455,7 +456,6 @@ class Recommender:
         without = self.item_vectors[items] @ loo_users.T  # (k, m)
         return np.asarray(scores, np.float64)[:, None] - without
 
-
     def _explain(
         self,
         top: np.ndarray,  # (k,) item indices, best first
@@ -482,8 +482,8 @@ class Recommender:
                     item_id=str(cat.ids[item]),
                     score=float(scores[rank - 1]),
                     rank=rank,
-                    contribution=float(contribution[rank - 1, j]),
                     because=str(names[j]),
+                    contribution=float(contribution[rank - 1, j]),
                     similarity=float(sims[rank - 1, j]),
                     same_artist=bool(known and artist != "" and artist == cat.artists[p]),
                     same_cluster=bool(
@@ -492,6 +492,7 @@ class Recommender:
                 )
             )
         return out
+
 
 def leave_one_out_pooled(h: np.ndarray) -> np.ndarray | None:
     """(m, D) item vectors of one profile -> (m, 2D): row j is ``[mean || max]`` of the
@@ -514,7 +515,6 @@ def leave_one_out_pooled(h: np.ndarray) -> np.ndarray | None:
     holds_max = argmax[None, :] == np.arange(m)[:, None]  # (m, D)
     amax = np.where(holds_max, second[None, :], first[None, :])  # (m, D)
     return np.ascontiguousarray(np.concatenate([mean, amax], axis=1))
-
 
 
 def _top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -22,6 +22,23 @@ PROTOCOLS = ("unbought", "in_stock")
 REFERENCES = {"visrank": "VisRank", "random": "Random", "oracle": "Oracle"}
 
 
+def markdown_table(df: pd.DataFrame, floatfmt: str = ".4f", max_rows: int | None = 30) -> str:
+    """A GitHub markdown table (the Dagster UI and the reports render it): floats with
+    ``floatfmt``, NaN as "–", at most ``max_rows`` rows (None: all)."""
+    shown = df if max_rows is None else df.head(max_rows)
+
+    def cell(value) -> str:
+        if isinstance(value, float | np.floating):
+            return format(float(value), floatfmt) if np.isfinite(value) else "–"
+        return str(value).replace("|", "\\|")
+
+    head = "| " + " | ".join(str(c) for c in shown.columns) + " |"
+    rule = "|" + "|".join("---" for _ in shown.columns) + "|"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    more = [f"\n_{len(df) - len(shown)} more rows_"] if len(shown) < len(df) else []
+    return "\n".join([head, rule, *rows, *more])
+
+
 def timeline(catalogue: Catalogue) -> eval_core.Timeline:
     """The stock timeline of the evaluation's ``in_stock`` protocol, from the catalogue."""
     return eval_core.Timeline(

@@ -42,7 +42,6 @@ from curatornet_pipeline.core import report as report_core
 from curatornet_pipeline.core import sampling as sampling_core
 from curatornet_pipeline.core import split as split_core
 from curatornet_pipeline.core import train as train_core
-from curatornet_pipeline.core.machine import processor
 from curatornet_pipeline.core.types import (
     GUIDELINE_STRATEGIES,
     STRATEGIES,
@@ -50,6 +49,7 @@ from curatornet_pipeline.core.types import (
     ItemVectors,
     Triplets,
 )
+from curatornet_pipeline.kernels.machine import processor
 
 logger = logging.getLogger(__name__)
 
@@ -193,17 +193,12 @@ def load_vectors(
 
 
 def _profile_stats(t: Triplets) -> dict:
-    rows = ~np.asarray(t.is_validation, bool)
-    sizes = np.diff(t.profile_offsets)[t.profile[rows]]
+    sizes = sampling_core.profile_sizes(t)
     if not len(sizes):
         return {"mean": float("nan")}
-    buckets = {"1": (1, 1), "2": (2, 2), "3-4": (3, 4), "5-9": (5, 9), "10-19": (10, 19),
-               "20+": (20, 1 << 40)}  # fmt: skip
     out = {"mean": float(sizes.mean()), "median": float(np.median(sizes)), "max": int(sizes.max())}
-    out.update(
-        {k: float(((sizes >= lo) & (sizes <= hi)).mean()) for k, (lo, hi) in buckets.items()}
-    )
-    return out
+    shares = sampling_core.profile_size_histogram(t)
+    return {**out, **{k: v / len(sizes) for k, v in shares.items()}}
 
 
 def _triples_table(
@@ -557,16 +552,8 @@ def validation_table(rep: Reproduction) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _md(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
-    def cell(v) -> str:
-        if isinstance(v, float | np.floating):
-            return "–" if not np.isfinite(v) else format(v, floatfmt)
-        return str(v)
-
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
-    rule = "|" + "---|" * len(df.columns)
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([head, rule, *body]) + "\n"
+def _table(df: pd.DataFrame, floatfmt: str = ".4f") -> str:
+    return report_core.markdown_table(df, floatfmt, max_rows=None) + "\n"
 
 
 def report_markdown(rep: Reproduction, command: str, figures: dict[str, str]) -> str:
@@ -589,7 +576,7 @@ def report_markdown(rep: Reproduction, command: str, figures: dict[str, str]) ->
         "",
         "## Data",
         "",
-        _md(
+        _table(
             pd.DataFrame(
                 {
                     "statistic": list(rep.data_stats),
@@ -604,7 +591,7 @@ def report_markdown(rep: Reproduction, command: str, figures: dict[str, str]) ->
         "sampler on the real UGallery data; the `pair` rows sample guidelines 1 and 2 per "
         "(user, basket) pair instead of per user, for comparison only.",
         "",
-        _md(rep.triples, ".3f"),
+        _table(rep.triples, ".3f"),
     ]
     for protocol in eval_core.PROTOCOLS:
         table = eval_core.table2(table2_results(rep, protocol))
@@ -617,7 +604,7 @@ def report_markdown(rep: Reproduction, command: str, figures: dict[str, str]) ->
             f"Ordering of methods (guideline-trained and baselines) on `{protocol}`, "
             "beside the paper's Table 2:",
             "",
-            _md(ordering_table(rep, protocol)),
+            _table(ordering_table(rep, protocol)),
         ]
     tests = ablation(rep)
     show = tests[["protocol", "family", "metric", "triples_guidelines", "triples_random",
@@ -630,7 +617,7 @@ def report_markdown(rep: Reproduction, command: str, figures: dict[str, str]) ->
         "exactly as many triples as its guideline partner (columns `triples_*`), with the "
         "same epochs, schedule and λ.",
         "",
-        _md(show.assign(pvalue=show["pvalue"].map(lambda p: f"{p:.2g}")), ".4f"),
+        _table(show.assign(pvalue=show["pvalue"].map(lambda p: f"{p:.2g}")), ".4f"),
         f"![Figure 3]({figures.get('ablation', '')})",
         "",
         "## Validation: does the ranking metric separate what the test set separates?",
@@ -639,14 +626,14 @@ def report_markdown(rep: Reproduction, command: str, figures: dict[str, str]) ->
         "out before sampling; `val_auc` and `val_recall@100` rank it like the test set. "
         "Triple accuracy (`val triple accuracy`) is the old signal.",
         "",
-        _md(validation_table(rep)),
+        _table(validation_table(rep)),
         *_weighting_section(rep),
         "## Budget curve",
         "",
         "CuratorNet and VBPR at the ablation λ (guidelines and size-matched random), VisRank "
         "for reference, protocol `unbought`.",
         "",
-        _md(curve_table(rep)),
+        _table(curve_table(rep)),
         f"![Budget curve]({figures.get('curve', '')})",
         "",
         _caveats(rep),
@@ -676,7 +663,7 @@ def _weighting_section(rep: Reproduction) -> list[str]:
         f"vs {pair.train_triples:,} training triples, {user.seconds:.0f} s vs "
         f"{pair.seconds:.0f} s of training. Paired t-tests over test users:",
         "",
-        _md(pd.DataFrame(rows)),
+        _table(pd.DataFrame(rows)),
     ]
 
 

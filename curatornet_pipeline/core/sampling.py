@@ -44,6 +44,8 @@ __all__ = [
     "catalogue_context",
     "hidden_item_leaks",
     "merge_triplets",
+    "profile_size_histogram",
+    "profile_sizes",
     "profile_hashes",
     "sample_strategy",
     "select",
@@ -107,18 +109,22 @@ def _search(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return sorted_keys[pos] == keys
 
 
-def _size_histogram(sizes: np.ndarray, counts: np.ndarray) -> dict[str, int]:
-    """Triples per profile size in power-of-two buckets: '1', '2-3', '4-7', ...
+#: The profile-size buckets every report uses (sampling metadata, the triplets asset's
+#: table, the reproduction's triples table).
+PROFILE_SIZE_BUCKETS = ("1", "2", "3-4", "5-9", "10-19", "20-49", "50-99", "100+")
+_BUCKET_EDGES = (1, 2, 3, 5, 10, 20, 50, 100, np.iinfo(np.int64).max)
 
-    ``sizes`` (P,) size of every profile; ``counts`` (P,) triples using it.
-    """
-    per_size = np.bincount(sizes, weights=counts)
-    out: dict[str, int] = {}
-    for size in np.flatnonzero(per_size):
-        b = int(np.log2(max(size, 1)))
-        key = f"{2**b}" if b == 0 else f"{2**b}-{2 ** (b + 1) - 1}"
-        out[key] = out.get(key, 0) + int(per_size[size])
-    return out
+
+def profile_sizes(t: Triplets, training_only: bool = True) -> np.ndarray:
+    """The profile size of every (training) triple."""
+    rows = ~np.asarray(t.is_validation, bool) if training_only else slice(None)
+    return np.diff(t.profile_offsets)[t.profile[rows]]
+
+
+def profile_size_histogram(t: Triplets, training_only: bool = True) -> dict[str, int]:
+    """Triples per profile size, in :data:`PROFILE_SIZE_BUCKETS`."""
+    counts = np.histogram(profile_sizes(t, training_only), bins=_BUCKET_EDGES)[0]
+    return dict(zip(PROFILE_SIZE_BUCKETS, (int(c) for c in counts), strict=True))
 
 
 def _first_unique(h: np.ndarray) -> np.ndarray:
@@ -170,13 +176,12 @@ def take_rows(t: Triplets, rows: np.ndarray, meta: dict) -> Triplets:
 
 
 def _describe(t: Triplets) -> dict:
-    counts = np.bincount(t.profile, minlength=len(t.profile_offsets) - 1)
     items = np.zeros(max(int(t.positive.max(initial=-1)), int(t.negative.max(initial=-1)),
                          int(t.profile_items.max(initial=-1))) + 1, bool)  # fmt: skip
     for arr in (t.positive, t.negative, t.profile_items):
         items[arr] = True
     return {
-        "profile_size_histogram": _size_histogram(np.diff(t.profile_offsets), counts),
+        "profile_size_histogram": profile_size_histogram(t, training_only=False),
         "profiles": int(len(t.profile_offsets) - 1),
         "users_covered": int(np.count_nonzero(np.bincount(t.user[t.user >= 0]))),
         "items_covered": int(items.sum()),

@@ -6,27 +6,10 @@ from typing import Any
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 
 from curatornet_pipeline.core.hashing import content_hash
 from curatornet_pipeline.defs.tracking import TAG_DATA_VERSION, TAG_INPUT_PREFIX, TrackedRun
 from curatornet_pipeline.lineage import DATA_VERSION_TAG
-
-
-def markdown_table(df: pd.DataFrame, floatfmt: str = ".4f", max_rows: int = 30) -> str:
-    """A GitHub markdown table (the Dagster UI renders it inline)."""
-    shown = df.head(max_rows)
-
-    def fmt(value: Any) -> str:
-        if isinstance(value, float | np.floating):
-            return format(float(value), floatfmt)
-        return str(value).replace("|", "\\|")
-
-    header = "| " + " | ".join(str(c) for c in shown.columns) + " |"
-    rule = "|" + "|".join("---" for _ in shown.columns) + "|"
-    rows = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in shown.itertuples(index=False)]
-    more = [f"\n_{len(df) - max_rows} more rows_"] if len(df) > max_rows else []
-    return "\n".join([header, rule, *rows, *more])
 
 
 def png_markdown(png: bytes, title: str) -> dg.MetadataValue:

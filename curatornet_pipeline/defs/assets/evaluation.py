@@ -10,10 +10,11 @@ from curatornet_pipeline.core import evaluate as eval_core
 from curatornet_pipeline.core import experiment
 from curatornet_pipeline.core import report as report_core
 from curatornet_pipeline.core.recommend import Catalogue
+from curatornet_pipeline.core.report import markdown_table
 from curatornet_pipeline.core.types import TrainTestSplit
 from curatornet_pipeline.defs import presentation
 from curatornet_pipeline.defs.automation import ON_DATA_CHANGE
-from curatornet_pipeline.defs.common import check, finish, markdown_table, upstream_versions
+from curatornet_pipeline.defs.common import check, finish, upstream_versions
 from curatornet_pipeline.defs.executors import ComputeResource
 from curatornet_pipeline.defs.io_managers import ArtifactStorage
 from curatornet_pipeline.defs.resources import PipelineSettings

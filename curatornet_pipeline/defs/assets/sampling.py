@@ -12,6 +12,7 @@ from curatornet_pipeline.core import split as split_core
 from curatornet_pipeline.core import strategies as strategies_core
 from curatornet_pipeline.core import validation as validation_core
 from curatornet_pipeline.core.recommend import Catalogue
+from curatornet_pipeline.core.report import markdown_table
 from curatornet_pipeline.core.types import (
     STRATEGIES,
     STRATEGY_INFO,
@@ -20,7 +21,7 @@ from curatornet_pipeline.core.types import (
     Triplets,
 )
 from curatornet_pipeline.defs.automation import ON_DATA_CHANGE
-from curatornet_pipeline.defs.common import check, finish, markdown_table, upstream_versions
+from curatornet_pipeline.defs.common import check, finish, upstream_versions
 from curatornet_pipeline.defs.resources import PipelineSettings
 from curatornet_pipeline.defs.tracking import MlflowTracking
 from curatornet_pipeline.defs.versioning import source_hash
@@ -174,16 +175,8 @@ def triplets(
         leaks = sampling_core.hidden_item_leaks(result, train_test_split)
         validation_leaks = sampling_core.hidden_item_leaks(result, validation_split)
         meta = result.meta
-        sizes = np.diff(result.profile_offsets)[result.profile]
-        hist = (
-            np.histogram(sizes, bins=[1, 2, 3, 5, 10, 20, 50, 100, 1000])[0] if len(sizes) else []
-        )
-        hist_df = pd.DataFrame(
-            {
-                "profile_size": ["1", "2", "3-4", "5-9", "10-19", "20-49", "50-99", "100+"],
-                "triples": list(hist) or [0] * 8,
-            }
-        )
+        hist = sampling_core.profile_size_histogram(result, training_only=False)
+        hist_df = pd.DataFrame({"profile_size": list(hist), "triples": list(hist.values())})
         produced = int((~result.is_validation).sum())
         target = int(meta.get("target", config.n_per_strategy))
         return finish(

@@ -14,7 +14,8 @@ from typing import Any
 
 import dagster as dg
 
-from curatornet_pipeline.core.experiment import MODEL_ASSETS, label_of
+from curatornet_pipeline.core.experiment import MODEL_ASSETS, ModelGrid, label_of
+from curatornet_pipeline.profiles import PROFILES
 
 #: The tag Dagster writes a materialization's data version under.
 DATA_VERSION_TAG = "dagster/data_version"
@@ -221,9 +222,7 @@ def explain(
     if value is None:
         known = sorted(_table2_rows(report))
         raise LookupError(f"no metric {metric!r} for {variant!r}; methods: {known}")
-    from curatornet_pipeline.defs.resources import pipeline_settings
-
-    grid = pipeline_settings(report.metadata.get("profile", "demo")).grid()
+    grid = ModelGrid(**PROFILES[report.metadata.get("profile", "demo")]["models"])
     models = [c.label for c in report.inputs if c.asset in MODEL_ASSETS]
     partition = next((m for m in models if label_of(m, grid) == variant), "")
     protocol = report.metadata.get("protocol", "?")

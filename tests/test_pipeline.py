@@ -94,11 +94,14 @@ def test_every_step_succeeds_and_every_check_passes(pipeline: Pipeline) -> None:
         if not e.passed
     ]
     assert failed == []
-    # each triplets check result names its strategy partition (a partitioned check)
+    # each triplets check result names its strategy partition (metadata and description)
     triplet_checks = [e for e in evaluations if e.asset_key.to_user_string() == "triplets"]
     assert len(triplet_checks) == 7 * 4
-    assert all(e.partition and e.metadata["partition"].value == e.partition for e in triplet_checks)
-    assert len({e.partition for e in triplet_checks}) == 7
+    named = {e.metadata["partition"].value for e in triplet_checks}
+    assert named == set(STRATEGIES)
+    assert all(
+        e.description == f"partition {e.metadata['partition'].value}" for e in triplet_checks
+    )
 
 
 def test_one_finished_mlflow_run_per_materialization(pipeline: Pipeline) -> None:

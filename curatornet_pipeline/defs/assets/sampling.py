@@ -1,7 +1,6 @@
 """Train/test split and triple sampling, one partition per strategy."""
 
 import dataclasses
-import warnings
 
 import dagster as dg
 import numpy as np
@@ -21,7 +20,7 @@ from curatornet_pipeline.core.types import (
     Triplets,
 )
 from curatornet_pipeline.defs.automation import ON_DATA_CHANGE
-from curatornet_pipeline.defs.common import check, finish, upstream_versions
+from curatornet_pipeline.defs.common import finish, upstream_versions
 from curatornet_pipeline.defs.resources import PipelineSettings
 from curatornet_pipeline.defs.tracking import MlflowTracking
 from curatornet_pipeline.defs.versioning import source_hash
@@ -32,18 +31,32 @@ strategy_partitions = dg.StaticPartitionsDefinition(list(STRATEGIES))
 
 
 def _triplets_check(name: str, description: str, blocking: bool = False) -> dg.AssetCheckSpec:
-    """A check of one ``triplets`` partition: partitioned like the asset, so that each
-    result is recorded, and shown in the UI, with its strategy (Dagster 1.13 marks a
-    check's ``partitions_def`` as a preview; the result's metadata names it as well)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.PreviewWarning)
-        return dg.AssetCheckSpec(
-            name,
-            asset="triplets",
-            blocking=blocking,
-            partitions_def=strategy_partitions,
-            description=f"{description} Evaluated for each strategy partition.",
-        )
+    """A check of one ``triplets`` partition; each result names its strategy partition in
+    its description and metadata (:func:`_result`).
+
+    Not a partitioned check (``AssetCheckSpec(partitions_def=...)``, a preview in Dagster
+    1.13): with it, a failed blocking check on one strategy no longer kept the automation
+    from requesting the models that read it (``tests/test_pipeline.py::
+    test_failing_blocking_check_stops_the_models``)."""
+    return dg.AssetCheckSpec(
+        name,
+        asset="triplets",
+        blocking=blocking,
+        description=f"{description} Each result names its strategy partition.",
+    )
+
+
+def _result(
+    name: str, passed: bool, strategy: str, severity: str = "ERROR", **metadata
+) -> dg.AssetCheckResult:
+    """A check result of the ``strategy`` partition of ``triplets``, saying so."""
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=bool(passed),
+        severity=dg.AssetCheckSeverity[severity],
+        description=f"partition {strategy}",
+        metadata={"partition": strategy, **metadata},
+    )
 
 
 @dg.asset(
@@ -200,24 +213,21 @@ def triplets(
             },
             tables={"profile_sizes": markdown_table(hist_df)},
             checks=[
-                check(
-                    "strategy_invariants",
-                    not violations,
-                    partition=strategy,
-                    violations=violations[:10],
+                _result(
+                    "strategy_invariants", not violations, strategy, violations=violations[:10]
                 ),
-                check("no_hidden_basket_items", leaks == 0, partition=strategy, leaks=leaks),
-                check(
+                _result("no_hidden_basket_items", leaks == 0, strategy, leaks=leaks),
+                _result(
                     "no_validation_basket_items",
                     validation_leaks == 0,
-                    partition=strategy,
+                    strategy,
                     leaks=validation_leaks,
                 ),
-                check(
+                _result(
                     "target_reached",
                     produced >= 0.9 * target,
+                    strategy,
                     severity="WARN",
-                    partition=strategy,
                     produced=produced,
                     target=target,
                 ),

@@ -151,7 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from curatornet_pipeline.defs.resources import profile_values, run_config
 
-    overrides = json.loads(os.environ.get("CURATORNET_OVERRIDES", "{}"))
+    overrides = json.loads(settings.env("CURATORNET_OVERRIDES") or "{}")
     embed = profile_values(args.profile, overrides)["embed"]
     backbone = embed.get("backbone", "resnet50")
     from curatornet_pipeline.core.data import DatasetPaths
@@ -315,7 +315,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     env["CURATORNET_DAGSTER_UI"] = f"http://127.0.0.1:{args.dagster_port}"
     # the home's daemon (schedule and sensors on when started here), shared with any
     # `curatornet run`; the webserver reads the same code server
-    with lease(automation=os.environ.get("CURATORNET_AUTOMATION", "on")) as services:
+    with lease(automation=settings.env("CURATORNET_AUTOMATION")) as services:
         webserver = [
             str(bindir / "dagster-webserver"), "-w", services.workspace,
             "-h", "127.0.0.1", "-p", str(args.dagster_port),

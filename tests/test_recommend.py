@@ -14,7 +14,6 @@ import torch
 from PIL import Image
 
 from curatornet_pipeline.core.bundle import save_bundle
-from curatornet_pipeline.core.evaluate import NEVER as EVAL_NEVER
 from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig, save_model
 from curatornet_pipeline.core.recommend import (
     NEVER,
@@ -343,10 +342,6 @@ def test_recommendations_figure_is_a_png(trained, world):
         lambda i: None if i.endswith("1") else np.zeros((8, 8, 3), np.uint8),
     )
     assert png.startswith(PNG) and len(png) > 1000
-
-
-def test_never_matches_the_evaluation_timeline():
-    assert NEVER == EVAL_NEVER
 
 
 # ----------------------------------------------------------------------------- serving

@@ -31,11 +31,10 @@ import torch
 
 from curatornet_pipeline.core.scorers import CuratorNetScorer
 from curatornet_pipeline.core.train import flush_denormals
-from curatornet_pipeline.core.types import ItemVectors, TrainTestSplit, VisualClusters
+from curatornet_pipeline.core.types import NEVER, ItemVectors, TrainTestSplit, VisualClusters
 
 logger = logging.getLogger(__name__)
 
-NEVER: int = int(np.iinfo(np.int64).max)  # sold-out time of items that never leave stock
 UNKNOWN_CLUSTER = -1  # cluster label of items added after clustering
 
 

@@ -9,7 +9,6 @@ Registry: the pyfunc model ``curatornet`` with the alias ``champion`` (see
 with ``mlflow.pyfunc.load_model``. MLflow is imported only when the model comes from it.
 """
 
-import hashlib
 import logging
 import os
 import re
@@ -28,7 +27,7 @@ from curatornet_pipeline.core.embed import (
     preprocess_for,
     weights_id,
 )
-from curatornet_pipeline.core.hashing import content_hash
+from curatornet_pipeline.core.hashing import content_hash, file_sha256
 from curatornet_pipeline.core.models import CuratorNet, load_model
 from curatornet_pipeline.core.recommend import Catalogue, Recommender, build_catalogue
 from curatornet_pipeline.core.scorers import CuratorNetScorer
@@ -201,18 +200,19 @@ def embed_images(paths: Sequence[str | Path], meta: dict) -> np.ndarray:
     ``meta`` is the catalogue's embedding meta (``Recommender.catalogue.meta``).
     An image that is missing or cannot be decoded raises ValueError naming the file.
     """
-    config = embedding_config(meta)
     rows = []
     for j, p in enumerate(paths):
         path = Path(p)
+        if path.is_dir():
+            raise ValueError(f"image file {path} is a directory")
         if not path.is_file():
             raise ValueError(f"image file {path} not found")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = file_sha256(path)
         rows.append({"artwork_id_hash": f"image-{j}", "path": str(path), "content_hash": digest})
     manifest = pd.DataFrame(rows, columns=["artwork_id_hash", "path", "content_hash"])
     if manifest.empty:
         return np.zeros((0, int(meta.get("dim", 0))), np.float32)
-    vectors = embed_manifest(manifest, config).vectors.vectors  # ValueError names the file
+    vectors = embed_manifest(manifest, embedding_config(meta)).vectors.vectors  # ValueError names the file
     if "dim" in meta and vectors.shape[1] != int(meta["dim"]):
         raise ValueError(f"new vectors have {vectors.shape[1]} dims, the catalogue {meta['dim']}")
     return vectors

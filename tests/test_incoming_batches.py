@@ -336,3 +336,5 @@ def test_batches_command_lists_and_rolls_back(dataset: Path, capsys) -> None:
     assert dataset_files(dataset) == before
     assert main(["batches", "rollback", "nope", "--data", str(dataset)]) == 2
     assert "no history entry 'nope'" in capsys.readouterr().err
+    assert main(["batches", "rollback", "e975", "--data", str(dataset)]) == 2
+    assert "a content-hash prefix needs at least 6 characters" in capsys.readouterr().err

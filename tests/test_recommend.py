@@ -451,6 +451,8 @@ def test_new_images_are_embedded_like_the_catalogue(tmp_path):
         embed_images([a, broken], catalogue.meta)
     with pytest.raises(ValueError, match="missing.png"):
         embed_images([tmp_path / "missing.png"], catalogue.meta)
+    with pytest.raises(ValueError, match="is a directory"):
+        embed_images([tmp_path], catalogue.meta)
     other = {**catalogue.meta, "weights_id": "sha256:0123", "weights": "file:/nope sha256:0123"}
     with pytest.raises(ValueError, match="/nope"):
         embed_images([a], other)

@@ -203,7 +203,13 @@ class History:
         if len(hits) == 1:
             return hits[0]
         known = ", ".join(e.id for e in entries) or "none"
-        raise KeyError(f"no history entry {ref!r} in {self.folder} (entries: {known})")
+        if len(hits) > 1:
+            why = f"the prefix {ref!r} matches {len(hits)} batches: give more of it"
+        elif len(ref) < 6 and not ref.isdigit():
+            why = f"no history entry {ref!r}: a content-hash prefix needs at least 6 characters"
+        else:
+            why = f"no history entry {ref!r}"
+        raise KeyError(f"{why} in {self.folder} (entries: {known})")
 
     def describe(self) -> list[dict]:
         """One row per entry, for ``curatornet batches list`` and metadata."""

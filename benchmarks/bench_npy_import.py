@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from curatornet_pipeline.core.data import import_embeddings
-from curatornet_pipeline.core.machine import runtime
 from curatornet_pipeline.core.npy_safe import load_object_array
+from curatornet_pipeline.core.vectors import import_embeddings
+from curatornet_pipeline.kernels.machine import runtime
 
 
 def median_seconds(fn, repeats: int) -> float:

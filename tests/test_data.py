@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from curatornet_pipeline.core import data
+from curatornet_pipeline.core import vectors as vectors_core
 from curatornet_pipeline.core.data import DataError, DatasetPaths, ReadOptions
 from curatornet_pipeline.core.types import ItemVectors
 
@@ -267,8 +268,8 @@ def test_import_embeddings_round_trip(tmp_path):
     rows = [(f"id{i}", rng.normal(size=8)) for i in range(5)]
     npy = write_npy(tmp_path / "resnet_embeddings.npy", rows)
     out = tmp_path / "data" / "embeddings.npz"
-    imported = data.import_embeddings(npy, out)
-    back = data.read_imported_embeddings(out)
+    imported = vectors_core.import_embeddings(npy, out)
+    back = vectors_core.read_imported_embeddings(out)
     assert isinstance(back, ItemVectors)
     assert back.ids.dtype.kind == "U"
     assert back.ids.tolist() == [f"id{i}" for i in range(5)]
@@ -293,7 +294,7 @@ def test_import_embeddings_malformed_row_3(tmp_path, bad_row, field, words):
     rows[3] = bad_row
     npy = write_npy(tmp_path / "bad.npy", rows)
     with pytest.raises(DataError) as info:
-        data.import_embeddings(npy, tmp_path / "embeddings.npz")
+        vectors_core.import_embeddings(npy, tmp_path / "embeddings.npz")
     assert info.value.row == 3
     assert_located(info.value, npy, None, field, "row 3", *words)
     assert not (tmp_path / "embeddings.npz").exists()
@@ -303,12 +304,12 @@ def test_import_embeddings_wrong_shape_and_bad_bundle(tmp_path):
     npy = tmp_path / "plain.npy"
     np.save(npy, np.zeros((4, 2048), dtype=np.float32))
     with pytest.raises(DataError, match=r"shape \(n, 2\)"):
-        data.import_embeddings(npy, tmp_path / "out.npz")
+        vectors_core.import_embeddings(npy, tmp_path / "out.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(DataError, match="not an embeddings bundle"):
-        data.read_imported_embeddings(tmp_path / "junk.npz")
+        vectors_core.read_imported_embeddings(tmp_path / "junk.npz")
     with pytest.raises(DataError, match="import-embeddings"):
-        data.read_imported_embeddings(tmp_path / "missing.npz")
+        vectors_core.read_imported_embeddings(tmp_path / "missing.npz")
 
 
 # --- paths and errors ----------------------------------------------------------------------
@@ -368,7 +369,7 @@ def test_item_without_vector_is_an_error_naming_its_inventory_line(inventory):
     missing = ids[2]
     vectors = _vectors([i for i in ids if i != missing] + ["not-in-inventory"])
     with pytest.raises(DataError) as info:
-        data.align_imported_embeddings(vectors, inventory, "error", "embeddings.npz")
+        vectors_core.align_imported_embeddings(vectors, inventory, "error", "embeddings.npz")
     line = int(inventory["line"].iloc[2])
     assert_located(
         info.value, GOOD / "inventory.csv", line, "artwork_id_hash", repr(missing), "no vector"
@@ -378,7 +379,7 @@ def test_item_without_vector_is_an_error_naming_its_inventory_line(inventory):
 def test_item_without_vector_dropped_and_counted(inventory):
     ids = inventory["artwork_id_hash"].tolist()
     vectors = _vectors(list(reversed(ids[1:])) + ["stray"])
-    aligned, report = data.align_imported_embeddings(vectors, inventory, "drop")
+    aligned, report = vectors_core.align_imported_embeddings(vectors, inventory, "drop")
     assert aligned.ids.tolist() == ids[1:]  # inventory order
     assert report["dropped_missing"] == 1
     assert report["dropped_missing_examples"] == [
@@ -388,4 +389,4 @@ def test_item_without_vector_dropped_and_counted(inventory):
     row = list(vectors.ids).index(ids[1])
     np.testing.assert_array_equal(aligned.vectors[0], vectors.vectors[row])
     with pytest.raises(ValueError, match="on_missing_vectors"):
-        data.align_imported_embeddings(vectors, inventory, "ignore")
+        vectors_core.align_imported_embeddings(vectors, inventory, "ignore")

@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from curatornet_pipeline.core import vectors as vectors_core
 from curatornet_pipeline.defs.assets import ingest
 from curatornet_pipeline.defs.io_managers import io_managers
 from curatornet_pipeline.defs.resources import DatasetResource
@@ -124,7 +125,7 @@ def test_item_without_imported_vector_error_then_counted_drop(
         array[row, 0], array[row, 1] = artwork, np.full(8, row, dtype=np.float32)
     np.save(tmp_path / "resnet_embeddings.npy", array, allow_pickle=True)
     shutil.rmtree(data_copy / "images")
-    data_core.import_embeddings(tmp_path / "resnet_embeddings.npy", data_copy / "embeddings.npz")
+    vectors_core.import_embeddings(tmp_path / "resnet_embeddings.npy", data_copy / "embeddings.npz")
     monkeypatch.setenv("CURATORNET_STORAGE", str(tmp_path / "storage"))
 
     def run(**options):

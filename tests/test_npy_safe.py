@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curatornet_pipeline.core import data
+from curatornet_pipeline.core import vectors as vectors_core
 from curatornet_pipeline.core.data import DataError
 from curatornet_pipeline.core.npy_safe import load_object_array
 
@@ -51,7 +51,7 @@ def test_genuine_object_array_of_float32_2048_imports(tmp_path):
     rows = genuine_rows()
     npy = tmp_path / "resnet_embeddings.npy"
     np.save(npy, object_array(rows), allow_pickle=True)
-    imported = data.import_embeddings(npy, tmp_path / "embeddings.npz")
+    imported = vectors_core.import_embeddings(npy, tmp_path / "embeddings.npz")
     assert imported.ids.tolist() == ["art0", "art1", "art2"]
     assert imported.vectors.shape == (3, 2048)
     np.testing.assert_array_equal(imported.vectors, np.stack([v for _, v in rows]))
@@ -88,7 +88,7 @@ def test_crafted_pickles_are_refused_and_run_nothing(tmp_path, payload):
     np.save(npy, object_array(rows), allow_pickle=True)
 
     with pytest.raises(DataError) as info:
-        data.import_embeddings(npy, tmp_path / "embeddings.npz")
+        vectors_core.import_embeddings(npy, tmp_path / "embeddings.npz")
     refused = "posix.mkdir" if payload == "creates_file" else "builtins.eval"
     assert info.value.file == str(npy)
     assert refused in str(info.value), str(info.value)
@@ -116,11 +116,11 @@ def test_truncated_and_malformed_npy_are_data_errors(tmp_path):
         path = tmp_path / name
         path.write_bytes(content)
         with pytest.raises(DataError) as info:
-            data.import_embeddings(path, tmp_path / "out.npz")
+            vectors_core.import_embeddings(path, tmp_path / "out.npz")
         assert info.value.file == str(path)
         assert words in str(info.value), (name, str(info.value))
     with pytest.raises(DataError, match="file not found"):
-        data.import_embeddings(tmp_path / "absent.npy", tmp_path / "out.npz")
+        vectors_core.import_embeddings(tmp_path / "absent.npy", tmp_path / "out.npz")
 
 
 def test_import_command_refuses_a_crafted_file_with_exit_2(tmp_path, capsys):

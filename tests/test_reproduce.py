@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from curatornet_pipeline.core import embed, reproduce
+from curatornet_pipeline.core import embed, reproduce, writeup
 from curatornet_pipeline.core.synth import SynthConfig, generate
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
@@ -19,20 +19,20 @@ def test_reproduce_writes_every_section(tmp_path: Path) -> None:
     rep = reproduce.run(root, budget, config, tmp_path / "store")
     # main grid: 2 lambdas x 2 kinds + 2 random variants; curve: 2 pairs x 2 smaller budgets
     assert len(rep.runs) == 6 + 4 * 2
-    tests = reproduce.ablation(rep)
+    tests = writeup.ablation(rep)
     assert set(tests["protocol"]) == {"unbought", "in_stock"}
     assert set(tests["family"]) == {"CuratorNet", "VBPR"}
     assert (tests["triples_guidelines"] == tests["triples_random"]).all()
     vbpr = tests[tests["family"] == "VBPR"]["triples_guidelines"].iloc[0]
     cn = tests[tests["family"] == "CuratorNet"]["triples_guidelines"].iloc[0]
     assert vbpr < cn  # two guidelines against six
-    curve = reproduce.curve_table(rep)
+    curve = writeup.curve_table(rep)
     for method in ("CuratorNet (0.0001)", "VBPR (0.0001)", "VisRank"):
         assert set(curve[curve["method"] == method]["n_per_strategy"]) == {60, 120, 300}
     for run in rep.runs:
         assert len(run.history) == budget.epochs and "val_auc" in run.history[0]
         assert 0 <= run.validation["val_auc"] <= 1
-    out = reproduce.write_report(rep, tmp_path / "reproduction.md", "curatornet reproduce ...")
+    out = writeup.write_report(rep, tmp_path / "reproduction.md", "curatornet reproduce ...")
     text = out.read_text()
     for heading in ("## Table 2, protocol unbought", "## Table 2, protocol in_stock",
                     "## Figure 3", "## Budget curve", "## Validation", "paper rank AUC",

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from curatornet_pipeline.core import embed, reproduce
+from curatornet_pipeline.core import embed, reproduce, writeup
 from curatornet_pipeline.core import evaluate as eval_core
 from curatornet_pipeline.core.synth import SynthConfig, generate
 from curatornet_pipeline.definitions import build_resources
@@ -59,7 +59,7 @@ def test_reproduction_table2_equals_the_pipelines(
     rep = reproduce.run(published, budget, embed.EmbedConfig(), tmp_path / "store", stages=stages)
     assert rep.settings["embedding"]["source"] == "imported"
     for protocol in eval_core.PROTOCOLS:
-        ours = eval_core.table2(reproduce.table2_results(rep, protocol))
+        ours = eval_core.table2(writeup.table2_results(rep, protocol))
         theirs = pd.read_csv(storage / "reports" / f"table2_{protocol}.csv", index_col="method")
         assert sorted(ours.index) == sorted(theirs.index), protocol
         assert len(ours) == 2 + 1 + 2 + 3  # CuratorNet x2, VBPR, random sampling x2, references

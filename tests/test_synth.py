@@ -105,7 +105,7 @@ def test_vectors_option_writes_resnet_like_vectors_in_the_published_file(tmp_pat
     """``vectors``: resnet_embeddings.npy as published ([id, vector] rows, read by the
     importer), its vectors shaped like pooled post-ReLU ResNet-50 outputs (issue 31) and
     following the items' artists and styles."""
-    from curatornet_pipeline.core.data import import_embeddings
+    from curatornet_pipeline.core.vectors import import_embeddings
 
     generate(SynthConfig(scale="tiny", images=False, vectors=True), tmp_path)
     imported = import_embeddings(tmp_path / "resnet_embeddings.npy", tmp_path / "out.npz")

@@ -21,10 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from curatornet_pipeline.core.bundle import load_bundle, save_bundle
 from curatornet_pipeline.core.hashing import file_sha256
-from curatornet_pipeline.core.npy_safe import load_object_array
-from curatornet_pipeline.core.types import DataError, ItemVectors
+from curatornet_pipeline.core.types import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +37,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = ("artwork_id_hash", "path", "content_hash", 
 BASKET_COLUMNS: tuple[str, ...] = ("user_id_hash", "purchase_timestamp", "items", "basket", "line")
 
 _MAX_BASKET_TEXT = 100_000  # characters; longer basket literals are refused unparsed
-_N_EXAMPLES = 5  # dropped ids listed in a report
+N_EXAMPLES = 5  # dropped ids listed in a report
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _INT64_MAX = 2**63
 
@@ -61,7 +59,7 @@ class ReadOptions:
                 raise ValueError(f"{name} must be 'error' or 'drop', got {getattr(self, name)!r}")
 
 
-def _show(text: str, limit: int = 60) -> str:
+def show(text: str, limit: int = 60) -> str:
     """``repr`` of a value, cut to ``limit`` characters."""
     return repr(text if len(text) <= limit else text[:limit] + "…")
 
@@ -150,12 +148,12 @@ def _parse_timestamp(text: str, file: str, line: int, field: str) -> int:
     """Unix seconds: an integer, or a number written as a whole one (``1.5e9``)."""
     _require(text, file, line, field)
     if not _NUMBER.fullmatch(text):
-        raise DataError(f"not a number: {_show(text)}", file, line, field)
+        raise DataError(f"not a number: {show(text)}", file, line, field)
     value = Decimal(text)
     if abs(value) >= _INT64_MAX:
-        raise DataError(f"out of range: {_show(text)}", file, line, field)
+        raise DataError(f"out of range: {show(text)}", file, line, field)
     if value != value.to_integral_value():
-        raise DataError(f"not a whole number of seconds: {_show(text)}", file, line, field)
+        raise DataError(f"not a whole number of seconds: {show(text)}", file, line, field)
     return int(value)
 
 
@@ -164,7 +162,7 @@ def _check_safe_id(text: str, file: str, line: int, field: str) -> str:
     _require(text, file, line, field, "missing value (empty id)")
     if text in (".", "..") or any(c in text for c in "/\\:") or not text.isprintable():
         raise DataError(
-            f"unsafe as a file name (path separator, '..', drive or control character): {_show(text)}",
+            f"unsafe as a file name (path separator, '..', drive or control character): {show(text)}",
             file,
             line,
             field,
@@ -188,7 +186,7 @@ def read_inventory(path: str | os.PathLike) -> pd.DataFrame:
         artwork = _check_safe_id(values["artwork_id_hash"], name, line, "artwork_id_hash")
         if artwork in first_line:
             raise DataError(
-                f"duplicate id {_show(artwork)} (first on line {first_line[artwork]})",
+                f"duplicate id {show(artwork)} (first on line {first_line[artwork]})",
                 name,
                 line,
                 "artwork_id_hash",
@@ -234,22 +232,22 @@ def _parse_basket(text: str, file: str, line: int) -> list[str]:
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        raise DataError(f"not a list literal: {_show(text)}", file, line, field) from None
+        raise DataError(f"not a list literal: {show(text)}", file, line, field) from None
     if not isinstance(value, list | tuple):
-        raise DataError(f"not a list literal: {_show(text)}", file, line, field)
+        raise DataError(f"not a list literal: {show(text)}", file, line, field)
     if not value:
         raise DataError("empty basket: []", file, line, field)
     items = []
     for item in value:
         if not isinstance(item, str):
             raise DataError(
-                f"basket item {_show(repr(item))} is not a string in {_show(text)}",
+                f"basket item {show(repr(item))} is not a string in {show(text)}",
                 file,
                 line,
                 field,
             )
         if not item.strip():
-            raise DataError(f"empty id in basket {_show(text)}", file, line, field)
+            raise DataError(f"empty id in basket {show(text)}", file, line, field)
         items.append(item.strip())
     return items
 
@@ -287,14 +285,14 @@ def read_purchases(
             if item not in known:
                 if options.on_unknown_items == "error":
                     raise DataError(
-                        f"unknown artwork id {_show(item)} (not in inventory; "
+                        f"unknown artwork id {show(item)} (not in inventory; "
                         "on_unknown_items='drop' drops such purchases)",
                         name,
                         line,
                         field,
                     )
                 n_dropped += 1
-                if len(dropped) < _N_EXAMPLES:
+                if len(dropped) < N_EXAMPLES:
                     dropped.append({"line": line, "artwork_id_hash": item})
                 continue
             users.append(user)
@@ -378,7 +376,7 @@ def image_manifest(
         names = candidates.get(artwork, [])
         if len(names) > 1:
             raise DataError(
-                f"several images for {_show(artwork)} in {root}: {', '.join(sorted(names))}",
+                f"several images for {show(artwork)} in {root}: {', '.join(sorted(names))}",
                 source,
                 line,
                 "artwork_id_hash",
@@ -386,7 +384,7 @@ def image_manifest(
         if not names:
             if options.on_missing_images == "error":
                 raise DataError(
-                    f"no image for {_show(artwork)} in {root} "
+                    f"no image for {show(artwork)} in {root} "
                     f"(looked for <id>.{'|'.join(IMAGE_EXTENSIONS)}; "
                     "on_missing_images='drop' leaves such items out)",
                     source,
@@ -394,7 +392,7 @@ def image_manifest(
                     "artwork_id_hash",
                 )
             n_dropped += 1
-            if len(dropped) < _N_EXAMPLES:
+            if len(dropped) < N_EXAMPLES:
                 dropped.append({"line": line, "artwork_id_hash": artwork})
             continue
         resolved = (folder / names[0]).resolve()
@@ -422,188 +420,6 @@ def image_manifest(
         logger.warning("%s: %d inventory items have no image, e.g. %s", root, n_dropped, dropped)
     logger.info("image manifest of %s: %s", root, report)
     return df, report
-
-
-def read_published_embeddings(npy_path: str | os.PathLike) -> ItemVectors:
-    """Read the published ``resnet_embeddings.npy`` as it is, safely.
-
-    The published file is a numpy *object* array, stored as a pickle. It is
-    read by :func:`curatornet_pipeline.core.npy_safe.load_object_array`, whose
-    unpickler resolves only the globals such an array needs and refuses any
-    other with a :class:`DataError`, so no code from the file runs.
-
-    Rows are ``[artwork_id_hash, vector]``; ids must be unique non-empty
-    strings, vectors of equal length and finite. Errors name the 0-based row.
-    """
-    name = str(npy_path)
-    array = load_object_array(npy_path)
-    if not isinstance(array, np.ndarray) or array.ndim != 2 or array.shape[1] != 2:
-        shape = getattr(array, "shape", type(array).__name__)
-        raise DataError(f"expected an array of shape (n, 2) [id, vector], got {shape}", name)
-    if len(array) == 0:
-        raise DataError("no rows", name)
-    ids: list[str] = []
-    vectors: list[np.ndarray] = []
-    seen: dict[str, int] = {}
-    for row, (artwork, vector) in enumerate(array):
-        if not isinstance(artwork, str) or not artwork.strip():
-            raise DataError(
-                f"id is not a non-empty string: {_show(repr(artwork))}",
-                name,
-                field="artwork_id_hash",
-                row=row,
-            )
-        artwork = artwork.strip()
-        if artwork in seen:
-            raise DataError(
-                f"duplicate id {_show(artwork)} (first in row {seen[artwork]})",
-                name,
-                field="artwork_id_hash",
-                row=row,
-            )
-        seen[artwork] = row
-        try:
-            values = np.asarray(vector, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise DataError("vector is not numeric", name, field="vector", row=row) from None
-        if values.ndim != 1 or (vectors and len(values) != len(vectors[0])):
-            expected = len(vectors[0]) if vectors else "a 1-d vector"
-            raise DataError(
-                f"vector of shape {values.shape}, expected ({expected},) as in row 0",
-                name,
-                field="vector",
-                row=row,
-            )
-        values = values.astype(np.float32)
-        if not np.isfinite(values).all():
-            raise DataError(
-                "vector has NaN or infinite values (in float32)", name, field="vector", row=row
-            )
-        ids.append(artwork)
-        vectors.append(values)
-    result = ItemVectors(
-        ids=np.asarray(ids, dtype=str),
-        vectors=np.stack(vectors).astype(np.float32),
-        meta={
-            "source": "imported",
-            "file": Path(name).name,
-            "file_sha256": file_sha256(name),
-            "dims": len(vectors[0]),
-        },
-    )
-    return result
-
-
-def import_embeddings(npy_path: str | os.PathLike, out_path: str | os.PathLike) -> ItemVectors:
-    """Convert the published ``resnet_embeddings.npy`` into a pickle-free bundle once, so
-    later runs skip the row-by-row checks (:func:`read_published_embeddings`)."""
-    result = read_published_embeddings(npy_path)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    with open(partial, "wb") as handle:
-        save_bundle(result, handle)
-    os.replace(partial, out)
-    logger.info("imported %d vectors from %s into %s", len(result.ids), npy_path, out)
-    return result
-
-
-def load_vectors(
-    paths: "DatasetPaths", inventory: pd.DataFrame, on_missing: str = "error"
-) -> tuple[ItemVectors, dict]:
-    """The dataset's own vectors for the inventory's items, in inventory order.
-
-    The one loader of imported vectors (the graph's ``item_embeddings`` and
-    ``curatornet reproduce`` call it): the bundle ``embeddings.npz`` written by
-    ``curatornet import-embeddings`` when present, else the published
-    ``resnet_embeddings.npy`` read as it is. ``on_missing`` as in
-    :func:`align_imported_embeddings`; the report adds ``file``.
-    """
-    if paths.imported_embeddings.is_file():
-        source = paths.imported_embeddings
-        vectors = read_imported_embeddings(source)
-    elif paths.published_embeddings.is_file():
-        source = paths.published_embeddings
-        vectors = read_published_embeddings(source)
-    else:
-        raise DataError(
-            f"no vectors: neither {paths.published_embeddings.name} nor "
-            f"{paths.imported_embeddings.name}",
-            paths.root,
-        )
-    aligned, report = align_imported_embeddings(vectors, inventory, on_missing, source)
-    aligned.meta["source"] = f"imported {vectors.meta.get('file', source.name)}"
-    return aligned, {**report, "file": str(source)}
-
-
-def read_imported_embeddings(path: str | os.PathLike) -> ItemVectors:
-    """Read a bundle written by :func:`import_embeddings` (no pickle involved)."""
-    try:
-        with open(path, "rb") as handle:
-            value = load_bundle(handle)
-    except FileNotFoundError:
-        raise DataError("file not found (run `curatornet import-embeddings FILE`)", path) from None
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"not an embeddings bundle: {exc}", path) from None
-    if not isinstance(value, ItemVectors):
-        raise DataError(f"holds a {type(value).__name__}, not ItemVectors", path)
-    return value
-
-
-def align_imported_embeddings(
-    vectors: ItemVectors,
-    inventory: pd.DataFrame,
-    on_missing: str = "error",
-    source_file: str | os.PathLike = "embeddings.npz",
-) -> tuple[ItemVectors, dict]:
-    """The imported vectors of the inventory's items, in inventory order.
-
-    An inventory item without a vector raises :class:`DataError` naming the
-    inventory file, line and id; with ``on_missing="drop"`` it is left out and
-    counted. Vectors of ids absent from the inventory are ignored (counted as
-    ``unmatched_vectors``). The report: ``items``, ``dropped_missing``,
-    ``dropped_missing_examples``, ``unmatched_vectors``.
-    """
-    if on_missing not in ("error", "drop"):
-        raise ValueError(f"on_missing_vectors must be 'error' or 'drop', got {on_missing!r}")
-    source = inventory.attrs.get("source", "inventory.csv")
-    position = {str(item): i for i, item in enumerate(vectors.ids)}
-    lines = inventory["line"] if "line" in inventory else pd.Series([None] * len(inventory))
-    keep: list[int] = []
-    dropped: list[dict] = []
-    n_dropped = 0
-    for artwork, line in zip(inventory["artwork_id_hash"], lines, strict=True):
-        line = None if line is None else int(line)
-        if artwork in position:
-            keep.append(position[artwork])
-            continue
-        if on_missing == "error":
-            raise DataError(
-                f"no vector for {_show(artwork)} in {source_file} "
-                "(on_missing_vectors='drop' leaves such items out)",
-                source,
-                line,
-                "artwork_id_hash",
-            )
-        n_dropped += 1
-        if len(dropped) < _N_EXAMPLES:
-            dropped.append({"line": line, "artwork_id_hash": artwork})
-    aligned = ItemVectors(
-        ids=np.asarray(vectors.ids)[keep],
-        vectors=np.asarray(vectors.vectors)[keep],
-        meta=dict(vectors.meta),
-    )
-    report = {
-        "items": len(keep),
-        "dropped_missing": n_dropped,
-        "dropped_missing_examples": dropped,
-        "unmatched_vectors": len(position) - len(keep),
-    }
-    if n_dropped:
-        logger.warning(
-            "%s: %d inventory items have no imported vector, e.g. %s", source, n_dropped, dropped
-        )
-    return aligned, report
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from curatornet_pipeline.core import data
+from curatornet_pipeline.core import vectors as vectors_core
 from curatornet_pipeline.core.hashing import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -239,7 +240,9 @@ def missing_visuals(
     if dataset.images.is_dir():
         have = set(_image_stems(dataset.images)) | batch_images
     elif dataset.imported_embeddings.is_file():
-        have = set(np.asarray(data.read_imported_embeddings(dataset.imported_embeddings).ids))
+        have = set(
+            np.asarray(vectors_core.read_imported_embeddings(dataset.imported_embeddings).ids)
+        )
     else:
         return []
     return [

@@ -9,10 +9,10 @@ import pandas as pd
 from curatornet_pipeline.core import cluster as cluster_core
 from curatornet_pipeline.core import embed as embed_core
 from curatornet_pipeline.core import recommend as rec_core
-from curatornet_pipeline.core.data import load_vectors
 from curatornet_pipeline.core.recommend import Catalogue
 from curatornet_pipeline.core.report import markdown_table
 from curatornet_pipeline.core.types import ItemVectors, VisualClusters
+from curatornet_pipeline.core.vectors import load_vectors
 from curatornet_pipeline.defs.common import check, finish, upstream_versions
 from curatornet_pipeline.defs.executors import ComputeResource
 from curatornet_pipeline.defs.io_managers import ArtifactStorage

@@ -165,10 +165,18 @@ def running() -> Services | None:
     return services if _alive(services.watchdog) else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:``port``."""
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((HOST, port)) == 0
 
 
 def _code_server_ready(port: int) -> bool:
@@ -318,7 +326,7 @@ def _cancel_all(instance: dg.DagsterInstance, timeout_s: float = 30.0) -> None:
 
 def serve() -> int:
     """The watchdog: code server and daemon until no invocation holds a lease."""
-    port = _free_port()
+    port = free_port()
     workspace = dagster_home() / "workspace.yaml"
     automation = settings.env("CURATORNET_AUTOMATION")
     services = Services(os.getpid(), port, str(workspace), automation)

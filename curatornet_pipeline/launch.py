@@ -274,6 +274,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 def cmd_stack(args: argparse.Namespace) -> int:
     from curatornet_pipeline import stack
+    from curatornet_pipeline.runner import run_on_stack
 
     if args.action == "up":
         try:
@@ -290,7 +291,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
     elif args.action == "run":
         started = time.perf_counter()
         try:
-            runs = stack.run_pipeline(profile=args.profile)
+            runs = run_on_stack(profile=args.profile)
         except Exception as exc:  # LaunchError, an unreachable stack: one line, exit 1
             print(f"curatornet stack run: {exc}", file=sys.stderr)
             return 1

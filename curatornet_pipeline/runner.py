@@ -12,6 +12,7 @@ monitoring fails runs whose process died. Every run carries its job name and a
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from curatornet_pipeline import settings
+from curatornet_pipeline import settings, stack
 from curatornet_pipeline.daemon import NON_TERMINAL, Services, end_mlflow_runs, end_runs
 from curatornet_pipeline.defs.automation import STAGES, TRIGGER_TAG
 
@@ -191,3 +192,39 @@ def _wait(
                     f"run {run_id} of {launch.label()} ended {run.status.value}: "
                     f"{_first_error(instance, run_id)}"
                 )
+
+
+def run_on_stack(profile: str = "tiny", overrides: dict | None = None, log=print) -> list:
+    """Queue the whole asset graph on the running stack, stage by stage, and wait.
+
+    The same named jobs and stages as ``curatornet run`` (``runner.plan``), launched
+    with ``dagster job launch`` against the stack's code server: the stack's daemon
+    starts them within the run coordinator's limits and their steps execute on the
+    Dask workers. Returns the finished runs.
+    """
+    from curatornet_pipeline.definitions import defs
+    from curatornet_pipeline.defs.assets.training import add_grid_partitions
+    from curatornet_pipeline.defs.resources import pipeline_settings, run_config
+
+    state = stack.read_state()
+    if state is None:
+        raise RuntimeError("the stack is not up: run `curatornet stack up`")
+    os.environ.update(stack.stack_env())
+
+    if overrides is None:  # CURATORNET_OVERRIDES, as for `curatornet run` (docs/scaling.md)
+        overrides = settings.run_overrides()
+    started = time.monotonic()
+
+    def on_done(launch, run, seconds: float) -> None:
+        log(
+            f"  [{time.monotonic() - started:7.1f}s] {launch.label():<45} "
+            f"{run.status.value.lower():<8} ({seconds:.1f}s)  run {run.run_id[:8]}"
+        )
+
+    services = stack.stack_services(state)
+    with dg.DagsterInstance.get() as instance:
+        add_grid_partitions(instance, pipeline_settings(profile, overrides).grid())
+        tags = {"curatornet/trigger": "stack", "curatornet/invocation": str(time.time_ns())}
+        return launch_all(
+            instance, services, plan(defs, instance), run_config(profile, overrides), tags, on_done
+        )

@@ -21,10 +21,7 @@ and keeps the data.
 
 import json
 import os
-import pwd
-import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -32,23 +29,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from curatornet_pipeline import settings
-from curatornet_pipeline.daemon import LOCATION, Services, dagster_yaml
+from curatornet_pipeline import postgres, settings
+from curatornet_pipeline.daemon import LOCATION, Services, dagster_yaml, free_port, port_open
 
 HOST = "127.0.0.1"
-PG_USER = "curatornet"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex((HOST, port)) == 0
 
 
 def _http_ok(url: str) -> bool:
@@ -120,125 +104,6 @@ def _write_state(state: dict) -> None:
     path.chmod(0o600)
 
 
-# --- PostgreSQL ----------------------------------------------------------------
-
-
-def _pg_bin(name: str) -> str:
-    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-    if found:
-        return str(found[-1])
-    if shutil.which(name):
-        return shutil.which(name)
-    raise FileNotFoundError(
-        f"PostgreSQL's {name} not found: install Debian's 'postgresql' package "
-        "(scripts/install-system-deps.sh does)"
-    )
-
-
-def _pg_user() -> dict:
-    """PostgreSQL refuses to run as root: as root, run it as the 'postgres' user."""
-    if os.geteuid() != 0:
-        return {}
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError as exc:
-        raise RuntimeError("running as root needs the 'postgres' system user") from exc
-    return {"user": "postgres", "group": "postgres"}
-
-
-def _pg_run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, capture_output=True, text=True, **_pg_user(), **kwargs)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(args[:2])} failed: {result.stdout}{result.stderr}")
-    return result
-
-
-def _init_postgres(p: StackPaths) -> str:
-    """Create the cluster on first use; returns the password of its one user."""
-    if p.password_file.exists():
-        return p.password_file.read_text().strip()
-    user = _pg_user()
-    if user:
-        for parent in [p.root, *p.root.parents]:
-            if not os.stat(parent).st_mode & 0o001:
-                raise PermissionError(
-                    f"PostgreSQL runs as user 'postgres' here and cannot enter {parent}: "
-                    "put CURATORNET_HOME under a folder others may traverse (chmod o+x)"
-                )
-    password = secrets.token_urlsafe(24)
-    pwfile = p.root / "initdb.pw"
-    pwfile.write_text(password)
-    if p.pgdata.exists():
-        shutil.rmtree(p.pgdata)  # a half-created cluster from an interrupted first start
-    p.pgdata.mkdir(mode=0o700)
-    if user:
-        shutil.chown(p.pgdata, "postgres", "postgres")
-        shutil.chown(pwfile, "postgres", "postgres")
-    try:
-        _pg_run(
-            [
-                _pg_bin("initdb"),
-                "-D",
-                str(p.pgdata),
-                "-U",
-                PG_USER,
-                "--pwfile",
-                str(pwfile),
-                "--auth",
-                "scram-sha-256",
-                "-E",
-                "UTF8",
-                "--no-instructions",
-            ]  # fmt: skip
-        )
-    finally:
-        pwfile.unlink()
-    conf = p.pgdata / "postgresql.conf"
-    with conf.open("a") as f:
-        f.write("\ninclude_if_exists = 'curatornet.conf'\n")
-    p.password_file.write_text(password)
-    p.password_file.chmod(0o600)
-    return password
-
-
-def _databases(port: int, password: str) -> bool:
-    """Create the databases ``dagster`` and ``mlflow`` once PostgreSQL answers; False before."""
-    import psycopg2
-
-    try:
-        conn = psycopg2.connect(
-            host=HOST, port=port, user=PG_USER, password=password, dbname="postgres"
-        )
-    except psycopg2.OperationalError:
-        return False
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        for db in ("dagster", "mlflow"):
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
-            if cur.fetchone() is None:
-                cur.execute(f'CREATE DATABASE "{db}"')
-    conn.close()
-    return True
-
-
-def postgres_url(state: dict, db: str) -> str:
-    # SQLAlchemy 2.1 picks psycopg 3 for postgresql://; the stack installs psycopg2
-    return f"postgresql+psycopg2://{PG_USER}:{state['password']}@{HOST}:{state['ports']['postgres']}/{db}"
-
-
-def _postgres_storage(port: int, password: str) -> str:
-    return f"""storage:
-  postgres:
-    postgres_db:
-      username: {PG_USER}
-      password: "{password}"
-      hostname: {HOST}
-      db_name: dagster
-      port: {port}
-      scheme: postgresql+psycopg2
-"""
-
-
 # --- supervisord ------------------------------------------------------------------
 
 
@@ -267,7 +132,7 @@ def stack_env() -> dict[str, str]:
     return {k: v for k, v in _env(state).items() if k not in os.environ or os.environ[k] != v}
 
 
-def _services(state: dict) -> Services:
+def stack_services(state: dict) -> Services:
     """The stack's code server, as the Dagster commands address it."""
     workspace = str(paths().dagster_home / "workspace.yaml")
     return Services(0, state["ports"]["codeserver"], workspace, "on")
@@ -278,10 +143,10 @@ def _programs(p: StackPaths, state: dict) -> dict[str, dict]:
     bindir = Path(sys.executable).parent
     ports = state["ports"]
     threads = str(state["threads_per_worker"])
-    workspace = _services(state).workspace
-    postgres = [_pg_bin("postgres"), "-D", str(p.pgdata)]
+    workspace = stack_services(state).workspace
+    cluster = [postgres.pg_bin("postgres"), "-D", str(p.pgdata)]
     programs = {
-        "postgres": {"cmd": postgres, "user": "postgres" if _pg_user() else None},
+        "postgres": {"cmd": cluster, "user": "postgres" if postgres.pg_user() else None},
         "mlflow": {
             "cmd": [
                 str(bindir / "mlflow"),
@@ -296,7 +161,7 @@ def _programs(p: StackPaths, state: dict) -> dict[str, dict]:
                 "1",
             ],  # fmt: skip
             "env": {
-                "MLFLOW_BACKEND_STORE_URI": postgres_url(state, "mlflow"),
+                "MLFLOW_BACKEND_STORE_URI": postgres.postgres_url(state, "mlflow"),
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             },
         },
@@ -443,7 +308,7 @@ def up(workers: int = 2, threads: int | None = None, timeout_s: float = 240.0) -
     p.logs.mkdir(exist_ok=True)
     p.artifacts.mkdir(exist_ok=True)
     p.dagster_home.mkdir(exist_ok=True)
-    password = _init_postgres(p)
+    password = postgres.init_cluster(p)
     names = ("postgres", "mlflow", "webserver", "scheduler", "codeserver")
     state = {
         "ports": {n: free_port() for n in names},
@@ -456,13 +321,13 @@ def up(workers: int = 2, threads: int | None = None, timeout_s: float = 240.0) -
     conf.write_text(
         f"listen_addresses = '{HOST}'\nport = {ports['postgres']}\nunix_socket_directories = ''\n"
     )
-    if _pg_user():
+    if postgres.pg_user():
         shutil.chown(conf, "postgres", "postgres")
     yaml = p.dagster_home / "dagster.yaml"
-    storage = _postgres_storage(ports["postgres"], password)
+    storage = postgres.dagster_storage(ports["postgres"], password)
     yaml.write_text(dagster_yaml(workers, workers, storage, start_timeout=900, kept=False))
     yaml.chmod(0o600)
-    _services(state).write_workspace(p.dagster_home / "workspace.yaml")
+    stack_services(state).write_workspace(p.dagster_home / "workspace.yaml")
     _write_supervisor_conf(p, state)
     _write_state(state)
     bindir = Path(sys.executable).parent
@@ -480,7 +345,7 @@ def up(workers: int = 2, threads: int | None = None, timeout_s: float = 240.0) -
         _ctl("start", "postgres")
         _wait(
             "PostgreSQL",
-            lambda: _databases(ports["postgres"], password),
+            lambda: postgres.create_databases(ports["postgres"], password),
             timeout_s,
             p.logs / "postgres.log",
         )
@@ -565,54 +430,11 @@ def status() -> dict:
     return {"up": all(p["state"] == "RUNNING" for p in procs.values()), "processes": procs}
 
 
-# --- running the pipeline through the daemon --------------------------------------
-
-
-def run_pipeline(profile: str = "tiny", overrides: dict | None = None, log=print) -> list:
-    """Queue the whole asset graph on the running stack, stage by stage, and wait.
-
-    The same named jobs and stages as ``curatornet run`` (``runner.plan``), launched
-    with ``dagster job launch`` against the stack's code server: the stack's daemon
-    starts them within the run coordinator's limits and their steps execute on the
-    Dask workers. Returns the finished runs.
-    """
-    state = read_state()
-    if state is None:
-        raise RuntimeError("the stack is not up: run `curatornet stack up`")
-    os.environ.update(_env(state))
-    import dagster as dg
-
-    from curatornet_pipeline.definitions import defs
-    from curatornet_pipeline.defs.assets.training import add_grid_partitions
-    from curatornet_pipeline.defs.resources import pipeline_settings, run_config
-    from curatornet_pipeline.runner import launch_all, plan
-
-    if overrides is None:  # CURATORNET_OVERRIDES, as for `curatornet run` (docs/scaling.md)
-        from curatornet_pipeline.settings import run_overrides
-
-        overrides = run_overrides()
-    started = time.monotonic()
-
-    def on_done(launch, run, seconds: float) -> None:
-        log(
-            f"  [{time.monotonic() - started:7.1f}s] {launch.label():<45} "
-            f"{run.status.value.lower():<8} ({seconds:.1f}s)  run {run.run_id[:8]}"
-        )
-
-    services = _services(state)
-    with dg.DagsterInstance.get() as instance:
-        add_grid_partitions(instance, pipeline_settings(profile, overrides).grid())
-        tags = {"curatornet/trigger": "stack", "curatornet/invocation": str(time.time_ns())}
-        return launch_all(
-            instance, services, plan(defs, instance), run_config(profile, overrides), tags, on_done
-        )
-
-
 def urls(state: dict) -> dict[str, str]:
     ports = state["ports"]
     return {
         "Dagster UI": f"http://{HOST}:{ports['webserver']}",
         "MLflow": f"http://{HOST}:{ports['mlflow']}",
         "Dask scheduler": f"tcp://{HOST}:{ports['scheduler']}",
-        "PostgreSQL": f"{HOST}:{ports['postgres']} (user {PG_USER})",
+        "PostgreSQL": f"{HOST}:{ports['postgres']} (user {postgres.PG_USER})",
     }

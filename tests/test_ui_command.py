@@ -19,7 +19,7 @@ from browser_support import (
     wait_http,
 )
 
-from curatornet_pipeline.stack import port_open
+from curatornet_pipeline.daemon import port_open
 
 pytestmark = pytest.mark.slow
 

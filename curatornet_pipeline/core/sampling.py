@@ -12,17 +12,19 @@ import logging
 import numpy as np
 
 from curatornet_pipeline.core.ragged import offsets_from_lengths
-from curatornet_pipeline.core.split import hidden_pairs
-from curatornet_pipeline.core.strategies import (
+from curatornet_pipeline.core.sampling_context import (
     IDENTICAL_TOL,
-    STRATEGY_FUNCS,
-    CandidateTriples,
     SamplingConfig,
     SamplingContext,
-    StrategyFn,
     build_context,
-    cosine,
     gather_ranges,
+)
+from curatornet_pipeline.core.split import hidden_pairs
+from curatornet_pipeline.core.strategies import (
+    STRATEGY_FUNCS,
+    CandidateTriples,
+    StrategyFn,
+    cosine,
     visually_acceptable,
 )
 from curatornet_pipeline.core.types import (

@@ -21,7 +21,7 @@ from curatornet_pipeline.core.cluster import ClusterConfig, PCAConfig
 from curatornet_pipeline.core.embed import EmbedConfig
 from curatornet_pipeline.core.evaluate import EvalConfig
 from curatornet_pipeline.core.experiment import ModelGrid
-from curatornet_pipeline.core.strategies import SamplingConfig
+from curatornet_pipeline.core.sampling_context import SamplingConfig
 from curatornet_pipeline.core.train import TrainConfig
 from curatornet_pipeline.core.validation import ValidationConfig
 from curatornet_pipeline.profiles import PROFILES

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from curatornet_pipeline.core import sampling as sampling_core
+from curatornet_pipeline.core import sampling_context
 from curatornet_pipeline.core import split as split_core
 from curatornet_pipeline.core import strategies as strategies_core
 from curatornet_pipeline.core import validation as validation_core
@@ -133,7 +134,7 @@ def validation_split(
 @dg.asset(
     dagster_type=Triplets,
     group_name=GROUP,
-    code_version=source_hash(sampling_core, strategies_core),
+    code_version=source_hash(sampling_core, strategies_core, sampling_context),
     io_manager_key=BUNDLE,
     partitions_def=strategy_partitions,
     automation_condition=ON_DATA_CHANGE,

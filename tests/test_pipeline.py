@@ -330,10 +330,10 @@ def test_changed_random_partition_retrains_only_the_random_sampling_models(
 
 def test_failing_blocking_check_stops_the_models(pipeline: Pipeline, monkeypatch) -> None:
     """A leak in one triplet partition: its run fails, and no model reading it is requested."""
-    from curatornet_pipeline.core import sampling as sampling_core
+    from curatornet_pipeline.core import sampling_checks as checks_core
 
     cursor = _tick(pipeline.instance, _tick(pipeline.instance).cursor).cursor
-    monkeypatch.setattr(sampling_core, "hidden_item_leaks", lambda triplets, split: 3)
+    monkeypatch.setattr(checks_core, "hidden_item_leaks", lambda triplets, split: 3)
     result = dg.materialize(
         list(defs.assets) + list(defs.asset_checks or []),
         selection=[dg.AssetKey("triplets")],

@@ -20,13 +20,12 @@ from curatornet_pipeline.core.sampling import (
     STRATEGY_FUNCS,
     SamplingConfig,
     build_context,
-    hidden_item_leaks,
     merge_triplets,
     sample_strategy,
     select,
     strategy_target,
-    verify_strategy,
 )
+from curatornet_pipeline.core.sampling_checks import hidden_item_leaks, verify_strategy
 from curatornet_pipeline.core.split import hidden_pairs, split_train_test
 from curatornet_pipeline.core.strategies import nested_uniform
 from curatornet_pipeline.core.types import (

@@ -12,10 +12,10 @@ from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig
 from curatornet_pipeline.core.sampling import (
     SamplingConfig,
     build_context,
-    hidden_item_leaks,
     merge_triplets,
     sample_strategy,
 )
+from curatornet_pipeline.core.sampling_checks import hidden_item_leaks
 from curatornet_pipeline.core.scorers import RandomScorer, VisRankScorer
 from curatornet_pipeline.core.split import split_train_test
 from curatornet_pipeline.core.train import TrainConfig, train

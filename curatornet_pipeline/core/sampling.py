@@ -13,19 +13,15 @@ import numpy as np
 
 from curatornet_pipeline.core.ragged import offsets_from_lengths
 from curatornet_pipeline.core.sampling_context import (
-    IDENTICAL_TOL,
     SamplingConfig,
     SamplingContext,
     build_context,
     gather_ranges,
 )
-from curatornet_pipeline.core.split import hidden_pairs
 from curatornet_pipeline.core.strategies import (
     STRATEGY_FUNCS,
     CandidateTriples,
     StrategyFn,
-    cosine,
-    visually_acceptable,
 )
 from curatornet_pipeline.core.types import (
     GUIDELINE_STRATEGIES,
@@ -44,7 +40,6 @@ __all__ = [
     "StrategyFn",
     "build_context",
     "catalogue_context",
-    "hidden_item_leaks",
     "merge_triplets",
     "profile_size_histogram",
     "profile_sizes",
@@ -54,39 +49,38 @@ __all__ = [
     "strategy_target",
     "take_rows",
     "triple_hashes",
-    "verify_strategy",
 ]
 
 logger = logging.getLogger(__name__)
 
-_U64 = np.uint64
+U64 = np.uint64
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
+def mix64(x: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser, vectorised over uint64 (wrapping arithmetic)."""
-    z = x.astype(_U64) + _U64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
-    return z ^ (z >> _U64(31))
+    z = x.astype(U64) + U64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> U64(30))) * U64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> U64(27))) * U64(0x94D049BB133111EB)
+    return z ^ (z >> U64(31))
 
 
 def profile_hashes(offsets: np.ndarray, items: np.ndarray) -> np.ndarray:
     """(P,) uint64 hash of every CSR profile, independent of item order."""
-    cum = np.zeros(len(items) + 1, _U64)
-    np.cumsum(_mix(items.astype(_U64) + _U64(0x51ED270B)), out=cum[1:])
+    cum = np.zeros(len(items) + 1, U64)
+    np.cumsum(mix64(items.astype(U64) + U64(0x51ED270B)), out=cum[1:])
     total = cum[offsets[1:]] - cum[offsets[:-1]]  # wraps mod 2^64, still exact
-    return _mix(total ^ _mix(np.diff(offsets).astype(_U64)))
+    return mix64(total ^ mix64(np.diff(offsets).astype(U64)))
 
 
 def triple_hashes(
     profile_hash: np.ndarray, positive: np.ndarray, negative: np.ndarray
 ) -> np.ndarray:
     """(N,) uint64 hash of (profile, positive, negative) from the profile's hash."""
-    pn = (positive.astype(_U64) << _U64(32)) | negative.astype(np.uint32).astype(_U64)
-    return _mix(profile_hash ^ _mix(pn))
+    pn = (positive.astype(U64) << U64(32)) | negative.astype(np.uint32).astype(U64)
+    return mix64(profile_hash ^ mix64(pn))
 
 
-def _in_sorted(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+def in_sorted(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """Whether each of ``keys`` is in ``sorted_keys``.
 
     Large queries first go through a byte table indexed by the keys' low bits
@@ -94,7 +88,7 @@ def _in_sorted(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """
     if len(sorted_keys) == 0 or len(keys) == 0:
         return np.zeros(len(keys), bool)
-    if keys.dtype == _U64 and (len(keys) > 4 * len(sorted_keys) or len(keys) > 100_000):
+    if keys.dtype == U64 and (len(keys) > 4 * len(sorted_keys) or len(keys) > 100_000):
         bits = min(max(int(np.ceil(np.log2(len(sorted_keys) * 8))), 16), 26)
         low = np.uint64((1 << bits) - 1)
         table = np.zeros(1 << bits, bool)
@@ -135,7 +129,7 @@ def _first_unique(h: np.ndarray) -> np.ndarray:
     s = np.sort(h)
     dup = s[1:][s[1:] == s[:-1]]
     if len(dup):
-        rows = np.flatnonzero(_in_sorted(dup, h))  # every row whose value repeats
+        rows = np.flatnonzero(in_sorted(dup, h))  # every row whose value repeats
         order = rows[np.argsort(h[rows], kind="stable")]
         later = np.zeros(len(order), bool)
         later[1:] = h[order[1:]] == h[order[:-1]]
@@ -234,7 +228,7 @@ def sample_strategy(
     target = n_target + n_val_target
 
     chunks: list[tuple[np.ndarray, ...]] = []
-    seen = np.zeros(0, _U64) if exclude is None else np.sort(np.asarray(exclude, _U64))
+    seen = np.zeros(0, U64) if exclude is None else np.sort(np.asarray(exclude, U64))
     table = None
     produced = duplicates = rejected = rounds = 0
     rate = 1.0
@@ -248,7 +242,7 @@ def sample_strategy(
             table_hash = profile_hashes(*table)
         h = triple_hashes(table_hash[cand.profile], cand.positive, cand.negative)
         fresh = _first_unique(h)
-        fresh[fresh] = ~_in_sorted(seen, h[fresh])
+        fresh[fresh] = ~in_sorted(seen, h[fresh])
         keep = np.flatnonzero(fresh)[:remaining]
         chunks.append(
             (cand.profile[keep], cand.positive[keep], cand.negative[keep], cand.user[keep], h[keep])
@@ -283,7 +277,7 @@ def sample_strategy(
         negative=cols[2].astype(np.int32),
         user=cols[3].astype(np.int32),
         strategy=np.full(n, code, np.int8),
-        hash=cols[4].astype(_U64),
+        hash=cols[4].astype(U64),
         is_validation=is_val,
         meta={
             "strategy": strategy,
@@ -325,13 +319,13 @@ def merge_triplets(parts: dict[str, Triplets]) -> Triplets:
         raise ValueError(f"unknown strategies {sorted(unknown)}")
     names = [s for s in STRATEGIES if s in parts]
     ps = [parts[s] for s in names]
-    hashes = np.concatenate([np.zeros(0, _U64)] + [p.hash for p in ps])
+    hashes = np.concatenate([np.zeros(0, U64)] + [p.hash for p in ps])
     is_val = np.concatenate([np.zeros(0, bool)] + [p.is_validation for p in ps])
     keep = ~is_val
     keep[keep] = _first_unique(hashes[keep])
     train_sorted = np.sort(hashes[keep])
     val = np.flatnonzero(is_val)
-    val = val[~_in_sorted(train_sorted, hashes[val])]
+    val = val[~in_sorted(train_sorted, hashes[val])]
     keep[val[_first_unique(hashes[val])]] = True
     del hashes, is_val, train_sorted
 
@@ -362,7 +356,7 @@ def merge_triplets(parts: dict[str, Triplets]) -> Triplets:
         negative=cat("negative", np.int32),
         user=cat("user", np.int32),
         strategy=cat("strategy", np.int8),
-        hash=cat("hash", _U64),
+        hash=cat("hash", U64),
         is_validation=cat("is_validation", bool),
         meta={
             "strategies": names,
@@ -391,161 +385,6 @@ def select(triplets: Triplets, strategies: tuple[str, ...] | list[str]) -> Tripl
     rows = np.flatnonzero(np.isin(triplets.strategy, codes))
     meta = {**triplets.meta, "selected": list(strategies)}
     return take_rows(triplets, rows, meta)
-
-
-def hidden_item_leaks(
-    triplets: Triplets, split: TrainTestSplit, content_positives: bool = False
-) -> int:
-    """Number of triples that leak a hidden test pair.
-
-    Rule: with hidden pairs ``(u, i)`` as defined in :func:`.split.hidden_pairs`
-    (``i`` in u's hidden basket, not in u's training baskets), a triple of a real
-    user ``u >= 0`` leaks when any item of its profile forms a hidden pair with
-    ``u``, or when its positive does and that positive is purchase information
-    (s1, s5, s6, random: positives taken from u's baskets).
-
-    Not counted: artificial triples (``user == -1``, single-item profiles carry no
-    user); negatives (not purchase information); s3 positives, which are items
-    *outside* the profile chosen by artist and cluster only, so one that happens
-    to be in the hidden basket is a coincidence the sampler cannot avoid without
-    reading the test basket, as the reference also cannot. Pass
-    ``content_positives=True`` to count those too.
-    """
-    hidden = hidden_pairs(split)
-    n_items = split.n_items
-    real = np.flatnonzero(triplets.user >= 0)
-    user = triplets.user[real].astype(np.int64)
-    leak = _in_sorted(hidden, user * n_items + triplets.positive[real])
-    if not content_positives:
-        leak &= triplets.strategy[real] != STRATEGIES.index("s3_artist_cluster")
-    pair_key = triplets.profile[real] * (int(user.max(initial=0)) + 1) + user
-    pairs, inv = np.unique(pair_key, return_inverse=True)
-    prof, puser = pairs // (int(user.max(initial=0)) + 1), pairs % (int(user.max(initial=0)) + 1)
-    idx, row = gather_ranges(triplets.profile_offsets[prof], triplets.profile_offsets[prof + 1])
-    bad = _in_sorted(hidden, puser[row] * n_items + triplets.profile_items[idx])
-    pair_leaks = np.bincount(row[bad], minlength=len(pairs)) > 0
-    leak |= pair_leaks[inv.ravel()]
-    return int(leak.sum())
-
-
-def _user_profile_key(
-    profile_hash: np.ndarray, positive: np.ndarray, user: np.ndarray
-) -> np.ndarray:
-    return triple_hashes(
-        profile_hash ^ _mix(user.astype(_U64) + _U64(1)), positive, np.zeros_like(positive)
-    )
-
-
-def _valid_basket_keys(ctx: SamplingContext, strategy: str) -> np.ndarray:
-    """Sorted keys of every (profile, positive, user) that s5 or s6 may produce."""
-    if strategy == "s5_next_basket":
-        ph = profile_hashes(ctx.next_offsets, ctx.next_items)
-        bio = ctx.basket_item_offsets
-        idx, row = gather_ranges(bio[ctx.next_basket], bio[ctx.next_basket + 1])
-        return np.sort(_user_profile_key(ph[row], ctx.basket_items[idx], ctx.next_user[row]))
-    ph = profile_hashes(ctx.hide_offsets, ctx.hide_items)
-    return np.sort(_user_profile_key(ph, ctx.hide_item, ctx.hide_user))
-
-
-def verify_strategy(triplets: Triplets, ctx: SamplingContext, strategy: str) -> list[str]:
-    """Human-readable violations of ``strategy``'s definition by its triples in ``triplets``.
-
-    Checks the stored data against the context (the training split it was sampled
-    from): hashes, duplicates, negative outside the profile, no visually identical
-    pair, and the strategy's own positive, profile, user, artist and cluster rules.
-    An empty list means every triple conforms.
-    """
-    code = STRATEGIES.index(strategy)
-    rows = np.flatnonzero(triplets.strategy == code)
-    if len(rows) == 0:
-        return [f"{strategy}: no triples"]
-    problems: list[str] = []
-
-    def report(mask: np.ndarray, what: str) -> None:
-        if mask.any():
-            first = int(rows[np.argmax(mask)])
-            problems.append(
-                f"{strategy}: {int(mask.sum())} of {len(rows)} triples {what} (first at row {first})"
-            )
-
-    n_items = ctx.n_items
-    prof, pos, neg, user = (
-        triplets.profile[rows],
-        triplets.positive[rows],
-        triplets.negative[rows],
-        triplets.user[rows],
-    )
-    offsets, items = triplets.profile_offsets, triplets.profile_items
-    ph = profile_hashes(offsets, items)[prof]
-    sizes = np.diff(offsets)[prof]
-    report(
-        triple_hashes(ph, pos, neg) != triplets.hash[rows],
-        "have a hash that does not match their content",
-    )
-    _, first = np.unique(triplets.hash[rows], return_index=True)
-    dup = np.ones(len(rows), bool)
-    dup[first] = False
-    report(dup, "repeat an earlier triple")
-    prof_keys = np.sort(np.repeat(np.arange(len(offsets) - 1), np.diff(offsets)) * n_items + items)
-    pos_in = _in_sorted(prof_keys, prof * n_items + pos)
-    report(_in_sorted(prof_keys, prof * n_items + neg), "have the negative inside the profile")
-    same = np.flatnonzero((ctx.cluster[pos] == ctx.cluster[neg]) & (pos != neg))
-    identical = pos == neg
-    identical[same] = cosine(ctx, pos[same], neg[same]) >= 1 - IDENTICAL_TOL
-    report(identical, "have visually identical positive and negative")
-
-    real = user >= 0
-    u = np.maximum(user, 0)
-    if strategy in ("s2_single_item", "s4_same_artist"):
-        report(real, "have a user but an artificial profile")
-        report(sizes != 1, "have a profile that is not a single item")
-        q = items[offsets[prof]]
-    else:
-        report(~real, "have no user")
-    if strategy in ("s1_user_profile", "s3_artist_cluster", "random"):
-        history = profile_hashes(ctx.profile_offsets, ctx.profile_items)[u]
-        report(ph != history, "have a profile that is not the user's training history")
-    if strategy in ("s1_user_profile", "random"):
-        report(~pos_in, "have the positive outside the profile")
-    elif strategy == "s2_single_item":
-        report(pos != q, "have a positive other than the profile item")
-    elif strategy == "s3_artist_cluster":
-        report(pos_in, "have the positive inside the profile")
-        report(
-            ~ctx.user_artists[u, ctx.artist[pos]],
-            "have a positive whose artist is not in the profile",
-        )
-        report(
-            ~ctx.user_clusters[u, ctx.cluster[pos]],
-            "have a positive whose cluster is not in the profile",
-        )
-    elif strategy == "s4_same_artist":
-        report(
-            (ctx.artist[pos] != ctx.artist[q]) | (pos == q),
-            "have a positive that is not another item by q's artist",
-        )
-        report(ctx.artist[neg] == ctx.artist[q], "have a negative by the profile item's artist")
-        report(
-            ~visually_acceptable(ctx, q, pos, neg),
-            "have a negative that is not visually acceptable",
-        )
-    elif strategy in ("s5_next_basket", "s6_hide_one"):
-        keys = _user_profile_key(ph, pos, user)
-        what = (
-            "next-basket item of its user"
-            if strategy == "s5_next_basket"
-            else "hide-one pair of its user"
-        )
-        report(
-            ~_in_sorted(_valid_basket_keys(ctx, strategy), keys),
-            f"are not a (profile, positive) {what}",
-        )
-    if strategy in ("s3_artist_cluster", "s5_next_basket", "s6_hide_one"):
-        report(
-            ~ctx.history_free(u, neg),
-            "have a negative whose artist or cluster is in the user's history",
-        )
-    return problems
 
 
 def catalogue_context(

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from curatornet_pipeline.core import sampling as sampling_core
+from curatornet_pipeline.core import sampling_checks as checks_core
 from curatornet_pipeline.core import sampling_context
 from curatornet_pipeline.core import split as split_core
 from curatornet_pipeline.core import strategies as strategies_core
@@ -134,7 +135,7 @@ def validation_split(
 @dg.asset(
     dagster_type=Triplets,
     group_name=GROUP,
-    code_version=source_hash(sampling_core, strategies_core, sampling_context),
+    code_version=source_hash(sampling_core, strategies_core, sampling_context, checks_core),
     io_manager_key=BUNDLE,
     partitions_def=strategy_partitions,
     automation_condition=ON_DATA_CHANGE,
@@ -185,9 +186,9 @@ def triplets(
             config,
         )
         result: Triplets = sampling_core.sample_strategy(ctx, strategy, config)
-        violations = sampling_core.verify_strategy(result, ctx, strategy)
-        leaks = sampling_core.hidden_item_leaks(result, train_test_split)
-        validation_leaks = sampling_core.hidden_item_leaks(result, validation_split)
+        violations = checks_core.verify_strategy(result, ctx, strategy)
+        leaks = checks_core.hidden_item_leaks(result, train_test_split)
+        validation_leaks = checks_core.hidden_item_leaks(result, validation_split)
         meta = result.meta
         hist = sampling_core.profile_size_histogram(result, training_only=False)
         hist_df = pd.DataFrame({"profile_size": list(hist), "triples": list(hist.values())})

@@ -78,7 +78,8 @@ def cmd_embed_shard(args: argparse.Namespace) -> int:
     import dataclasses
 
     from curatornet_pipeline.core import data
-    from curatornet_pipeline.core.embed import EmbedConfig, EmbeddingStore, embed_manifest
+    from curatornet_pipeline.core.embed import EmbedConfig, embed_manifest
+    from curatornet_pipeline.core.embedding_store import EmbeddingStore
     from curatornet_pipeline.definitions import build_resources
 
     if not 0 <= args.shard < args.of:

@@ -13,12 +13,8 @@ import torchvision
 from PIL import Image
 
 from curatornet_pipeline.core import embed
-from curatornet_pipeline.core.embed import (
-    EmbedConfig,
-    EmbeddingStore,
-    build_backbone,
-    embed_manifest,
-)
+from curatornet_pipeline.core.embed import EmbedConfig, build_backbone, embed_manifest
+from curatornet_pipeline.core.embedding_store import EmbeddingStore
 
 FAMILIES = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
 

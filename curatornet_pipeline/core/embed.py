@@ -18,12 +18,9 @@ recorded in ``ItemVectors.meta["transform"]`` and is part of the store key.
 """
 
 import hashlib
-import io
 import json
 import logging
-import os
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +32,8 @@ import torchvision
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
-from upath import UPath
 
+from curatornet_pipeline.core.embedding_store import EmbeddingKey, EmbeddingStore
 from curatornet_pipeline.core.hashing import file_sha256
 from curatornet_pipeline.core.types import ItemVectors
 
@@ -47,9 +44,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MANIFEST_COLUMNS = ("artwork_id_hash", "path", "content_hash")
 RANDOM_WEIGHTS = "none (RANDOM WEIGHTS — not for production)"
 _RANDOM_INIT_SEED = 0  # random weights are seeded so stored vectors stay consistent
-
-#: (artwork_id_hash, content_hash, backbone, weights id)
-EmbeddingKey = tuple[str, str, str, str]
 
 
 @dataclass(frozen=True)
@@ -291,89 +285,6 @@ def build_backbone(config: EmbedConfig) -> tuple[torch.nn.Module, str]:
         _load_state_dict(model, path, head)
         description = f"file:{path} sha256:{file_sha256(path)}"
     return model.eval(), description
-
-
-# --------------------------------------------------------------------------- store
-
-
-def _load_npz(path: "UPath"):
-    with path.open("rb") as f:
-        return np.load(io.BytesIO(f.read()), allow_pickle=False)
-
-
-class EmbeddingStore:
-    """A folder of immutable ``.npz`` shards of keyed float32 vectors.
-
-    Every :meth:`add` writes a new shard (atomically, under a unique name), so
-    separate workers can add to the same folder. The key index is loaded lazily
-    and refreshed with shards written since; vectors are read per shard on demand.
-    """
-
-    _COLUMNS = ("artwork_id_hash", "content_hash", "backbone", "weights_id")
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = UPath(root)  # a local folder or any fsspec URI (s3://, gs://, ...)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._index: dict[EmbeddingKey, tuple[int, int]] = {}  # key -> (shard, row)
-        self._shards: list[UPath] = []
-        self._cache: dict[int, np.ndarray] = {}
-
-    def _refresh(self) -> None:
-        known = set(self._shards)
-        for path in sorted(self.root.glob("shard-*.npz")):
-            if path in known:
-                continue
-            with _load_npz(path) as npz:
-                columns = [npz[c].tolist() for c in self._COLUMNS]
-            shard = len(self._shards)
-            self._shards.append(path)
-            for row, key in enumerate(zip(*columns, strict=True)):
-                self._index[key] = (shard, row)
-
-    def _vectors(self, shard: int) -> np.ndarray:
-        if shard not in self._cache:
-            with _load_npz(self._shards[shard]) as npz:
-                self._cache[shard] = npz["vectors"]
-        return self._cache[shard]
-
-    def __len__(self) -> int:
-        self._refresh()
-        return len(self._index)
-
-    def lookup(self, keys: Sequence[EmbeddingKey]) -> tuple[np.ndarray, np.ndarray]:
-        """``(found (n,) bool, vectors (n, d) float32)``; rows not found are zero.
-
-        ``d`` is 0 when no key is found.
-        """
-        self._refresh()
-        where = [self._index.get(tuple(k)) for k in keys]
-        found = np.array([w is not None for w in where], dtype=bool)
-        dim = next((self._vectors(w[0]).shape[1] for w in where if w is not None), 0)
-        out = np.zeros((len(keys), dim), dtype=np.float32)
-        for i, w in enumerate(where):
-            if w is not None:
-                out[i] = self._vectors(w[0])[w[1]]
-        return found, out
-
-    def add(self, keys: Sequence[EmbeddingKey], vectors: np.ndarray) -> Path | None:
-        """Write ``vectors`` (n, d) under ``keys`` as a new shard; returns its path."""
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if len(keys) != len(vectors) or vectors.ndim != 2:
-            raise ValueError(f"{len(keys)} keys for vectors of shape {vectors.shape}")
-        if not len(keys):
-            return None
-        arrays = {c: np.array([k[j] for k in keys], dtype=str) for j, c in enumerate(self._COLUMNS)}
-        name = f"shard-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.npz"
-        buffer = io.BytesIO()
-        np.savez(buffer, vectors=vectors, **arrays)
-        if self.root.protocol in ("", "file", "local"):
-            tmp = Path(self.root) / f".{name}.tmp"  # rename: readers never see half a shard
-            tmp.write_bytes(buffer.getvalue())
-            os.replace(tmp, Path(self.root) / name)
-        else:  # object stores publish an object whole
-            with (self.root / name).open("wb") as f:
-                f.write(buffer.getvalue())
-        return self.root / name
 
 
 # --------------------------------------------------------------------------- images

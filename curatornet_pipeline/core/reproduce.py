@@ -41,6 +41,7 @@ from curatornet_pipeline.core import sampling as sampling_core
 from curatornet_pipeline.core import split as split_core
 from curatornet_pipeline.core import train as train_core
 from curatornet_pipeline.core import vectors as vectors_core
+from curatornet_pipeline.core.embedding_store import EmbeddingStore
 from curatornet_pipeline.core.types import (
     GUIDELINE_STRATEGIES,
     STRATEGIES,
@@ -186,7 +187,7 @@ def load_vectors(
             vectors.ids, vectors.vectors, {**vectors.meta, **embed_core.imported_meta(vectors.meta)}
         )
     manifest, _ = data_core.image_manifest(paths.images, inventory)
-    store = embed_core.EmbeddingStore(store_dir)
+    store = EmbeddingStore(store_dir)
     result = embed_core.embed_manifest(manifest, embed_config, store=store)
     return result.vectors
 

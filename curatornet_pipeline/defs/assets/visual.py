@@ -9,6 +9,7 @@ import pandas as pd
 from curatornet_pipeline.core import cluster as cluster_core
 from curatornet_pipeline.core import embed as embed_core
 from curatornet_pipeline.core import recommend as rec_core
+from curatornet_pipeline.core.embedding_store import EmbeddingStore
 from curatornet_pipeline.core.recommend import Catalogue
 from curatornet_pipeline.core.report import markdown_table
 from curatornet_pipeline.core.types import ItemVectors, VisualClusters
@@ -87,7 +88,7 @@ def item_embeddings(
                 )
             weights = params["weights"]
         else:
-            store = embed_core.EmbeddingStore(str(storage.path("embedding_store")))
+            store = EmbeddingStore(str(storage.path("embedding_store")))
             total = len(image_manifest)
 
             def progress(done: int, _total: int) -> None:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curatornet_pipeline.core import data
+from curatornet_pipeline.core.hashing import file_sha256
 from curatornet_pipeline.core.incoming import LOOSE, Batch, Validated, file_key, validate_batch
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def _sha(content: bytes) -> str:
 
 
 def _file_sha(path: Path) -> str | None:
-    return _sha(path.read_bytes()) if path.is_file() else None
+    return file_sha256(path) if path.is_file() else None
 
 
 def _write_atomic(path: Path, content: bytes) -> None:

@@ -271,12 +271,15 @@ def keeping_subnormals(fn):
 
 
 def paired_runs(fns: dict, repeats: int) -> dict[str, list[tuple[float, float]]]:
-    """:func:`timed_runs` of several variants in alternating rounds, so that a slow phase
-    of a shared machine hits them alike and each round gives a paired ratio."""
+    """:func:`timed_runs` of several variants in alternating rounds (the order reversed
+    every other round, after one untimed warm-up of each), so that a slow phase of a shared
+    machine hits them alike and each round gives a paired ratio."""
+    for fn in fns.values():
+        fn()
     runs: dict[str, list[tuple[float, float]]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            runs[k] += timed_runs(fn, 1)
+    for r in range(repeats):
+        for k in list(fns)[:: 1 if r % 2 == 0 else -1]:
+            runs[k] += timed_runs(fns[k], 1)
     return runs
 
 

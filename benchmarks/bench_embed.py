@@ -35,7 +35,7 @@ from curatornet_pipeline.core.embed import (
     build_backbone,
     embed_manifest,
 )
-from curatornet_pipeline.core.machine import runtime
+from curatornet_pipeline.kernels.machine import runtime
 
 GFLOP_PER_IMAGE = {"resnet50": 8.18, "resnet18": 3.64}  # at 224x224
 

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from curatornet_pipeline.core.evaluate import EvalConfig, build_timeline, evaluate
-from curatornet_pipeline.core.machine import runtime
 from curatornet_pipeline.core.types import TrainTestSplit
+from curatornet_pipeline.kernels.machine import runtime
 
 N_ITEMS = 13_297
 DIM = 200

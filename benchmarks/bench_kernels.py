@@ -6,15 +6,15 @@ Each kernel is timed forward + backward (median of ``--repeats``), and in the sa
 whole training step with the library kernel swapped in, since a kernel pays only if the
 step gets faster. Verdicts in docs/benchmarks.md.
 
-The kernels in use are :class:`~curatornet_pipeline.core.linear.Linear` (the towers' dense
-layers, whose CPU products run on oneDNN where the BLAS is slow), against ``F.linear`` on the
-BLAS; the fused pooling and margins of :mod:`~curatornet_pipeline.core.fused`, against
-PyTorch's operators; :func:`~curatornet_pipeline.core.pooling.segment_max` (the max half
-of the profile pooling on those operators), against ``F.embedding_bag(mode="max")``. Two
-SELUs with exp for expm1 (one out of place with its own backward, one in place in blocks
-with the library's backward) and a pooling backward did not reach the bar against the
-library's and were deleted; they live on below only so that ``--deleted`` can measure their
-verdicts again.
+The kernels in use (:mod:`curatornet_pipeline.kernels`) are
+:class:`~curatornet_pipeline.kernels.gemm.Linear` (the towers' dense layers, whose CPU
+products run on oneDNN where the BLAS is slow), against ``F.linear`` on the BLAS; and the
+fused pooling and margins of :mod:`~curatornet_pipeline.kernels.fused`, against PyTorch's
+operators (``embedding_bag`` mean and max, gathers). Two SELUs with exp for expm1 (one out
+of place with its own backward, one in place in blocks with the library's backward) and a
+pooling backward did not reach the bar against the library's and were deleted; they live
+on below only so that ``--deleted`` can measure their verdicts again. A vectorized max
+pooling (``segment_max``) was deleted without: it ran only where the fused kernels do not.
 
     .venv/bin/python benchmarks/bench_kernels.py
 """
@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from curatornet_pipeline.core.fused import use_kernels
-from curatornet_pipeline.core.linear import Linear, gemm_backend, use_gemm_backend
-from curatornet_pipeline.core.machine import runtime
-from curatornet_pipeline.core.malloc import retain_freed_memory
+from curatornet_pipeline.kernels.fused import use_kernels
+from curatornet_pipeline.kernels.gemm import Linear, gemm_backend, use_gemm_backend
+from curatornet_pipeline.kernels.machine import runtime
+from curatornet_pipeline.kernels.malloc import retain_freed_memory
 
 log = logging.getLogger("bench_kernels")
 
@@ -193,15 +193,10 @@ def pool_embedding_bag(h, profile_items, offsets):
     return torch.cat([mean, amax], dim=1)
 
 
-def embedding_bag_max(h, profile_items, offsets):
-    return F.embedding_bag(profile_items, h, offsets[:-1], mode="max")
-
-
 #: The training-step variants: which of the project's kernels the library's replace.
 STEPS = {
     "project": "as trained: fused pooling and margins, nn.SELU in place",
-    "torch pooling": "PyTorch's operators for pooling (embedding_bag mean, segment_max) and margins",
-    "library max": "PyTorch's operators, embedding_bag's max in place of segment_max",
+    "torch pooling": "PyTorch's operators for pooling (embedding_bag mean and max) and margins",
     "blocked SELU": "the deleted in-place SELU with exp in blocks in place of nn.SELU",
     "deleted": "PyTorch's operators, the first deleted SELU and the deleted pooling",
     "BLAS GEMM": "every dense layer's products on the BLAS (MKL), as F.linear",
@@ -228,7 +223,7 @@ def training_steps(kinds: list[str], repeats: int) -> dict[str, list[float]]:
     order = np.random.default_rng(0).permutation(len(ts))
     a, b = ts.cuts(order, TrainConfig.max_profile_items_per_batch, TrainConfig.batch_triples)[0]
     batch = ts.batch(order[a:b], torch.from_numpy(features), torch.device("cpu"))
-    saved_pool, saved_max = m.pool_profiles, m.segment_max
+    saved_pool = m.pool_profiles
 
     def variant(kernels: str):
         model = curatornet(features)
@@ -240,12 +235,11 @@ def training_steps(kinds: list[str], repeats: int) -> dict[str, list[float]]:
                         tower[k] = activation()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
         pool = custom_pool if kernels == "deleted" else saved_pool
-        seg_max = embedding_bag_max if kernels == "library max" else saved_max
         gemm = {"BLAS GEMM": "blas", "oneDNN GEMM": "onednn"}.get(kernels, gemm_backend())
-        operators = kernels in ("torch pooling", "library max", "deleted")
+        operators = kernels in ("torch pooling", "deleted")
 
         def step() -> float:
-            m.pool_profiles, m.segment_max = pool, seg_max
+            m.pool_profiles = pool
             try:
                 with use_gemm_backend(gemm), use_kernels("torch" if operators else "fused"):
                     t = time.perf_counter()
@@ -255,7 +249,7 @@ def training_steps(kinds: list[str], repeats: int) -> dict[str, list[float]]:
                     optimizer.step()
                     return time.perf_counter() - t
             finally:
-                m.pool_profiles, m.segment_max = saved_pool, saved_max
+                m.pool_profiles = saved_pool
 
         return step
 
@@ -283,7 +277,7 @@ def selu_fwd_bwd(op, x0: torch.Tensor):
 
 def dense_layers(items: int, profiles: int, repeats: int) -> None:
     """Forward + backward of each tower layer at a default batch's shapes, its products on
-    the BLAS (``F.linear``) and on oneDNN (:class:`~curatornet_pipeline.core.linear.Linear`),
+    the BLAS (``F.linear``) and on oneDNN (:class:`~curatornet_pipeline.kernels.gemm.Linear`),
     alternating round by round, against the 2048^2 product on each."""
     from bench_train import gemm_peaks  # noqa: PLC0415 (benchmarks/ is sys.path[0])
 
@@ -335,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
-    retain_freed_memory()  # as a training process does (core/malloc.py)
+    retain_freed_memory()  # as a training process does (kernels/malloc.py)
     from bench_train import profile_sizes  # noqa: PLC0415 (benchmarks/ is sys.path[0])
 
     log.info("%s", runtime())
@@ -344,17 +338,6 @@ def main(argv: list[str] | None = None) -> None:
     sizes = profile_sizes(args.profiles, rng)  # bench_train's heavy tail: mean 4, max 270
     offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(sizes)]))
     profile_items = torch.from_numpy(rng.integers(0, args.items, int(offsets[-1])))
-    from curatornet_pipeline.core.pooling import segment_max  # noqa: PLC0415
-
-    width = 200
-    x = torch.randn(args.items, width, requires_grad=True)
-    ours = timed(fwd_bwd(lambda h: segment_max(h, profile_items, offsets), x),
-                 args.repeats)  # fmt: skip
-    lib = timed(fwd_bwd(lambda h: embedding_bag_max(h, profile_items, offsets), x),
-                args.repeats)  # fmt: skip
-    log.info("max pooling (%d items x %d, %d profiles, %d rows) fwd+bwd: segment_max "
-             "%.1f ms, embedding_bag max %.1f ms: segment_max %.2fx", args.items, width,
-             args.profiles, int(offsets[-1]), 1e3 * ours, 1e3 * lib, lib / ours)  # fmt: skip
     from curatornet_pipeline.core.models import pool_profiles, triple_margins  # noqa: PLC0415
 
     x = torch.randn(args.items, 200, requires_grad=True)
@@ -432,10 +415,8 @@ def main(argv: list[str] | None = None) -> None:
             [o / p for o, p in zip(times[other], times["project"], strict=True)]
         )
 
-    log.info("paired ratios, the step is %.2fx faster with the fused pooling and margins than "
-             "with PyTorch's operators; on PyTorch's operators, %.2fx faster with segment_max "
-             "than with embedding_bag's max", paired("torch pooling"),
-             paired("library max") / paired("torch pooling"))  # fmt: skip
+    log.info("paired ratio, the step is %.2fx faster with the fused pooling and margins than "
+             "with PyTorch's operators", paired("torch pooling"))  # fmt: skip
     if args.deleted:
         log.info("paired ratio, the step is %.2fx faster with nn.SELU than with the deleted "
                  "blocked SELU", paired("blocked SELU"))  # fmt: skip

@@ -28,13 +28,13 @@ import curatornet_pipeline  # noqa: F401
 import numpy as np
 import torch
 
-from curatornet_pipeline.core import machine
 from curatornet_pipeline.core import train as train_module
-from curatornet_pipeline.core.machine import runtime
 from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig
 from curatornet_pipeline.core.synth import resnet_like_vectors
 from curatornet_pipeline.core.train import TrainConfig, train
 from curatornet_pipeline.core.types import Triplets
+from curatornet_pipeline.kernels import machine
+from curatornet_pipeline.kernels.machine import runtime
 
 N_ITEMS, N_USERS, D_IN, N_STYLES, D_STYLE = 13_297, 2_919, 2048, 40, 16
 N_HELD, HELD_PROFILE, HELD_POS = 300, 5, 5

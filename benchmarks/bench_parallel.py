@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from curatornet_pipeline.core.machine import runtime
+from curatornet_pipeline.kernels.machine import runtime
 
 WORKER = r"""
 import json, os, sys, time

@@ -17,10 +17,10 @@ import time
 import numpy as np
 import torch
 
-from curatornet_pipeline.core.machine import runtime
 from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig
 from curatornet_pipeline.core.recommend import NEVER, Catalogue, Recommender
 from curatornet_pipeline.core.scorers import CuratorNetScorer
+from curatornet_pipeline.kernels.machine import runtime
 
 N_ITEMS, D_IN = 13_297, 2048
 

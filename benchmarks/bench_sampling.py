@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from curatornet_pipeline.core import data
-from curatornet_pipeline.core.machine import runtime
 from curatornet_pipeline.core.sampling import (
     SamplingConfig,
     SamplingContext,
@@ -29,6 +28,7 @@ from curatornet_pipeline.core.sampling import (
 from curatornet_pipeline.core.split import split_train_test
 from curatornet_pipeline.core.synth import SynthConfig, generate
 from curatornet_pipeline.core.types import GUIDELINE_STRATEGIES
+from curatornet_pipeline.kernels.machine import runtime
 
 
 def load_ugallery(seed: int = 0, visuals: str = "artist"):

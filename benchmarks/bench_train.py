@@ -34,16 +34,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from curatornet_pipeline.core import machine
 from curatornet_pipeline.core import train as train_module
-from curatornet_pipeline.core.fused import kernels, use_kernels
-from curatornet_pipeline.core.linear import (
-    gemm_backend,
-    onednn_available,
-    onednn_mm,
-    use_gemm_backend,
-)
-from curatornet_pipeline.core.machine import runtime
 from curatornet_pipeline.core.models import VBPR, CuratorNet, CuratorNetConfig, VBPRConfig
 from curatornet_pipeline.core.synth import resnet_like_vectors
 from curatornet_pipeline.core.train import (
@@ -54,6 +45,15 @@ from curatornet_pipeline.core.train import (
     train,
 )
 from curatornet_pipeline.core.types import Triplets
+from curatornet_pipeline.kernels import machine
+from curatornet_pipeline.kernels.fused import kernels, use_kernels
+from curatornet_pipeline.kernels.gemm import (
+    gemm_backend,
+    onednn_available,
+    onednn_mm,
+    use_gemm_backend,
+)
+from curatornet_pipeline.kernels.machine import runtime
 
 N_ITEMS, N_USERS, D_IN, MAX_PROFILE = 13_297, 2_919, 2048, 270
 
@@ -322,20 +322,14 @@ def profile_epoch(triplets, features, config) -> None:
             "aten::clamp_",
             "aten::sub_",
         ),
-        "pooling (fused kernel; or embedding_bag mean, segment_max)": (
+        "pooling (fused kernel; or embedding_bag mean and max)": (
             "_PoolProfiles",
             "_PoolProfilesBackward",
             "aten::embedding_bag",
             "aten::_embedding_bag",
             "aten::_embedding_bag_backward",
             "aten::_embedding_bag_dense_backward",
-            "_SegmentMax",
-            "_SegmentMaxBackward",
-            "aten::maximum",
-            "aten::gt",
-            "aten::eq",
-            "aten::mul_",
-            "aten::index_copy_",
+            "aten::_embedding_bag_per_sample_weights_backward",
             "aten::cat",
         ),
         "margins and gathers (fused kernel; or gathers, scatters)": (

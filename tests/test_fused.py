@@ -1,4 +1,4 @@
-"""The fused CPU kernels (core.fused) against PyTorch's operators, and what they promise:
+"""The fused CPU kernels (kernels.fused) against PyTorch's operators, and what they promise:
 the same values and gradients, the same bits whatever the thread count, safe after a fork
 and from several threads, and a training step unchanged."""
 
@@ -13,8 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from curatornet_pipeline.core import fused
-from curatornet_pipeline.core.fused import use_kernels
 from curatornet_pipeline.core.models import (
     CuratorNet,
     CuratorNetConfig,
@@ -22,6 +20,7 @@ from curatornet_pipeline.core.models import (
     pool_profiles,
     triple_margins,
 )
+from curatornet_pipeline.kernels import fused, use_kernels
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -208,7 +207,7 @@ def test_malloc_tuning_keeps_freed_pages_in_the_process():
     script = textwrap.dedent(
         """
         import resource, sys, numpy as np, torch
-        from curatornet_pipeline.core.malloc import retain_freed_memory
+        from curatornet_pipeline.kernels.malloc import retain_freed_memory
         from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig, TripletBatch
         if sys.argv[1] == "tuned":
             assert retain_freed_memory()

@@ -6,12 +6,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from curatornet_pipeline.core import linear as linear_mod
-from curatornet_pipeline.core.linear import Linear, gemm_backend, use_gemm_backend
 from curatornet_pipeline.core.models import VBPR, CuratorNet, CuratorNetConfig, VBPRConfig
+from curatornet_pipeline.kernels import gemm
+from curatornet_pipeline.kernels.gemm import Linear, gemm_backend, use_gemm_backend
 
 needs_onednn = pytest.mark.skipif(
-    not linear_mod.onednn_available(), reason="this PyTorch build has no oneDNN"
+    not gemm.onednn_available(), reason="this PyTorch build has no oneDNN"
 )
 
 
@@ -90,26 +90,26 @@ def test_frozen_inputs_get_no_gradient_and_other_shapes_and_dtypes_take_f_linear
 def test_auto_takes_the_blas_on_intel_and_onednn_elsewhere_and_the_variable_overrides(
     monkeypatch,
 ):
-    linear_mod._configured_backend.cache_clear()
+    gemm._configured_backend.cache_clear()
     try:
-        monkeypatch.setattr(linear_mod, "onednn_available", lambda: True)
+        monkeypatch.setattr(gemm, "onednn_available", lambda: True)
         for vendor, expected in (("GenuineIntel", "blas"), ("AuthenticAMD", "onednn")):
-            monkeypatch.setattr(linear_mod, "_cpu_vendor", lambda v=vendor: v)
+            monkeypatch.setattr(gemm, "_cpu_vendor", lambda v=vendor: v)
             for setting, want in (("", expected), ("auto", expected), ("blas", "blas"),
                                   ("ONEDNN", "onednn")):  # fmt: skip
                 monkeypatch.setenv("CURATORNET_CPU_GEMM", setting)
-                linear_mod._configured_backend.cache_clear()
+                gemm._configured_backend.cache_clear()
                 assert gemm_backend() == want, (vendor, setting)
-        monkeypatch.setattr(linear_mod, "onednn_available", lambda: False)
+        monkeypatch.setattr(gemm, "onednn_available", lambda: False)
         monkeypatch.setenv("CURATORNET_CPU_GEMM", "onednn")
-        linear_mod._configured_backend.cache_clear()
+        gemm._configured_backend.cache_clear()
         assert gemm_backend() == "blas"  # a build without oneDNN still trains
         monkeypatch.setenv("CURATORNET_CPU_GEMM", "mkl")
-        linear_mod._configured_backend.cache_clear()
+        gemm._configured_backend.cache_clear()
         with pytest.raises(ValueError, match="CURATORNET_CPU_GEMM='mkl'"):
             gemm_backend()
     finally:
-        linear_mod._configured_backend.cache_clear()
+        gemm._configured_backend.cache_clear()
 
 
 @needs_onednn

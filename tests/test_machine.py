@@ -1,9 +1,9 @@
-"""The machine line every benchmark starts with (curatornet_pipeline.core.machine)."""
+"""The machine line every benchmark starts with (curatornet_pipeline.kernels.machine)."""
 
 import subprocess
 import sys
 
-from curatornet_pipeline.core import machine
+from curatornet_pipeline.kernels import machine
 
 
 def test_processor_is_the_model_name_of_proc_cpuinfo():
@@ -16,7 +16,7 @@ def test_processor_is_the_model_name_of_proc_cpuinfo():
 def test_runtime_names_torch_settings_only_where_torch_is_loaded():
     code = (
         "import sys\n"
-        "from curatornet_pipeline.core.machine import runtime\n"
+        "from curatornet_pipeline.kernels.machine import runtime\n"
         "print(runtime())\n"
         "print('torch' in sys.modules)\n"
         "import torch\n"

@@ -5,7 +5,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from curatornet_pipeline.core.fused import use_kernels
 from curatornet_pipeline.core.models import (
     VBPR,
     CuratorNet,
@@ -23,6 +22,7 @@ from curatornet_pipeline.core.scorers import (
     VisRankScorer,
 )
 from curatornet_pipeline.core.types import TrainTestSplit
+from curatornet_pipeline.kernels import use_kernels
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from curatornet_pipeline.core import fused, machine, ragged
-from curatornet_pipeline.core.linear import onednn_available, use_gemm_backend
+from curatornet_pipeline.core import ragged
 from curatornet_pipeline.core.models import VBPR, CuratorNet, CuratorNetConfig, VBPRConfig
 from curatornet_pipeline.core.scorers import CuratorNetScorer
 from curatornet_pipeline.core.train import (
@@ -20,6 +19,8 @@ from curatornet_pipeline.core.train import (
     train,
 )
 from curatornet_pipeline.core.types import Triplets
+from curatornet_pipeline.kernels import fused, machine
+from curatornet_pipeline.kernels.gemm import onednn_available, use_gemm_backend
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

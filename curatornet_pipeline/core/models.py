@@ -8,7 +8,9 @@ Both models consume a :class:`TripletBatch`: the unique catalogue items of a bat
 with their raw visual features, the batch's distinct profiles as CSR offsets into those
 unique items, and positive / negative items as local indices. The item tower of
 CuratorNet therefore runs once per unique item of the batch and the user tower once per
-distinct profile; profiles are pooled with segment reductions, never padded.
+distinct profile; profiles are pooled with segment reductions, never padded. Pooling,
+margins and dense layers go through :mod:`curatornet_pipeline.kernels` (CPU speed, with
+stock PyTorch as the fallback).
 
 Regularisation follows the reference TensorFlow code: ``tf.nn.l2_loss`` over the
 weights only (no biases), i.e. ``l2 * sum(0.5 * ||W||^2)``.
@@ -25,9 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from curatornet_pipeline.core import fused
-from curatornet_pipeline.core.linear import Linear, linear
-from curatornet_pipeline.core.pooling import segment_max
+from curatornet_pipeline.kernels import Linear, linear, margins, pool_profiles
 
 logger = logging.getLogger(__name__)
 
@@ -67,29 +67,9 @@ def triple_scores(
     return s_pos, s_neg
 
 
-def margins(
-    u: torch.Tensor,
-    h: torch.Tensor,
-    positive: torch.Tensor,
-    negative: torch.Tensor,
-    row_of: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """x_uij = u[row_of[k]] . (h[positive[k]] - h[negative[k]]), (B,): u (R, D) the distinct
-    user-side vectors (``row_of`` None: one per triple), h (U, D) item vectors. One product
-    with h_pos - h_neg: forward and backward make fewer (B, D) passes than two scores (1.2-1.4x
-    at a default batch). On the CPU one fused kernel (:mod:`~curatornet_pipeline.core.fused`)
-    does it in one pass, reading the rows in place."""
-    if fused.applies(u, h):
-        return fused.triple_margins(u, h, positive, negative, row_of)
-    if row_of is not None:
-        u = u.index_select(0, row_of)
-    d = h.index_select(0, positive) - h.index_select(0, negative)
-    return (u * d).sum(dim=-1)
-
-
 def triple_margins(u: torch.Tensor, h: torch.Tensor, batch: TripletBatch) -> torch.Tensor:
     """x_uij = s_pos - s_neg, (B,), of the batch's profile vectors u (P, D) and item vectors
-    h (U, D): :func:`margins`."""
+    h (U, D): :func:`~curatornet_pipeline.kernels.margins`."""
     return margins(u, h, batch.positive, batch.negative, batch.profile_of)
 
 
@@ -152,27 +132,6 @@ def _selu_mlp(sizes: list[int]) -> nn.Sequential:
         nn.init.zeros_(dense.bias)
         layers += [dense, nn.SELU(inplace=True)]
     return nn.Sequential(*layers)
-
-
-def pool_profiles(
-    h: torch.Tensor, profile_items: torch.Tensor, profile_offsets: torch.Tensor
-) -> torch.Tensor:
-    """[mean || max] of ragged profiles: h (U, D) item vectors, profile k is the rows
-    ``profile_items[offsets[k]:offsets[k+1]]`` of h (non-empty). Returns (P, 2D); no padding.
-
-    The mean is ``F.embedding_bag``'s (its vectorized kernel reads the rows straight from
-    h, no (S, D) gather); the max is :func:`~curatornet_pipeline.core.pooling.segment_max`
-    on the CPU, where ``embedding_bag``'s max is a scalar loop (benchmarks/bench_kernels.py).
-    Pools in fp32 under bf16 autocast. Ties of the max send the gradient to one of the
-    tied rows. On the CPU one fused kernel does both halves in one pass over the rows
-    (:mod:`~curatornet_pipeline.core.fused`, 5-7x faster than these operators).
-    """
-    h = h.float()
-    if fused.applies(h):
-        return fused.pool_profiles(h, profile_items, profile_offsets)
-    mean = F.embedding_bag(profile_items, h, profile_offsets[:-1], mode="mean")  # (P, D)
-    amax = segment_max(h, profile_items, profile_offsets)  # (P, D)
-    return torch.cat([mean, amax], dim=1)
 
 
 class CuratorNet(_ScaledInput):

@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from curatornet_pipeline.core import machine, ragged
-from curatornet_pipeline.core.malloc import retain_freed_memory
+from curatornet_pipeline.core import ragged
 from curatornet_pipeline.core.models import VBPR, CuratorNet, TripletBatch
 from curatornet_pipeline.core.types import Triplets
+from curatornet_pipeline.kernels import machine, retain_freed_memory
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class TrainConfig:
     # bit-identical weights for identical inputs (CPU), so an unchanged nightly
     # re-run keeps the model's data version; costs little on CPU
     deterministic: bool = True
-    bf16: bool = False  # bfloat16 autocast of the matmuls (not in the paper; ~4x on AVX512-BF16)
+    bf16: bool = False  # bfloat16 autocast of the matmuls (not in the paper; docs/benchmarks.md)
     # VBPR: sparse gradients of the user/item latent tables, updated by SparseAdam (only the
     # rows of a batch move, as in BPR's per-sample SGD); dense Adam for the rest
     sparse_rows: bool = True
@@ -216,9 +216,9 @@ class _TripleSet:
 
     ``whole_catalogue_at``: when a batch touches at least this fraction of the catalogue,
     its item tower runs on every catalogue item (``items`` is ``arange(n)`` and ``x`` the
-    feature matrix itself, a view), which saves the (U, F) gather of the features: 30-40%
-    of the first layer's own time at UGallery scale, where a default batch touches >99.9% of
-    the items (benchmarks/bench_train.py). Gradients are unchanged: rows no triple uses get
+    feature matrix itself, a view), which saves the (U, F) gather of the features: a third
+    of the first layer's own time at UGallery scale, where a default batch touches nearly
+    every item (docs/benchmarks.md). Gradients are unchanged: rows no triple uses get
     zero gradient. With ``own_items`` (VBPR, whose per-item rows must stay the batch's own for
     SparseAdam) ``items`` stays the batch's and only ``x`` is the whole feature matrix
     (``catalogue_x``): the model computes every item's visual terms and keeps its rows.
@@ -337,7 +337,7 @@ def resolve_device(name: str) -> torch.device:
 def bf16_native(device: str | torch.device = "cpu") -> bool:
     """Whether bfloat16 products run natively on ``device``: always on CUDA, and on CPUs with
     oneDNN's bf16 support (AVX-512 or AMX). Elsewhere (an AVX2-only CPU) PyTorch emulates
-    them at about 1 GFLOP/s against about 100 in float32 (docs/benchmarks.md)."""
+    them about 100x slower than float32 (docs/benchmarks.md)."""
     device = resolve_device(device) if isinstance(device, str) else device
     if device.type != "cpu":
         return True
@@ -477,7 +477,7 @@ def _train(
     evaluator: Evaluator | None = None,
 ) -> TrainResult:
     device = _training_device(config)
-    retain_freed_memory()  # no fresh pages to fault on every step (core/malloc.py)
+    retain_freed_memory()  # no fresh pages to fault on every step (kernels/malloc.py)
     monitor = resolve_monitor(config, evaluator)
     train_set, val_set = _triple_sets(model, train, validation)
 
@@ -630,7 +630,7 @@ def _deterministic_kernels(config: TrainConfig) -> Iterator[None]:
     previous = torch.are_deterministic_algorithms_enabled()
     fill = torch.utils.deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(config.deterministic, warn_only=True)
-    # deterministic mode would NaN-fill every torch.empty (11% of an epoch's time);
+    # deterministic mode would NaN-fill every torch.empty (a tenth of an epoch's time);
     # the training kernels write every element they allocate
     torch.utils.deterministic.fill_uninitialized_memory = False
     try:

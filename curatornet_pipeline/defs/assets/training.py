@@ -22,8 +22,6 @@ from curatornet_pipeline.core import models as models_core
 from curatornet_pipeline.core import sampling as sampling_core
 from curatornet_pipeline.core import train as train_core
 from curatornet_pipeline.core import validation as validation_core
-from curatornet_pipeline.core.fused import kernels as cpu_kernels
-from curatornet_pipeline.core.linear import gemm_backend
 from curatornet_pipeline.core.plots import training_curve
 from curatornet_pipeline.core.recommend import Catalogue
 from curatornet_pipeline.core.report import timeline
@@ -36,6 +34,8 @@ from curatornet_pipeline.defs.io_managers import ArtifactStorage
 from curatornet_pipeline.defs.resources import PipelineSettings
 from curatornet_pipeline.defs.tracking import MlflowTracking
 from curatornet_pipeline.defs.versioning import source_hash
+from curatornet_pipeline.kernels import gemm_backend
+from curatornet_pipeline.kernels import kernels as cpu_kernels
 
 GROUP = "models"
 MODEL_IO = "model_io_manager"

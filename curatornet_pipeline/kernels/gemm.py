@@ -2,9 +2,9 @@
 
 PyTorch sends every float32 CPU product (``F.linear``'s ``addmm`` and both of its backward
 ``mm``) to its BLAS, Intel's MKL. On AMD processors MKL does not take its AVX-512 kernels,
-and at the towers' shapes it reached 47-150 GFLOP/s on the 2-core AMD EPYC of
-docs/benchmarks.md, where oneDNN (bundled with PyTorch as MKL-DNN, and dispatching on the
-instruction set rather than on the vendor) made 130-200 of the same products. oneDNN here
+and at the towers' shapes it ran well below oneDNN on the AMD EPYCs of docs/benchmarks.md
+(oneDNN is bundled with PyTorch as MKL-DNN and dispatches on the instruction set rather
+than on the vendor). oneDNN here
 runs in float32 throughout (no bf16 or tf32 math mode): results differ from MKL's only in
 the order of the sums.
 
@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils import flop_counter
 
 from curatornet_pipeline import settings
-from curatornet_pipeline.core.machine import cpuinfo
+from curatornet_pipeline.kernels.machine import cpuinfo
 
 BACKENDS = ("auto", "onednn", "blas")
 

@@ -5,9 +5,8 @@ A CuratorNet step allocates tens of (profiles x 200..400) float32 tensors of 10-
 allocator is glibc's ``malloc``, which by default serves such sizes with ``mmap`` until a
 freed one raises its threshold, and returns the top of its heap to the kernel whenever
 more than twice that threshold is free. Either way the next step's tensors land on fresh
-pages, and every 4 KiB page faults on first touch: 9,600-19,000 faults per default step
-(40-75 MB) were counted on the 2-core Xeon of docs/benchmarks.md, in whichever operator
-first wrote the tensor (an ``elu_backward`` took 10 ms instead of 0.5).
+pages, and every 4 KiB page faults on first touch, in whichever operator first writes the
+tensor (the counts and their cost are in docs/benchmarks.md).
 
 :func:`retain_freed_memory` sets glibc's knobs once per process (``mallopt``, the same as
 the ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_TOP_PAD_``

@@ -6,8 +6,8 @@ Between the towers' matrix products a training step pools the batch's profiles
 (x_uij = u . (h_pos - h_neg)). In PyTorch's eager operators each of these is several full
 passes over (profiles x 200) or (triples x 200) tensors: ``embedding_bag``, a max-pooling
 loop of one small operator per profile position, ``cat``, three gathers, their ``index_add``
-backward and the products in between. At a default batch on 2 cores they took about 80 of a
-300 ms step (``benchmarks/bench_kernels.py``, docs/benchmarks.md). The kernels here do each
+backward and the products in between: a quarter of a default step on 2 cores
+(``benchmarks/bench_kernels.py``; figures in docs/benchmarks.md). The kernels here do each
 in one pass over the rows it reads, written once with Numba (a dependency of umap-learn,
 already installed), and wrapped as autograd Functions:
 
@@ -22,14 +22,15 @@ Design choices, each for a measured or observed reason:
   from a process already using GNU OpenMP"), as Dagster's and the serving tools' child
   processes may; a Python thread pool is recreated after a fork and is safe from threads.
 - Loops index 1-D row views: on 2-D arrays Numba cannot tell the arrays apart and LLVM does
-  not vectorise the loops (4.5x slower measured); on row views it does.
+  not vectorise the loops (measured several times slower); on row views it does.
 - The backward passes split the work by columns (each thread owns a block of the D
   columns of every row it writes), so no two threads add into the same element and the
   result is the same bit for bit whatever the thread count, as the resume guarantee needs.
 - The max keeps, for each (profile, column), the position in ``items`` of its first
-  strictly greater value: the same row as ``F.embedding_bag``'s max and
-  :func:`~curatornet_pipeline.core.pooling.segment_max` (an item twice in a profile gets the
-  gradient once).
+  strictly greater value: the same row as ``F.embedding_bag``'s max (an item twice in a
+  profile gets the gradient once).
+- A pool thread keeps the subnormal-float mode it was started with, so each task takes
+  its caller's (:func:`~curatornet_pipeline.kernels.machine.set_flush_denormal`).
 
 ``CURATORNET_CPU_KERNELS`` = ``auto`` (default: these kernels on CPU float tensors) or
 ``torch`` (PyTorch's operators, the reference the tests compare against). CUDA, the
@@ -47,7 +48,7 @@ import numpy as np
 import torch
 
 from curatornet_pipeline import settings
-from curatornet_pipeline.core import machine
+from curatornet_pipeline.kernels import machine
 
 CHOICES = ("auto", "torch")
 
@@ -226,7 +227,7 @@ def _split(kernel: Callable, total: int, work: int, *args) -> None:
 
 def _in_mode(flush: bool, kernel: Callable, *args) -> None:
     """``kernel(*args)`` on a pool thread with the caller's subnormal mode: a thread keeps
-    the mode it was started with (:func:`~curatornet_pipeline.core.machine.set_flush_denormal`)."""
+    the mode it was started with (:func:`~curatornet_pipeline.kernels.machine.set_flush_denormal`)."""
     torch.set_flush_denormal(flush)
     kernel(*args)
 

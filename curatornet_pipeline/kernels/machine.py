@@ -1,6 +1,6 @@
 """What machine a figure came from: the processor and the settings that move speed.
 
-Training picks its CPU products by vendor (:mod:`~curatornet_pipeline.core.linear`), the
+Training picks its CPU products by vendor (:mod:`~curatornet_pipeline.kernels.gemm`), the
 reproduction report records the processor, and every benchmark prints :func:`runtime` as
 its first line, so that figures from machines that differ (with or without AVX-512, AMX)
 are never compared unawares. :func:`set_flush_denormal` sets how the CPU treats subnormal

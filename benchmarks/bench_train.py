@@ -154,7 +154,7 @@ def _gflops(fn, n: int, reps: int) -> float:
 
 def gemm_peaks(n: int = 2048, reps: int = 7, dtype=torch.float32) -> dict[str, float]:
     """GFLOP/s of an n x n product, median of ``reps``, on the BLAS (``torch.mm``) and, in
-    float32 where PyTorch has it, on oneDNN (``core/linear.py``'s kernel)."""
+    float32 where PyTorch has it, on oneDNN (``kernels/gemm.py``'s kernel)."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     peaks = {"BLAS": _gflops(lambda: torch.mm(a, b), n, reps)}
     if dtype == torch.float32 and onednn_available():

@@ -11,7 +11,7 @@ import sys
 #: Spins of an idle GNU OpenMP worker before it sleeps. The runtime's default (300,000; about
 #: 6 ms of a core here, measured as CPU time burnt in a sleep after a product) keeps the
 #: second core busy between PyTorch's parallel operators, where a CuratorNet step runs its
-#: own threads (the fused pooling and margins of core/fused.py) and Python's. 20,000 (under
+#: own threads (the fused pooling and margins of kernels/fused.py) and Python's. 20,000 (under
 #: a millisecond) made training 1.07x faster on 2 cores (paired runs of
 #: benchmarks/bench_train.py, docs/benchmarks.md); 2,000 was slower (each parallel operator
 #: then waits for a sleeping worker to wake).

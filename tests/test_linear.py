@@ -1,4 +1,4 @@
-"""core/linear: the towers' dense layers on oneDNN or the BLAS, against float64 arithmetic."""
+"""kernels/gemm: the towers' dense layers on oneDNN or the BLAS, against float64 arithmetic."""
 
 import pytest
 import torch

@@ -134,7 +134,7 @@ class _Killed(Exception):
 @pytest.mark.parametrize("gemm", ["blas", "onednn"])
 def test_killed_after_epoch_one_then_resumed_equals_uninterrupted(tmp_path, gemm):
     # on both CPU GEMM backends: a resumed run must reproduce the uninterrupted one on
-    # whichever backend the machine takes (core/linear.py)
+    # whichever backend the machine takes (kernels/gemm.py)
     if gemm == "onednn" and not onednn_available():
         pytest.skip("this PyTorch build has no oneDNN")
     with use_gemm_backend(gemm):

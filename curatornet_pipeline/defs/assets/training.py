@@ -110,8 +110,8 @@ def _params(pipeline: PipelineSettings, variant, config, triples, key: str) -> d
         "profile": pipeline.profile,
         "paper_guidelines": experiment.paper_guidelines_of(variant),
         "training_triples": experiment.training_counts(triples, variant.kind == "vbpr")[0],
-        "cpu_gemm": gemm_backend(),  # the float32 CPU products' backend (core/linear.py)
-        "cpu_kernels": cpu_kernels(),  # pooling and margins: fused or torch (core/fused.py)
+        "cpu_gemm": gemm_backend(),  # the float32 CPU products' backend (kernels/gemm.py)
+        "cpu_kernels": cpu_kernels(),  # pooling and margins: fused or torch (kernels/fused.py)
         # idle OpenMP workers' spin, set by the package before torch loads (its __init__)
         "openmp_spincount": os.environ.get("GOMP_SPINCOUNT", "runtime default"),
     }

@@ -2,10 +2,10 @@
 for the default batching and smaller batches, on UGallery-scale data with a planted signal.
 
 13,297 items whose 2048-d features carry their style: by default shaped like pooled
-post-ReLU ResNet-50 vectors (non-negative, a third zeros; ``core.synth.resnet_like_vectors``),
-as real ones are; with ``--features normal``, Gaussian, the style in a 16-d subspace buried in
-noise (signal-to-noise 1:1 there, noise alone elsewhere; the figures before issue 31);
-2,919 training users who each like 3 of
+post-ReLU ResNet-50 vectors (non-negative, a third zeros;
+``core.synth_vectors.resnet_like_vectors``), as real ones are; with ``--features normal``,
+Gaussian, the style in a 16-d subspace buried in noise (signal-to-noise 1:1 there, noise
+alone elsewhere; the figures before issue 31); 2,919 training users who each like 3 of
 40 styles; triples (profile, liked positive, uniform negative) with heavy-tailed profiles
 (mean 4); 300 held-out users, each with a 5-item profile and 5 held-out liked items. After
 every epoch the training loop's evaluator hook scores all items for the held-out profiles and
@@ -30,7 +30,7 @@ import torch
 
 from curatornet_pipeline.core import train as train_module
 from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig
-from curatornet_pipeline.core.synth import resnet_like_vectors
+from curatornet_pipeline.core.synth_vectors import resnet_like_vectors
 from curatornet_pipeline.core.train import TrainConfig, train
 from curatornet_pipeline.core.types import Triplets
 from curatornet_pipeline.kernels import machine

@@ -11,8 +11,8 @@ subnormal values among the activations and gradients of one epoch with subnormal
 adds a ``torch.profiler`` breakdown of one CuratorNet epoch.
 
 The features are shaped like pooled post-ReLU ResNet-50 vectors (non-negative, a third
-zeros; ``core.synth.resnet_like_vectors``), as real ones are; ``--features normal`` gives
-the standard-normal features of the figures before issue 31.
+zeros; ``core.synth_vectors.resnet_like_vectors``), as real ones are; ``--features
+normal`` gives the standard-normal features of the figures before issue 31.
 
     .venv/bin/python benchmarks/bench_train.py --triples 200000
 """
@@ -36,7 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from curatornet_pipeline.core import train as train_module
 from curatornet_pipeline.core.models import VBPR, CuratorNet, CuratorNetConfig, VBPRConfig
-from curatornet_pipeline.core.synth import resnet_like_vectors
+from curatornet_pipeline.core.synth_vectors import resnet_like_vectors
 from curatornet_pipeline.core.train import (
     WHOLE_CATALOGUE_AT,
     TrainConfig,

@@ -337,7 +337,7 @@ def resolve_device(name: str) -> torch.device:
 def bf16_native(device: str | torch.device = "cpu") -> bool:
     """Whether bfloat16 products run natively on ``device``: always on CUDA, and on CPUs with
     oneDNN's bf16 support (AVX-512 or AMX). Elsewhere (an AVX2-only CPU) PyTorch emulates
-    them about 100x slower than float32 (docs/benchmarks.md)."""
+    them far slower than float32 (docs/benchmarks.md)."""
     device = resolve_device(device) if isinstance(device, str) else device
     if device.type != "cpu":
         return True

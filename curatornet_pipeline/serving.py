@@ -212,7 +212,9 @@ def embed_images(paths: Sequence[str | Path], meta: dict) -> np.ndarray:
     manifest = pd.DataFrame(rows, columns=["artwork_id_hash", "path", "content_hash"])
     if manifest.empty:
         return np.zeros((0, int(meta.get("dim", 0))), np.float32)
-    vectors = embed_manifest(manifest, embedding_config(meta)).vectors.vectors  # ValueError names the file
+    vectors = embed_manifest(
+        manifest, embedding_config(meta)
+    ).vectors.vectors  # ValueError names the file
     if "dim" in meta and vectors.shape[1] != int(meta["dim"]):
         raise ValueError(f"new vectors have {vectors.shape[1]} dims, the catalogue {meta['dim']}")
     return vectors

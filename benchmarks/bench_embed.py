@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from curatornet_pipeline.core.embed import (
+from curatornet_pipeline.core.visual.embed import (
     EmbedConfig,
     EmbeddingStore,
     build_backbone,

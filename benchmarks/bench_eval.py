@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from curatornet_pipeline.core.evaluate import EvalConfig, build_timeline, evaluate
+from curatornet_pipeline.core.evaluation.evaluate import EvalConfig, build_timeline, evaluate
 from curatornet_pipeline.core.types import TrainTestSplit
 from curatornet_pipeline.kernels.machine import runtime
 

@@ -211,8 +211,8 @@ def training_steps(kinds: list[str], repeats: int) -> dict[str, list[float]]:
     hits every variant alike and each round gives paired ratios."""
     from bench_train import curatornet, synthetic  # noqa: PLC0415 (benchmarks/ is sys.path[0])
 
-    import curatornet_pipeline.core.models as m  # noqa: PLC0415
-    from curatornet_pipeline.core.train import (  # noqa: PLC0415
+    import curatornet_pipeline.core.models.networks as m  # noqa: PLC0415
+    from curatornet_pipeline.core.training.train import (  # noqa: PLC0415
         WHOLE_CATALOGUE_AT,
         TrainConfig,
         _TripleSet,
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes = profile_sizes(args.profiles, rng)  # bench_train's heavy tail: mean 4, max 270
     offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(sizes)]))
     profile_items = torch.from_numpy(rng.integers(0, args.items, int(offsets[-1])))
-    from curatornet_pipeline.core.models import pool_profiles, triple_margins  # noqa: PLC0415
+    from curatornet_pipeline.core.models.networks import pool_profiles, triple_margins  # noqa: PLC0415
 
     x = torch.randn(args.items, 200, requires_grad=True)
     pooled = {}

@@ -28,10 +28,10 @@ import curatornet_pipeline  # noqa: F401
 import numpy as np
 import torch
 
-from curatornet_pipeline.core import train as train_module
-from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig
-from curatornet_pipeline.core.synth_vectors import resnet_like_vectors
-from curatornet_pipeline.core.train import TrainConfig, train
+from curatornet_pipeline.core.data.synth_vectors import resnet_like_vectors
+from curatornet_pipeline.core.models.networks import CuratorNet, CuratorNetConfig
+from curatornet_pipeline.core.training import train as train_module
+from curatornet_pipeline.core.training.train import TrainConfig, train
 from curatornet_pipeline.core.types import Triplets
 from curatornet_pipeline.kernels import machine
 from curatornet_pipeline.kernels.machine import runtime

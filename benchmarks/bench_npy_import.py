@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from curatornet_pipeline.core.npy_safe import load_object_array
-from curatornet_pipeline.core.vectors import import_embeddings
+from curatornet_pipeline.core.data.npy_safe import load_object_array
+from curatornet_pipeline.core.data.vectors import import_embeddings
 from curatornet_pipeline.kernels.machine import runtime
 
 

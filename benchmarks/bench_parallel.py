@@ -36,8 +36,8 @@ if threads:
     torch.set_num_threads(threads)
 sys.path.insert(0, sys.argv[4])
 from bench_train import synthetic
-from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig
-from curatornet_pipeline.core.train import TrainConfig, train
+from curatornet_pipeline.core.models.networks import CuratorNet, CuratorNetConfig
+from curatornet_pipeline.core.training.train import TrainConfig, train
 triplets, features = synthetic(n_triples, seed=os.getpid())
 torch.manual_seed(0)
 model = CuratorNet(CuratorNetConfig())

@@ -17,9 +17,11 @@ import time
 import numpy as np
 import torch
 
-from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig
-from curatornet_pipeline.core.recommend import NEVER, Catalogue, Recommender
-from curatornet_pipeline.core.scorers import CuratorNetScorer
+from curatornet_pipeline.core.data.catalogue import Catalogue
+from curatornet_pipeline.core.models.networks import CuratorNet, CuratorNetConfig
+from curatornet_pipeline.core.models.scorers import CuratorNetScorer
+from curatornet_pipeline.core.recommend.recommender import Recommender
+from curatornet_pipeline.core.types import NEVER
 from curatornet_pipeline.kernels.machine import runtime
 
 N_ITEMS, D_IN = 13_297, 2048

@@ -42,8 +42,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train import curatornet, synthetic  # noqa: E402
 
-from curatornet_pipeline.core.models import CuratorNetConfig  # noqa: E402
-from curatornet_pipeline.core.train import TrainConfig, train  # noqa: E402
+from curatornet_pipeline.core.models.networks import CuratorNetConfig  # noqa: E402
+from curatornet_pipeline.core.training.train import TrainConfig, train  # noqa: E402
 from curatornet_pipeline.kernels.machine import runtime  # noqa: E402
 
 log = logging.getLogger("bench_reference")

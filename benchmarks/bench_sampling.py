@@ -1,6 +1,6 @@
 """Benchmark triple sampling at UGallery scale: 10M training triples + 5% validation.
 
-Data: the synthetic ``ugallery`` scale of :mod:`curatornet_pipeline.core.synth`
+Data: the synthetic ``ugallery`` scale of :mod:`curatornet_pipeline.core.data.synth`
 (2,919 users, 13,297 items, 573 artists, 6,535 purchases in 4,897 baskets, a
 271-purchase user, a 21-item basket), random cluster labels (k=100) and random
 PCA vectors (d=200). Targets: >= 1M triples/s overall, 10M in <= 15 s, peak
@@ -17,16 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from curatornet_pipeline.core import data
-from curatornet_pipeline.core.sampling import (
+from curatornet_pipeline.core.data import formats as data
+from curatornet_pipeline.core.data.synth import SynthConfig, generate
+from curatornet_pipeline.core.sampling.triples import (
     SamplingConfig,
     SamplingContext,
     build_context,
     merge_triplets,
     sample_strategy,
 )
-from curatornet_pipeline.core.split import split_train_test
-from curatornet_pipeline.core.synth import SynthConfig, generate
+from curatornet_pipeline.core.split.baskets import split_train_test
 from curatornet_pipeline.core.types import GUIDELINE_STRATEGIES
 from curatornet_pipeline.kernels.machine import runtime
 

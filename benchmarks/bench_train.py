@@ -34,10 +34,10 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from curatornet_pipeline.core import train as train_module
-from curatornet_pipeline.core.models import VBPR, CuratorNet, CuratorNetConfig, VBPRConfig
-from curatornet_pipeline.core.synth_vectors import resnet_like_vectors
-from curatornet_pipeline.core.train import (
+from curatornet_pipeline.core.data.synth_vectors import resnet_like_vectors
+from curatornet_pipeline.core.models.networks import VBPR, CuratorNet, CuratorNetConfig, VBPRConfig
+from curatornet_pipeline.core.training import train as train_module
+from curatornet_pipeline.core.training.train import (
     WHOLE_CATALOGUE_AT,
     TrainConfig,
     _TripleSet,
@@ -117,7 +117,7 @@ def sampled(n_triples: int, seed: int = 0, features: str = "resnet") -> tuple[Tr
     and 4)."""
     from bench_sampling import load_ugallery
 
-    from curatornet_pipeline.core.sampling import (
+    from curatornet_pipeline.core.sampling.triples import (
         SamplingConfig,
         build_context,
         merge_triplets,

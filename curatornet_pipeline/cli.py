@@ -15,7 +15,7 @@ logger = logging.getLogger("curatornet_pipeline")
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from curatornet_pipeline.core import synth
+    from curatornet_pipeline.core.data import synth
 
     argv = ["--scale", args.scale, "--seed", str(args.seed), "--out", str(args.out)]
     if args.no_images:
@@ -28,8 +28,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_import_embeddings(args: argparse.Namespace) -> int:
-    from curatornet_pipeline.core.data import DataError, DatasetPaths
-    from curatornet_pipeline.core.vectors import import_embeddings
+    from curatornet_pipeline.core.data.formats import DataError, DatasetPaths
+    from curatornet_pipeline.core.data.vectors import import_embeddings
 
     out = DatasetPaths(Path(args.data or settings.data_dir())).imported_embeddings
     try:
@@ -42,8 +42,8 @@ def cmd_import_embeddings(args: argparse.Namespace) -> int:
 
 
 def cmd_batches(args: argparse.Namespace) -> int:
-    from curatornet_pipeline.core import batches
-    from curatornet_pipeline.core.data import DataError, DatasetPaths
+    from curatornet_pipeline.core.data import batches
+    from curatornet_pipeline.core.data.formats import DataError, DatasetPaths
 
     dataset = DatasetPaths(Path(args.data or settings.data_dir()))
     history = batches.History(dataset)
@@ -77,9 +77,9 @@ def cmd_embed_shard(args: argparse.Namespace) -> int:
     """Embed shard i of n of the dataset's images into the shared embedding store."""
     import dataclasses
 
-    from curatornet_pipeline.core import data
-    from curatornet_pipeline.core.embed import EmbedConfig, embed_manifest
-    from curatornet_pipeline.core.embedding_store import EmbeddingStore
+    from curatornet_pipeline.core.data import formats as data
+    from curatornet_pipeline.core.visual.embed import EmbedConfig, embed_manifest
+    from curatornet_pipeline.core.visual.store import EmbeddingStore
     from curatornet_pipeline.definitions import build_resources
 
     if not 0 <= args.shard < args.of:
@@ -125,7 +125,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 def cmd_recommend(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from curatornet_pipeline.core.recommend import RECORD_FIELDS
+    from curatornet_pipeline.core.recommend.recommender import RECORD_FIELDS
     from curatornet_pipeline.serving import embed_images, load_recommender
 
     items = [i.strip() for text in args.items for i in text.split(",") if i.strip()]
@@ -169,7 +169,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     import dataclasses
     import shlex
 
-    from curatornet_pipeline.core import embed, reproduce, writeup
+    from curatornet_pipeline.core.experiment import reproduce, writeup
+    from curatornet_pipeline.core.visual import embed
 
     budget = reproduce.BUDGETS[args.budget]
     changes = {
@@ -184,7 +185,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         if v is not None
     }
     budget = dataclasses.replace(budget, **changes)
-    from curatornet_pipeline.core.data import DataError, DatasetPaths
+    from curatornet_pipeline.core.data.formats import DataError, DatasetPaths
 
     data = Path(args.data) if args.data else settings.data_dir()
     paths = DatasetPaths(data)

@@ -49,7 +49,7 @@ def resolve_weights(choice: str, backbone: str) -> str:
 def _ensure_dataset(data_root: Path, scale: str, seed: int) -> None:
     if (data_root / "purchases.csv").exists():
         return
-    from curatornet_pipeline.core.synth import SynthConfig, generate
+    from curatornet_pipeline.core.data.synth import SynthConfig, generate
 
     print(f"no dataset in {data_root}: generating the synthetic '{scale}' dataset (seed {seed})")
     generate(SynthConfig(scale=scale, seed=seed), data_root)
@@ -94,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = json.loads(settings.env("CURATORNET_OVERRIDES") or "{}")
     embed = profile_values(args.profile, overrides)["embed"]
     backbone = embed.get("backbone", "resnet50")
-    from curatornet_pipeline.core.data import DatasetPaths
+    from curatornet_pipeline.core.data.formats import DatasetPaths
 
     paths = DatasetPaths(data_root)
     if paths.uses_imported_vectors():

@@ -14,7 +14,7 @@ from typing import Any
 
 import dagster as dg
 
-from curatornet_pipeline.core.experiment import MODEL_ASSETS, ModelGrid, label_of
+from curatornet_pipeline.core.experiment.grid import MODEL_ASSETS, ModelGrid, label_of
 from curatornet_pipeline.profiles import PROFILES
 
 #: The tag Dagster writes a materialization's data version under.

@@ -2,7 +2,7 @@
 
 A registered version holds everything it needs to rank, as two artifacts:
 
-- ``weights``: the CuratorNet model file (:func:`curatornet_pipeline.core.models.save_model`,
+- ``weights``: the CuratorNet model file (:func:`curatornet_pipeline.core.models.networks.save_model`,
   loaded with ``weights_only=True``);
 - ``catalogue``: the artworks it ranks (ids, raw visual features, artists, visual
   clusters, upload and sold-out times, one-of-a-kind flags, embedding meta) as an
@@ -15,7 +15,7 @@ storage. Input: one row per request, ``liked`` (artwork ids) and optionally
 ``image_vectors`` (raw embeddings of liked images outside the catalogue, see
 ``curatornet recommend --image``). Params: ``k`` (default 20) and ``in_stock_only``
 (default true). Output: one row per recommendation with the request's row number,
-the fields of :data:`curatornet_pipeline.core.recommend.RECORD_FIELDS` (those that
+the fields of :data:`curatornet_pipeline.core.recommend.recommender.RECORD_FIELDS` (those that
 ``curatornet recommend`` prints).
 
 Answers over HTTP (``curatornet serve``, MLflow's scoring server): a mistake in the
@@ -37,14 +37,10 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 
-from curatornet_pipeline.core.models import CuratorNet, load_model
-from curatornet_pipeline.core.recommend import (
-    CATALOGUE_ARRAYS,
-    RECORD_FIELDS,
-    Catalogue,
-    Recommender,
-)
-from curatornet_pipeline.core.scorers import CuratorNetScorer
+from curatornet_pipeline.core.data.catalogue import CATALOGUE_ARRAYS, Catalogue
+from curatornet_pipeline.core.models.networks import CuratorNet, load_model
+from curatornet_pipeline.core.models.scorers import CuratorNetScorer
+from curatornet_pipeline.core.recommend.recommender import RECORD_FIELDS, Recommender
 from curatornet_pipeline.registry import ARTIFACT_DIR as ARTIFACT_PATH
 
 logger = logging.getLogger(__name__)

@@ -21,17 +21,18 @@ from upath import UPath
 
 from curatornet_pipeline import settings
 from curatornet_pipeline.core.bundle import load_bundle
-from curatornet_pipeline.core.embed import (
+from curatornet_pipeline.core.data.catalogue import Catalogue, build_catalogue
+from curatornet_pipeline.core.hashing import content_hash, file_sha256
+from curatornet_pipeline.core.models.networks import CuratorNet, load_model
+from curatornet_pipeline.core.models.scorers import CuratorNetScorer
+from curatornet_pipeline.core.recommend.recommender import Recommender
+from curatornet_pipeline.core.types import ItemVectors, VisualClusters
+from curatornet_pipeline.core.visual.embed import (
     EmbedConfig,
     embed_manifest,
     preprocess_for,
     weights_id,
 )
-from curatornet_pipeline.core.hashing import content_hash, file_sha256
-from curatornet_pipeline.core.models import CuratorNet, load_model
-from curatornet_pipeline.core.recommend import Catalogue, Recommender, build_catalogue
-from curatornet_pipeline.core.scorers import CuratorNetScorer
-from curatornet_pipeline.core.types import ItemVectors, VisualClusters
 from curatornet_pipeline.registry import ARTIFACT_DIR, MODEL_NAME
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def _read_table(storage: str, asset: str) -> pd.DataFrame:
 def load_catalogue(storage: str | None = None) -> tuple[Catalogue, ItemVectors]:
     """The catalogue from the asset storage (default: ``settings.storage_uri()``).
 
-    Sold-out state follows :func:`curatornet_pipeline.core.evaluate.build_timeline`
+    Sold-out state follows :func:`curatornet_pipeline.core.evaluation.evaluate.build_timeline`
     over the whole purchase history. Returns the catalogue and the embeddings bundle.
     """
     storage = storage or settings.storage_uri()

@@ -42,7 +42,7 @@ def mlflow_store(curatornet_home: Path) -> str:
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny synthetic dataset, generated once per session."""
-    from curatornet_pipeline.core.synth import SynthConfig, generate
+    from curatornet_pipeline.core.data.synth import SynthConfig, generate
 
     out = tmp_path_factory.mktemp("tiny_data")
     generate(SynthConfig(scale="tiny", seed=0), out)

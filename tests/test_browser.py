@@ -115,7 +115,7 @@ query Latest($key: AssetKeyInput!) {
 @pytest.fixture(scope="module")
 def ui_home(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A home with the tiny dataset and every ancestor of the target materialized."""
-    from curatornet_pipeline.core.synth import SynthConfig, generate
+    from curatornet_pipeline.core.data.synth import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("browser")
     home, data = root / "home", root / "data"

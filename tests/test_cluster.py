@@ -9,7 +9,8 @@ from PIL import Image
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
-from curatornet_pipeline.core.cluster import (
+from curatornet_pipeline.core.types import ItemVectors
+from curatornet_pipeline.core.visual.cluster import (
     ClusterConfig,
     PCAConfig,
     cluster,
@@ -19,7 +20,6 @@ from curatornet_pipeline.core.cluster import (
     reduce,
     umap_2d,
 )
-from curatornet_pipeline.core.types import ItemVectors
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -19,7 +19,7 @@ import dagster as dg
 import pytest
 import torch
 
-from curatornet_pipeline.core.train import CHECKPOINT_NAME
+from curatornet_pipeline.core.training.train import CHECKPOINT_NAME
 from curatornet_pipeline.definitions import build_resources
 from curatornet_pipeline.defs.automation import UPSTREAM_ASSETS
 from curatornet_pipeline.defs.tracking import TAG_ASSET, TAG_PARTITION, MlflowTracking

@@ -1,4 +1,4 @@
-"""Readers and validation of the published file format (core/data.py)."""
+"""Readers and validation of the published file format (core/data/formats.py)."""
 
 import hashlib
 import os
@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curatornet_pipeline.core import data
-from curatornet_pipeline.core import vectors as vectors_core
-from curatornet_pipeline.core.data import DataError, DatasetPaths, ReadOptions
+from curatornet_pipeline.core.data import formats as data
+from curatornet_pipeline.core.data import vectors as vectors_core
+from curatornet_pipeline.core.data.formats import DataError, DatasetPaths, ReadOptions
 from curatornet_pipeline.core.types import ItemVectors
 
 HERE = Path(__file__).parent / "data"

@@ -3,7 +3,7 @@
 import dagster as dg
 import pytest
 
-from curatornet_pipeline.core.experiment import VBPR_STRATEGIES
+from curatornet_pipeline.core.experiment.grid import VBPR_STRATEGIES
 from curatornet_pipeline.core.types import GUIDELINE_STRATEGIES
 from curatornet_pipeline.definitions import defs
 from curatornet_pipeline.defs.assets.training import add_grid_partitions

@@ -12,9 +12,9 @@ import torch
 import torchvision
 from PIL import Image
 
-from curatornet_pipeline.core import embed
-from curatornet_pipeline.core.embed import EmbedConfig, build_backbone, embed_manifest
-from curatornet_pipeline.core.embedding_store import EmbeddingStore
+from curatornet_pipeline.core.visual import embed
+from curatornet_pipeline.core.visual.embed import EmbedConfig, build_backbone, embed_manifest
+from curatornet_pipeline.core.visual.store import EmbeddingStore
 
 FAMILIES = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
 
@@ -151,7 +151,7 @@ def test_drop_mode_with_workers_matches_single_process(tmp_path: Path) -> None:
 
 
 def test_random_weights_are_announced(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="curatornet_pipeline.core.embed"):
+    with caplog.at_level(logging.WARNING, logger="curatornet_pipeline.core.visual.embed"):
         model, description = build_backbone(_config())
         build_backbone(_config())
     assert "none" in description and "RANDOM" in description

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from curatornet_pipeline.core.evaluate import (
+from curatornet_pipeline.core.evaluation.evaluate import (
     NEVER,
     EvalConfig,
     Timeline,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from curatornet_pipeline.core.models import (
+from curatornet_pipeline.core.models.networks import (
     CuratorNet,
     CuratorNetConfig,
     TripletBatch,
@@ -208,7 +208,7 @@ def test_malloc_tuning_keeps_freed_pages_in_the_process():
         """
         import resource, sys, numpy as np, torch
         from curatornet_pipeline.kernels.malloc import retain_freed_memory
-        from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig, TripletBatch
+        from curatornet_pipeline.core.models.networks import CuratorNet, CuratorNetConfig, TripletBatch
         if sys.argv[1] == "tuned":
             assert retain_freed_memory()
         rng = np.random.default_rng(0)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from curatornet_pipeline.core import data
-from curatornet_pipeline.core.batches import History, apply_batch, rollback
-from curatornet_pipeline.core.data import DatasetPaths
-from curatornet_pipeline.core.incoming import (
+from curatornet_pipeline.core.data import formats as data
+from curatornet_pipeline.core.data.batches import History, apply_batch, rollback
+from curatornet_pipeline.core.data.formats import DatasetPaths
+from curatornet_pipeline.core.data.incoming import (
     LOOSE,
     find_batches,
     read_batch,

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from curatornet_pipeline.core import data
+from curatornet_pipeline.core.data import formats as data
 from curatornet_pipeline.defs import intake
 from curatornet_pipeline.defs.assets import ingest
 from curatornet_pipeline.defs.io_managers import io_managers

@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from curatornet_pipeline.core import vectors as vectors_core
+from curatornet_pipeline.core.data import vectors as vectors_core
 from curatornet_pipeline.defs.assets import ingest
 from curatornet_pipeline.defs.io_managers import io_managers
 from curatornet_pipeline.defs.resources import DatasetResource
@@ -112,7 +112,7 @@ def test_item_without_imported_vector_error_then_counted_drop(
     """Imported embeddings: a missing vector stops the run by default, or is a WARN-checked drop."""
     import numpy as np
 
-    from curatornet_pipeline.core import data as data_core
+    from curatornet_pipeline.core.data import formats as data_core
     from curatornet_pipeline.definitions import build_resources
     from curatornet_pipeline.defs.assets import visual
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import ndcg_score, roc_auc_score
 
-from curatornet_pipeline.core.metrics import ranking_metrics, summarize
+from curatornet_pipeline.core.evaluation.metrics import ranking_metrics, summarize
 
 
 def _one(scores, relevant, candidates=None, ks=(1, 3), ndcg="standard"):

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from curatornet_pipeline.core.models import (
+from curatornet_pipeline.core.models.networks import (
     VBPR,
     CuratorNet,
     CuratorNetConfig,
@@ -14,7 +14,7 @@ from curatornet_pipeline.core.models import (
     load_model,
     save_model,
 )
-from curatornet_pipeline.core.scorers import (
+from curatornet_pipeline.core.models.scorers import (
     CuratorNetScorer,
     OracleScorer,
     RandomScorer,

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curatornet_pipeline.core import vectors as vectors_core
-from curatornet_pipeline.core.data import DataError
-from curatornet_pipeline.core.npy_safe import load_object_array
+from curatornet_pipeline.core.data import vectors as vectors_core
+from curatornet_pipeline.core.data.formats import DataError
+from curatornet_pipeline.core.data.npy_safe import load_object_array
 
 
 class CreatesFile:

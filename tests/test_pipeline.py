@@ -273,7 +273,7 @@ def test_bad_input_fails_and_keeps_what_was_materialized(pipeline: Pipeline, tmp
 # ----------------------------------------------------------------------------- automation
 
 
-from curatornet_pipeline.core.experiment import MODEL_ASSETS  # noqa: E402
+from curatornet_pipeline.core.experiment.grid import MODEL_ASSETS  # noqa: E402
 
 
 def _tick(instance: dg.DagsterInstance, cursor=None):
@@ -330,7 +330,7 @@ def test_changed_random_partition_retrains_only_the_random_sampling_models(
 
 def test_failing_blocking_check_stops_the_models(pipeline: Pipeline, monkeypatch) -> None:
     """A leak in one triplet partition: its run fails, and no model reading it is requested."""
-    from curatornet_pipeline.core import sampling_checks as checks_core
+    from curatornet_pipeline.core.sampling import checks as checks_core
 
     cursor = _tick(pipeline.instance, _tick(pipeline.instance).cursor).cursor
     monkeypatch.setattr(checks_core, "hidden_item_leaks", lambda triplets, split: 3)

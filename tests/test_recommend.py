@@ -14,18 +14,17 @@ import torch
 from PIL import Image
 
 from curatornet_pipeline.core.bundle import save_bundle
-from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig, save_model
-from curatornet_pipeline.core.recommend import (
-    NEVER,
+from curatornet_pipeline.core.data.catalogue import Catalogue
+from curatornet_pipeline.core.models.networks import CuratorNet, CuratorNetConfig, save_model
+from curatornet_pipeline.core.models.scorers import CuratorNetScorer
+from curatornet_pipeline.core.recommend.recommender import (
     RECORD_FIELDS,
-    Catalogue,
     Recommender,
     recommendations_figure,
     recommendations_frame,
 )
-from curatornet_pipeline.core.scorers import CuratorNetScorer
-from curatornet_pipeline.core.train import TrainConfig, train
-from curatornet_pipeline.core.types import ItemVectors, Triplets, VisualClusters
+from curatornet_pipeline.core.training.train import TrainConfig, train
+from curatornet_pipeline.core.types import NEVER, ItemVectors, Triplets, VisualClusters
 
 D_IN, GROUPS, N_ITEMS = 16, 4, 80
 SMALL = CuratorNetConfig(input_dim=D_IN, item_layers=(16, 8), user_layers=(16, 8, 8))
@@ -276,8 +275,8 @@ def test_one_liked_item_takes_the_whole_score(trained, world):
 
 
 def test_leave_one_out_pooling_matches_the_model():
-    from curatornet_pipeline.core.models import pool_profiles
-    from curatornet_pipeline.core.recommend import leave_one_out_pooled
+    from curatornet_pipeline.core.models.networks import pool_profiles
+    from curatornet_pipeline.core.recommend.recommender import leave_one_out_pooled
 
     rng = np.random.default_rng(2)
     h = rng.normal(size=(5, 6)).astype(np.float32)
@@ -431,7 +430,7 @@ def _image(path: Path, colour: tuple[int, int, int]) -> Path:
 
 
 def test_new_images_are_embedded_like_the_catalogue(tmp_path):
-    from curatornet_pipeline.core.embed import EmbedConfig, embed_manifest
+    from curatornet_pipeline.core.visual.embed import EmbedConfig, embed_manifest
     from curatornet_pipeline.serving import embed_images
 
     a = _image(tmp_path / "a.png", (200, 30, 30))
@@ -461,7 +460,7 @@ def test_new_images_are_embedded_like_the_catalogue(tmp_path):
 
 
 def test_model_file_round_trip_keeps_recommendations(trained, world, tmp_path):
-    from curatornet_pipeline.core.models import load_model
+    from curatornet_pipeline.core.models.networks import load_model
 
     save_model(tmp_path / "m.pt", trained)
     loaded, _ = load_model(tmp_path / "m.pt")

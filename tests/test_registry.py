@@ -33,10 +33,10 @@ PREPARE = textwrap.dedent(
     sys.path.insert(0, {repo!r})
     from mlflow import MlflowClient
     from curatornet_pipeline import registry, serving, settings
-    from curatornet_pipeline.core import evaluate as ev
-    from curatornet_pipeline.core import report
-    from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig, save_model
-    from curatornet_pipeline.core.scorers import CuratorNetScorer
+    from curatornet_pipeline.core.evaluation import evaluate as ev
+    from curatornet_pipeline.core.evaluation import report
+    from curatornet_pipeline.core.models.networks import CuratorNet, CuratorNetConfig, save_model
+    from curatornet_pipeline.core.models.scorers import CuratorNetScorer
     from curatornet_pipeline.definitions import build_resources, defs
     from curatornet_pipeline.mlflow_model import log_recommender
     from tests.graph_support import materialize_graph
@@ -91,7 +91,7 @@ PREPARE = textwrap.dedent(
         worse = register_untrained()
 
         def score_version(mv):
-            from curatornet_pipeline.core.models import load_model
+            from curatornet_pipeline.core.models.networks import load_model
             folder = Path(client.download_artifacts(mv.run_id, "recommender/artifacts",
                                                    tempfile.mkdtemp()))
             return auc(load_model(next(folder.glob("*.pt")))[0])
@@ -111,7 +111,7 @@ PREPARE = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from curatornet_pipeline.core.synth import SynthConfig, generate
+    from curatornet_pipeline.core.data.synth import SynthConfig, generate
 
     root = tmp_path_factory.mktemp("registry")
     home, data = root / "home", root / "data"

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from curatornet_pipeline.core import embed, reproduce, writeup
-from curatornet_pipeline.core.synth import SynthConfig, generate
+from curatornet_pipeline.core.data.synth import SynthConfig, generate
+from curatornet_pipeline.core.experiment import reproduce, writeup
+from curatornet_pipeline.core.visual import embed
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 

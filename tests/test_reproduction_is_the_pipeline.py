@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from curatornet_pipeline.core import embed, reproduce, writeup
-from curatornet_pipeline.core import evaluate as eval_core
-from curatornet_pipeline.core.synth import SynthConfig, generate
+from curatornet_pipeline.core.data.synth import SynthConfig, generate
+from curatornet_pipeline.core.evaluation import evaluate as eval_core
+from curatornet_pipeline.core.experiment import reproduce, writeup
+from curatornet_pipeline.core.visual import embed
 from curatornet_pipeline.definitions import build_resources
 from tests.graph_support import materialize_graph
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from curatornet_pipeline.core.experiment import (
+from curatornet_pipeline.core.experiment.grid import (
     ablation_pairs,
     guideline_strategies,
     match_size,
@@ -16,7 +16,9 @@ from curatornet_pipeline.core.experiment import (
     triplet_partitions_for,
     variants,
 )
-from curatornet_pipeline.core.sampling import (
+from curatornet_pipeline.core.sampling.checks import hidden_item_leaks, verify_strategy
+from curatornet_pipeline.core.sampling.strategies import nested_uniform
+from curatornet_pipeline.core.sampling.triples import (
     STRATEGY_FUNCS,
     SamplingConfig,
     build_context,
@@ -25,9 +27,7 @@ from curatornet_pipeline.core.sampling import (
     select,
     strategy_target,
 )
-from curatornet_pipeline.core.sampling_checks import hidden_item_leaks, verify_strategy
-from curatornet_pipeline.core.split import hidden_pairs, split_train_test
-from curatornet_pipeline.core.strategies import nested_uniform
+from curatornet_pipeline.core.split.baskets import hidden_pairs, split_train_test
 from curatornet_pipeline.core.types import (
     GUIDELINE_STRATEGIES,
     PAPER_GUIDELINES,

@@ -21,9 +21,10 @@ import pytest
 import torch
 from browser_support import REPO_ROOT, VENV_BIN, free_port, server
 
-from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig, save_model
-from curatornet_pipeline.core.recommend import RECORD_FIELDS, Catalogue, Recommender
-from curatornet_pipeline.core.scorers import CuratorNetScorer
+from curatornet_pipeline.core.data.catalogue import Catalogue
+from curatornet_pipeline.core.models.networks import CuratorNet, CuratorNetConfig, save_model
+from curatornet_pipeline.core.models.scorers import CuratorNetScorer
+from curatornet_pipeline.core.recommend.recommender import RECORD_FIELDS, Recommender
 
 N_ITEMS, D_IN = 40, 16
 

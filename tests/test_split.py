@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from curatornet_pipeline.core.split import (
+from curatornet_pipeline.core.split.baskets import (
     hidden_pairs,
     leakage,
     split_train_test,

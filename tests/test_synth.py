@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from curatornet_pipeline.core.synth import SCALES, SynthConfig, generate, main, stats
+from curatornet_pipeline.core.data.synth import SCALES, SynthConfig, generate, main, stats
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
@@ -105,7 +105,7 @@ def test_vectors_option_writes_resnet_like_vectors_in_the_published_file(tmp_pat
     """``vectors``: resnet_embeddings.npy as published ([id, vector] rows, read by the
     importer), its vectors shaped like pooled post-ReLU ResNet-50 outputs (issue 31) and
     following the items' artists and styles."""
-    from curatornet_pipeline.core.vectors import import_embeddings
+    from curatornet_pipeline.core.data.vectors import import_embeddings
 
     generate(SynthConfig(scale="tiny", images=False, vectors=True), tmp_path)
     imported = import_embeddings(tmp_path / "resnet_embeddings.npy", tmp_path / "out.npz")

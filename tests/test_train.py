@@ -2,15 +2,16 @@
 
 import copy
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from curatornet_pipeline.core import ragged
-from curatornet_pipeline.core.models import VBPR, CuratorNet, CuratorNetConfig, VBPRConfig
-from curatornet_pipeline.core.scorers import CuratorNetScorer
-from curatornet_pipeline.core.train import (
+from curatornet_pipeline.core.models.networks import VBPR, CuratorNet, CuratorNetConfig, VBPRConfig
+from curatornet_pipeline.core.models.scorers import CuratorNetScorer
+from curatornet_pipeline.core.training.train import (
     CHECKPOINT_NAME,
     TrainConfig,
     TrainingDivergedError,
@@ -332,7 +333,7 @@ def test_evaluator_metrics_reach_the_history_and_drive_the_best_epoch():
 
 @pytest.mark.parametrize("sparse", [True, False])
 def test_vbpr_sparse_rows_move_only_the_rows_of_the_batch(sparse):
-    from curatornet_pipeline.core.train import _Optimizer
+    from curatornet_pipeline.core.training.train import _Optimizer
 
     triplets, features = _planted(400)
     model = _vbpr(features)
@@ -357,7 +358,7 @@ def test_vbpr_sparse_rows_move_only_the_rows_of_the_batch(sparse):
 
 
 def test_device_from_settings_auto_picks_cuda_only_when_present(monkeypatch):
-    from curatornet_pipeline.core.train import resolve_device
+    from curatornet_pipeline.core.training.train import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -370,7 +371,7 @@ def test_device_from_settings_auto_picks_cuda_only_when_present(monkeypatch):
 
 def test_the_training_step_runs_on_the_meta_device():
     """Device-agnostic step: model, batch and Adam on "meta" (shapes only, no data)."""
-    from curatornet_pipeline.core.train import _Optimizer
+    from curatornet_pipeline.core.training.train import _Optimizer
 
     triplets, features = _planted(200)
     ts = _TripleSet(triplets, ~triplets.is_validation, True, False)
@@ -457,8 +458,7 @@ def _subnormals_flushed() -> tuple[bool, bool, bool]:
     )
 
 
-@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush")
-def test_training_and_scoring_run_with_subnormals_flushed_on_every_thread():
+def _check_flushed_on_every_thread() -> None:
     """Subnormal floats slow a CPU backward pass several times (issue 31): training and
     scoring flush them, on the calling thread and on every worker thread it uses."""
     triplets, features = _planted(300)
@@ -479,3 +479,21 @@ def test_training_and_scoring_run_with_subnormals_flushed_on_every_thread():
         assert seen == [(True, True, True)]
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush")
+def test_training_and_scoring_run_with_subnormals_flushed_on_every_thread():
+    """In a fresh process, as a training run is: a test session's earlier tests leave
+    OpenMP teams and thread settings behind that a real training process does not have."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); import test_train; "
+        "test_train._check_flushed_on_every_thread(); print('flushed')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip().endswith("flushed"), done.stderr[-3000:]

@@ -7,24 +7,24 @@ import pandas as pd
 import pytest
 import torch
 
-from curatornet_pipeline.core.evaluate import EvalConfig, evaluate
-from curatornet_pipeline.core.models import CuratorNet, CuratorNetConfig
-from curatornet_pipeline.core.sampling import (
+from curatornet_pipeline.core.evaluation.evaluate import EvalConfig, evaluate
+from curatornet_pipeline.core.models.networks import CuratorNet, CuratorNetConfig
+from curatornet_pipeline.core.models.scorers import RandomScorer, VisRankScorer
+from curatornet_pipeline.core.sampling.checks import hidden_item_leaks
+from curatornet_pipeline.core.sampling.triples import (
     SamplingConfig,
     build_context,
     merge_triplets,
     sample_strategy,
 )
-from curatornet_pipeline.core.sampling_checks import hidden_item_leaks
-from curatornet_pipeline.core.scorers import RandomScorer, VisRankScorer
-from curatornet_pipeline.core.split import split_train_test
-from curatornet_pipeline.core.train import TrainConfig, train
-from curatornet_pipeline.core.types import GUIDELINE_STRATEGIES
-from curatornet_pipeline.core.validation import (
+from curatornet_pipeline.core.split.baskets import split_train_test
+from curatornet_pipeline.core.split.validation import (
     ValidationConfig,
     holdout_validation,
     make_evaluator,
 )
+from curatornet_pipeline.core.training.train import TrainConfig, train
+from curatornet_pipeline.core.types import GUIDELINE_STRATEGIES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

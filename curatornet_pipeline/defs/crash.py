@@ -50,7 +50,7 @@ def checkpoint_epochs(path) -> int:
     """Epochs a training checkpoint (local path or fsspec ``UPath``) holds; 0 without one."""
     from upath import UPath
 
-    from curatornet_pipeline.core.train import load_checkpoint
+    from curatornet_pipeline.core.training.train import load_checkpoint
 
     state = load_checkpoint(UPath(path))
     return int(state["epoch"]) if state is not None else 0

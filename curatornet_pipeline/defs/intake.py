@@ -15,8 +15,8 @@ from pathlib import Path
 import dagster as dg
 
 from curatornet_pipeline import settings
-from curatornet_pipeline.core import batches as batches_core
-from curatornet_pipeline.core import incoming as incoming_core
+from curatornet_pipeline.core.data import batches as batches_core
+from curatornet_pipeline.core.data import incoming as incoming_core
 from curatornet_pipeline.defs.automation import TRIGGER_TAG, refresh_upstream
 from curatornet_pipeline.defs.common import finish
 from curatornet_pipeline.defs.resources import DatasetResource

@@ -17,13 +17,13 @@ import dagster as dg
 import pydantic
 
 from curatornet_pipeline import settings
-from curatornet_pipeline.core.cluster import ClusterConfig, PCAConfig
-from curatornet_pipeline.core.embed import EmbedConfig
-from curatornet_pipeline.core.evaluate import EvalConfig
-from curatornet_pipeline.core.experiment import ModelGrid
-from curatornet_pipeline.core.sampling_context import SamplingConfig
-from curatornet_pipeline.core.train import TrainConfig
-from curatornet_pipeline.core.validation import ValidationConfig
+from curatornet_pipeline.core.evaluation.evaluate import EvalConfig
+from curatornet_pipeline.core.experiment.grid import ModelGrid
+from curatornet_pipeline.core.sampling.context import SamplingConfig
+from curatornet_pipeline.core.split.validation import ValidationConfig
+from curatornet_pipeline.core.training.train import TrainConfig
+from curatornet_pipeline.core.visual.cluster import ClusterConfig, PCAConfig
+from curatornet_pipeline.core.visual.embed import EmbedConfig
 from curatornet_pipeline.profiles import PROFILES
 
 #: Stage name -> the core dataclass its settings build.
@@ -166,12 +166,12 @@ class DatasetResource(dg.ConfigurableResource):
     def paths(self):
         from pathlib import Path
 
-        from curatornet_pipeline.core.data import DatasetPaths
+        from curatornet_pipeline.core.data.formats import DatasetPaths
 
         return DatasetPaths(Path(self.root) if self.root else settings.data_dir())
 
     def read_options(self):
-        from curatornet_pipeline.core.data import ReadOptions
+        from curatornet_pipeline.core.data.formats import ReadOptions
 
         return ReadOptions(
             on_unknown_items=self.on_unknown_items, on_missing_images=self.on_missing_images

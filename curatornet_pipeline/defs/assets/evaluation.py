@@ -6,11 +6,11 @@ import json
 import dagster as dg
 import pandas as pd
 
-from curatornet_pipeline.core import evaluate as eval_core
-from curatornet_pipeline.core import experiment
-from curatornet_pipeline.core import report as report_core
-from curatornet_pipeline.core.recommend import Catalogue
-from curatornet_pipeline.core.report import markdown_table
+from curatornet_pipeline.core.data.catalogue import Catalogue
+from curatornet_pipeline.core.evaluation import evaluate as eval_core
+from curatornet_pipeline.core.evaluation import report as report_core
+from curatornet_pipeline.core.evaluation.report import markdown_table
+from curatornet_pipeline.core.experiment import grid as experiment
 from curatornet_pipeline.core.types import TrainTestSplit
 from curatornet_pipeline.defs import presentation
 from curatornet_pipeline.defs.automation import ON_DATA_CHANGE

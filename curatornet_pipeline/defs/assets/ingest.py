@@ -3,9 +3,9 @@
 import dagster as dg
 import pandas as pd
 
-from curatornet_pipeline.core import data
+from curatornet_pipeline.core.data import formats as data
+from curatornet_pipeline.core.evaluation.report import markdown_table
 from curatornet_pipeline.core.hashing import file_sha256
-from curatornet_pipeline.core.report import markdown_table
 from curatornet_pipeline.defs.common import check, finish, upstream_versions
 from curatornet_pipeline.defs.resources import DatasetResource
 from curatornet_pipeline.defs.tracking import MlflowTracking

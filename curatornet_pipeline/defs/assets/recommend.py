@@ -4,12 +4,13 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from curatornet_pipeline.core import experiment
-from curatornet_pipeline.core import models as models_core
-from curatornet_pipeline.core import recommend as rec_core
-from curatornet_pipeline.core.cluster import load_thumbnail
-from curatornet_pipeline.core.scorers import CuratorNetScorer
+from curatornet_pipeline.core.data.catalogue import Catalogue
+from curatornet_pipeline.core.experiment import grid as experiment
+from curatornet_pipeline.core.models import networks as models_core
+from curatornet_pipeline.core.models.scorers import CuratorNetScorer
+from curatornet_pipeline.core.recommend import recommender as rec_core
 from curatornet_pipeline.core.types import TrainTestSplit
+from curatornet_pipeline.core.visual.cluster import load_thumbnail
 from curatornet_pipeline.defs import presentation
 from curatornet_pipeline.defs.automation import ON_DATA_CHANGE
 from curatornet_pipeline.defs.common import check, finish, upstream_versions
@@ -54,7 +55,7 @@ def sample_recommendations(
     compute: ComputeResource,  # sets torch threads to the step budget
     storage: ArtifactStorage,
     curatornet_models: dict,
-    catalogue: rec_core.Catalogue,
+    catalogue: Catalogue,
     train_test_split: TrainTestSplit,
     image_manifest: pd.DataFrame,
 ) -> dg.MaterializeResult:

@@ -9,12 +9,12 @@ import dagster as dg
 import pandas as pd
 
 from curatornet_pipeline import registry
-from curatornet_pipeline.core import evaluate as eval_core
-from curatornet_pipeline.core import experiment
-from curatornet_pipeline.core import models as models_core
-from curatornet_pipeline.core import report as report_core
-from curatornet_pipeline.core.recommend import Catalogue
-from curatornet_pipeline.core.scorers import CuratorNetScorer
+from curatornet_pipeline.core.data.catalogue import Catalogue
+from curatornet_pipeline.core.evaluation import evaluate as eval_core
+from curatornet_pipeline.core.evaluation import report as report_core
+from curatornet_pipeline.core.experiment import grid as experiment
+from curatornet_pipeline.core.models import networks as models_core
+from curatornet_pipeline.core.models.scorers import CuratorNetScorer
 from curatornet_pipeline.core.types import TrainTestSplit
 from curatornet_pipeline.defs.automation import ON_DATA_CHANGE
 from curatornet_pipeline.defs.common import check, finish, upstream_versions

@@ -6,14 +6,14 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from curatornet_pipeline.core import sampling as sampling_core
-from curatornet_pipeline.core import sampling_checks as checks_core
-from curatornet_pipeline.core import sampling_context
-from curatornet_pipeline.core import split as split_core
-from curatornet_pipeline.core import strategies as strategies_core
-from curatornet_pipeline.core import validation as validation_core
-from curatornet_pipeline.core.recommend import Catalogue
-from curatornet_pipeline.core.report import markdown_table
+from curatornet_pipeline.core.data.catalogue import Catalogue
+from curatornet_pipeline.core.evaluation.report import markdown_table
+from curatornet_pipeline.core.sampling import checks as checks_core
+from curatornet_pipeline.core.sampling import context as sampling_context
+from curatornet_pipeline.core.sampling import strategies as strategies_core
+from curatornet_pipeline.core.sampling import triples as sampling_core
+from curatornet_pipeline.core.split import baskets as split_core
+from curatornet_pipeline.core.split import validation as validation_core
 from curatornet_pipeline.core.types import (
     STRATEGIES,
     STRATEGY_INFO,
@@ -110,7 +110,7 @@ def validation_split(
 
     Its training baskets are what triples are sampled from (the held-out ones feed no
     triple); its ``test_*`` arrays are the held-out baskets, ranked after every epoch like
-    the test set (``core/validation.py``) to choose the best epoch, stop early and pick the
+    the test set (``core/split/validation.py``) to choose the best epoch, stop early and pick the
     champion's weight decay.
     """
     config = pipeline.build("validation")

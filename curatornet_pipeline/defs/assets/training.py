@@ -16,15 +16,15 @@ import time
 
 import dagster as dg
 
-from curatornet_pipeline.core import experiment
-from curatornet_pipeline.core import fit as fit_core
-from curatornet_pipeline.core import models as models_core
-from curatornet_pipeline.core import sampling as sampling_core
-from curatornet_pipeline.core import train as train_core
-from curatornet_pipeline.core import validation as validation_core
-from curatornet_pipeline.core.plots import training_curve
-from curatornet_pipeline.core.recommend import Catalogue
-from curatornet_pipeline.core.report import timeline
+from curatornet_pipeline.core.data.catalogue import Catalogue
+from curatornet_pipeline.core.evaluation.plots import training_curve
+from curatornet_pipeline.core.evaluation.report import timeline
+from curatornet_pipeline.core.experiment import grid as experiment
+from curatornet_pipeline.core.models import networks as models_core
+from curatornet_pipeline.core.sampling import triples as sampling_core
+from curatornet_pipeline.core.split import validation as validation_core
+from curatornet_pipeline.core.training import fit as fit_core
+from curatornet_pipeline.core.training import train as train_core
 from curatornet_pipeline.core.types import TrainTestSplit, Triplets
 from curatornet_pipeline.defs import crash
 from curatornet_pipeline.defs.automation import ON_DATA_CHANGE
@@ -145,7 +145,7 @@ def train_variant(
     catalogue: Catalogue,
     validation_split: TrainTestSplit,
 ) -> dg.MaterializeResult:
-    """Train one variant on the triplet partitions it reads (core/fit.py); resume from its
+    """Train one variant on the triplet partitions it reads (core/training/fit.py); resume from its
     checkpoint. ``val_auc`` of the held-out baskets picks the best epoch and drives early
     stopping (``train.monitor``), and the champion compares it."""
     parts = triplets if isinstance(triplets, dict) else {variant.strategies[0]: triplets}

@@ -6,14 +6,14 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from curatornet_pipeline.core import cluster as cluster_core
-from curatornet_pipeline.core import embed as embed_core
-from curatornet_pipeline.core import recommend as rec_core
-from curatornet_pipeline.core.embedding_store import EmbeddingStore
-from curatornet_pipeline.core.recommend import Catalogue
-from curatornet_pipeline.core.report import markdown_table
+from curatornet_pipeline.core.data import catalogue as catalogue_core
+from curatornet_pipeline.core.data.catalogue import Catalogue
+from curatornet_pipeline.core.data.vectors import load_vectors
+from curatornet_pipeline.core.evaluation.report import markdown_table
 from curatornet_pipeline.core.types import ItemVectors, VisualClusters
-from curatornet_pipeline.core.vectors import load_vectors
+from curatornet_pipeline.core.visual import cluster as cluster_core
+from curatornet_pipeline.core.visual import embed as embed_core
+from curatornet_pipeline.core.visual.store import EmbeddingStore
 from curatornet_pipeline.defs.common import check, finish, upstream_versions
 from curatornet_pipeline.defs.executors import ComputeResource
 from curatornet_pipeline.defs.io_managers import ArtifactStorage
@@ -285,7 +285,7 @@ def cluster_map(
 @dg.asset(
     dagster_type=Catalogue,
     group_name=GROUP,
-    code_version=source_hash(rec_core.Catalogue, rec_core.build_catalogue),
+    code_version=source_hash(catalogue_core.Catalogue, catalogue_core.build_catalogue),
     io_manager_key=BUNDLE,
 )
 def catalogue(
@@ -299,7 +299,7 @@ def catalogue(
     """The artworks that can be recommended: ids, artists, vectors, clusters and stock dates."""
     upstream = upstream_versions(context)
     with mlflow.run_for(context) as run:
-        cat = rec_core.build_catalogue(item_embeddings, visual_clusters, inventory, purchases)
+        cat = catalogue_core.build_catalogue(item_embeddings, visual_clusters, inventory, purchases)
         return finish(
             context,
             run,

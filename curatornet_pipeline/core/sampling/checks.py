@@ -3,14 +3,20 @@ held-out (test or validation) basket item into a profile or a positive."""
 
 import numpy as np
 
-from curatornet_pipeline.core.sampling import U64, in_sorted, mix64, profile_hashes, triple_hashes
-from curatornet_pipeline.core.sampling_context import (
+from curatornet_pipeline.core.sampling.context import (
     IDENTICAL_TOL,
     SamplingContext,
     gather_ranges,
 )
-from curatornet_pipeline.core.split import hidden_pairs
-from curatornet_pipeline.core.strategies import cosine, visually_acceptable
+from curatornet_pipeline.core.sampling.strategies import cosine, visually_acceptable
+from curatornet_pipeline.core.sampling.triples import (
+    U64,
+    in_sorted,
+    mix64,
+    profile_hashes,
+    triple_hashes,
+)
+from curatornet_pipeline.core.split.baskets import hidden_pairs
 from curatornet_pipeline.core.types import STRATEGIES, TrainTestSplit, Triplets
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from curatornet_pipeline.core import ragged
-from curatornet_pipeline.core.models import VBPR, CuratorNet
-from curatornet_pipeline.core.train import flush_denormals
+from curatornet_pipeline.core.models.networks import VBPR, CuratorNet
+from curatornet_pipeline.core.training.train import flush_denormals
 from curatornet_pipeline.core.types import TrainTestSplit
 
 logger = logging.getLogger(__name__)

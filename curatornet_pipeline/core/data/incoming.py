@@ -11,7 +11,7 @@ temporaries). See ``docs/data-format.md``, "Incoming batches".
 
 Detection (:func:`find_batches`, :func:`waiting_for_images`) only reads.
 Validation (:func:`validate_batch`) only reads too; applying and the history
-of applied batches live in :mod:`curatornet_pipeline.core.batches`.
+of applied batches live in :mod:`curatornet_pipeline.core.data.batches`.
 """
 
 import hashlib
@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from curatornet_pipeline.core import data
-from curatornet_pipeline.core import vectors as vectors_core
+from curatornet_pipeline.core.data import formats as data
+from curatornet_pipeline.core.data import vectors as vectors_core
 from curatornet_pipeline.core.hashing import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -277,7 +277,7 @@ def validate_batch(
 
     ``applied_files`` maps the :func:`file_key` of every file already applied
     to the batch it came in: such files are skipped (and listed), not applied again.
-    Raises :class:`~curatornet_pipeline.core.data.DataError` naming the file,
+    Raises :class:`~curatornet_pipeline.core.data.formats.DataError` naming the file,
     line and field of the first problem.
     """
     applied_files = applied_files or {}

@@ -4,7 +4,7 @@ Definitions follow ``REFERENCE_FACTS.md`` ("Triple sampling"). Every strategy ha
 the signature :data:`StrategyFn`: ``(ctx, n, rng) -> CandidateTriples``; it draws
 about ``n`` candidate triples in numpy batches (no Python loop per triple) and
 returns those that satisfy its definition. Deduplication, hashing and the
-validation split happen in :func:`curatornet_pipeline.core.sampling.sample_strategy`.
+validation split happen in :func:`curatornet_pipeline.core.sampling.triples.sample_strategy`.
 
 Choices the reference leaves open, made here:
 
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from curatornet_pipeline.core.sampling_context import (
+from curatornet_pipeline.core.sampling.context import (
     SamplingContext,
 )
 

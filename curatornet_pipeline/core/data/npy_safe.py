@@ -8,7 +8,7 @@ file runs arbitrary code. Here the header is parsed with
 only the few globals numpy itself writes for such an array (the array
 reconstructor, ``ndarray``, ``dtype``, the scalar and buffer constructors, and
 ``_codecs.encode`` for Python 2 era byte strings); any other global is refused
-before it is called, with a :class:`~curatornet_pipeline.core.data.DataError`
+before it is called, with a :class:`~curatornet_pipeline.core.data.formats.DataError`
 naming the file and the refused name.
 """
 

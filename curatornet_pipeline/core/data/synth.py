@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from curatornet_pipeline.core.synth_images import jitter_style, jpeg_bytes, make_styles, render
-from curatornet_pipeline.core.synth_vectors import resnet_like_vectors, write_published_vectors
+from curatornet_pipeline.core.data.synth_images import jitter_style, jpeg_bytes, make_styles, render
+from curatornet_pipeline.core.data.synth_vectors import resnet_like_vectors, write_published_vectors
 
 logger = logging.getLogger(__name__)
 

@@ -33,9 +33,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as TF
 
-from curatornet_pipeline.core.embedding_store import EmbeddingKey, EmbeddingStore
 from curatornet_pipeline.core.hashing import file_sha256
 from curatornet_pipeline.core.types import ItemVectors
+from curatornet_pipeline.core.visual.store import EmbeddingKey, EmbeddingStore
 
 logger = logging.getLogger(__name__)
 

@@ -29,19 +29,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from curatornet_pipeline.core import cluster as cluster_core
-from curatornet_pipeline.core import data as data_core
-from curatornet_pipeline.core import embed as embed_core
-from curatornet_pipeline.core import evaluate as eval_core
-from curatornet_pipeline.core import experiment, scorers, validation
-from curatornet_pipeline.core import fit as fit_core
-from curatornet_pipeline.core import recommend as rec_core
-from curatornet_pipeline.core import report as report_core
-from curatornet_pipeline.core import sampling as sampling_core
-from curatornet_pipeline.core import split as split_core
-from curatornet_pipeline.core import train as train_core
-from curatornet_pipeline.core import vectors as vectors_core
-from curatornet_pipeline.core.embedding_store import EmbeddingStore
+from curatornet_pipeline.core.data import catalogue as catalogue_core
+from curatornet_pipeline.core.data import formats as data_core
+from curatornet_pipeline.core.data import vectors as vectors_core
+from curatornet_pipeline.core.evaluation import evaluate as eval_core
+from curatornet_pipeline.core.evaluation import report as report_core
+from curatornet_pipeline.core.experiment import grid as experiment
+from curatornet_pipeline.core.models import scorers
+from curatornet_pipeline.core.sampling import triples as sampling_core
+from curatornet_pipeline.core.split import baskets as split_core
+from curatornet_pipeline.core.split import validation
+from curatornet_pipeline.core.training import fit as fit_core
+from curatornet_pipeline.core.training import train as train_core
 from curatornet_pipeline.core.types import (
     GUIDELINE_STRATEGIES,
     STRATEGIES,
@@ -49,6 +48,9 @@ from curatornet_pipeline.core.types import (
     ItemVectors,
     Triplets,
 )
+from curatornet_pipeline.core.visual import cluster as cluster_core
+from curatornet_pipeline.core.visual import embed as embed_core
+from curatornet_pipeline.core.visual.store import EmbeddingStore
 from curatornet_pipeline.kernels.machine import processor
 
 logger = logging.getLogger(__name__)
@@ -299,7 +301,7 @@ def run(
     pca = cluster_core.reduce(vectors, stages.pca)
     clusters = cluster_core.cluster(pca, stages.cluster)
     cluster_seconds = time.perf_counter() - t0
-    catalogue = rec_core.build_catalogue(vectors, clusters, inventory, purchases)
+    catalogue = catalogue_core.build_catalogue(vectors, clusters, inventory, purchases)
     split = split_core.split_train_test(purchases, catalogue.ids)
     _, val_split = validation.holdout_validation(split, stages.validation)
     train_split = validation.training_split(split, val_split)

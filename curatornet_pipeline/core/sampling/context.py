@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from curatornet_pipeline.core.ragged import offsets_from_lengths
-from curatornet_pipeline.core.split import training_profiles
+from curatornet_pipeline.core.split.baskets import training_profiles
 from curatornet_pipeline.core.types import TrainTestSplit
 
 logger = logging.getLogger(__name__)

@@ -27,10 +27,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from curatornet_pipeline.core.evaluate import EvalConfig, Timeline, evaluate
-from curatornet_pipeline.core.models import VBPR, CuratorNet
+from curatornet_pipeline.core.evaluation.evaluate import EvalConfig, Timeline, evaluate
+from curatornet_pipeline.core.models.networks import VBPR, CuratorNet
+from curatornet_pipeline.core.models.scorers import CuratorNetScorer, VBPRScorer
 from curatornet_pipeline.core.ragged import offsets_from_lengths
-from curatornet_pipeline.core.scorers import CuratorNetScorer, VBPRScorer
 from curatornet_pipeline.core.types import Scorer, TrainTestSplit
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ mini-batches cut by a budget of profile items. VBPR (He & McAuley, AAAI 2016) go
 the same loop on the triples of real users.
 
 Batches hold every unique item and every distinct profile once (see
-:class:`~curatornet_pipeline.core.models.TripletBatch`): the item tower runs once per item of a
+:class:`~curatornet_pipeline.core.models.networks.TripletBatch`): the item tower runs once per item of a
 batch, the pooling and user tower once per profile, however many triples share them.
 Checkpoints after every epoch carry all state (weights, Adam, RNGs, history, best epoch), so
 a killed run resumed from its checkpoint ends with the same weights as an uninterrupted one.
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from curatornet_pipeline.core import ragged
-from curatornet_pipeline.core.models import VBPR, CuratorNet, TripletBatch
+from curatornet_pipeline.core.models.networks import VBPR, CuratorNet, TripletBatch
 from curatornet_pipeline.core.types import Triplets
 from curatornet_pipeline.kernels import machine, retain_freed_memory
 

@@ -34,9 +34,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curatornet_pipeline.core import data
+from curatornet_pipeline.core.data import formats as data
+from curatornet_pipeline.core.data.incoming import LOOSE, Batch, Validated, file_key, validate_batch
 from curatornet_pipeline.core.hashing import file_sha256
-from curatornet_pipeline.core.incoming import LOOSE, Batch, Validated, file_key, validate_batch
 
 logger = logging.getLogger(__name__)
 

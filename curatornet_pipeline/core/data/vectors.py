@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from curatornet_pipeline.core.bundle import load_bundle, save_bundle
-from curatornet_pipeline.core.data import N_EXAMPLES, DatasetPaths, show
+from curatornet_pipeline.core.data.formats import N_EXAMPLES, DatasetPaths, show
+from curatornet_pipeline.core.data.npy_safe import load_object_array
 from curatornet_pipeline.core.hashing import file_sha256
-from curatornet_pipeline.core.npy_safe import load_object_array
 from curatornet_pipeline.core.types import DataError, ItemVectors
 
 logger = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ def read_published_embeddings(npy_path: str | os.PathLike) -> ItemVectors:
     """Read the published ``resnet_embeddings.npy`` as it is, safely.
 
     The published file is a numpy *object* array, stored as a pickle. It is
-    read by :func:`curatornet_pipeline.core.npy_safe.load_object_array`, whose
+    read by :func:`curatornet_pipeline.core.data.npy_safe.load_object_array`, whose
     unpickler resolves only the globals such an array needs and refuses any
     other with a :class:`DataError`, so no code from the file runs.
 

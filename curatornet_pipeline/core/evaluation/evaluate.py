@@ -29,7 +29,7 @@ import pandas as pd
 from scipy import stats
 
 from curatornet_pipeline.core import ragged
-from curatornet_pipeline.core.metrics import NDCG_VARIANTS, ranking_metrics, summarize
+from curatornet_pipeline.core.evaluation.metrics import NDCG_VARIANTS, ranking_metrics, summarize
 from curatornet_pipeline.core.types import NEVER, Scorer, TrainTestSplit
 
 logger = logging.getLogger(__name__)

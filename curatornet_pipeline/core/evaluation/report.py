@@ -10,12 +10,12 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from curatornet_pipeline.core import evaluate as eval_core
-from curatornet_pipeline.core import metrics as metrics_core
-from curatornet_pipeline.core import models as models_core
-from curatornet_pipeline.core import scorers
-from curatornet_pipeline.core.experiment import ModelGrid, ablation_label_pairs
-from curatornet_pipeline.core.recommend import Catalogue
+from curatornet_pipeline.core.data.catalogue import Catalogue
+from curatornet_pipeline.core.evaluation import evaluate as eval_core
+from curatornet_pipeline.core.evaluation import metrics as metrics_core
+from curatornet_pipeline.core.experiment.grid import ModelGrid, ablation_label_pairs
+from curatornet_pipeline.core.models import networks as models_core
+from curatornet_pipeline.core.models import scorers
 from curatornet_pipeline.core.types import TrainTestSplit
 
 PROTOCOLS = ("unbought", "in_stock")

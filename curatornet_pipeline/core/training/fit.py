@@ -8,16 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
-from curatornet_pipeline.core import models as models_core
-from curatornet_pipeline.core import train as train_core
-from curatornet_pipeline.core.experiment import (
+from curatornet_pipeline.core.experiment.grid import (
     RANDOM_STRATEGY,
     Variant,
     guideline_strategies,
     training_triples,
     triplet_partitions_for,
 )
-from curatornet_pipeline.core.sampling import merge_triplets
+from curatornet_pipeline.core.models import networks as models_core
+from curatornet_pipeline.core.sampling.triples import merge_triplets
+from curatornet_pipeline.core.training import train as train_core
 from curatornet_pipeline.core.types import Triplets
 
 

@@ -12,13 +12,13 @@ import logging
 import numpy as np
 
 from curatornet_pipeline.core.ragged import offsets_from_lengths
-from curatornet_pipeline.core.sampling_context import (
+from curatornet_pipeline.core.sampling.context import (
     SamplingConfig,
     SamplingContext,
     build_context,
     gather_ranges,
 )
-from curatornet_pipeline.core.strategies import (
+from curatornet_pipeline.core.sampling.strategies import (
     STRATEGY_FUNCS,
     CandidateTriples,
     StrategyFn,

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from curatornet_pipeline.core.sampling import select, take_rows
+from curatornet_pipeline.core.sampling.triples import select, take_rows
 from curatornet_pipeline.core.types import (
     GUIDELINE_STRATEGIES,
     STRATEGY_INFO,

@@ -1,6 +1,6 @@
 """The reproduction's write-up: Table 2 and its ordering against the paper's, Figure 3's
 paired tests, the budget curve, the validation figures, and the markdown report
-(``docs/reproduction.md``) of a :class:`~curatornet_pipeline.core.reproduce.Reproduction`."""
+(``docs/reproduction.md``) of a :class:`~curatornet_pipeline.core.experiment.reproduce.Reproduction`."""
 
 import io
 import json
@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from curatornet_pipeline.core import evaluate as eval_core
-from curatornet_pipeline.core import experiment
-from curatornet_pipeline.core import report as report_core
-from curatornet_pipeline.core.reproduce import (
+from curatornet_pipeline.core.evaluation import evaluate as eval_core
+from curatornet_pipeline.core.evaluation import report as report_core
+from curatornet_pipeline.core.experiment import grid as experiment
+from curatornet_pipeline.core.experiment.reproduce import (
     PAPER_ORDER_AUC,
     PAPER_TABLE2,
     ModelRun,

@@ -34,7 +34,7 @@ run: $(STAMP)
 
 ## every test: fast, slow end-to-end and browser tests
 test: $(STAMP) system-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not browser"

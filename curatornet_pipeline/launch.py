@@ -220,15 +220,18 @@ def _serve_until_signal(procs: list[subprocess.Popen]) -> None:
 
 
 def _prepare_mlflow_store(uri: str) -> None:
-    """Create or migrate a local MLflow store under the home folder's lock."""
+    """Create or migrate a local MLflow store under the home folder's lock, in a short-lived
+    process: importing mlflow would keep ~200 MB in this one for as long as the UIs run."""
     if not uri.startswith("sqlite:"):
         return
-    from mlflow import MlflowClient
-
     from curatornet_pipeline.locks import first_use
 
+    code = (
+        "import sys; from mlflow import MlflowClient; "
+        "MlflowClient(tracking_uri=sys.argv[1]).search_experiments(max_results=1)"
+    )
     with first_use("mlflow"):
-        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        subprocess.run([sys.executable, "-c", code, uri], check=True, stdin=subprocess.DEVNULL)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

@@ -238,17 +238,17 @@ def save_recommender(
     path: str | Path, model_file: str | Path, catalogue: Catalogue, example: Sequence[str]
 ) -> Path:
     """Write the pyfunc model folder (MLmodel, signature, input example, artifacts)."""
-    tmp = Path(tempfile.mkdtemp(prefix="curatornet-catalogue-"))
-    catalogue_file = tmp / "catalogue.npz"
-    save_catalogue(catalogue_file, catalogue)
-    mlflow.pyfunc.save_model(
-        str(path),
-        python_model=CuratorNetRecommender(),
-        artifacts={"weights": str(model_file), "catalogue": str(catalogue_file)},
-        signature=signature(),
-        input_example=pd.DataFrame({"liked": [list(example)]}),
-        pip_requirements=requirements(),
-    )
+    with tempfile.TemporaryDirectory(prefix="curatornet-catalogue-") as tmp:
+        catalogue_file = Path(tmp) / "catalogue.npz"  # copied into the model folder
+        save_catalogue(catalogue_file, catalogue)
+        mlflow.pyfunc.save_model(
+            str(path),
+            python_model=CuratorNetRecommender(),
+            artifacts={"weights": str(model_file), "catalogue": str(catalogue_file)},
+            signature=signature(),
+            input_example=pd.DataFrame({"liked": [list(example)]}),
+            pip_requirements=requirements(),
+        )
     return Path(path)
 
 

@@ -5,6 +5,7 @@ u % 4). Users and artworks outside that training are then served through the ite
 and user towers only; the MLflow path uses a real SQLite store.
 """
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -393,7 +394,10 @@ def test_champion_from_the_mlflow_registry_is_served(trained, world, mlflow_stor
     client = MlflowClient(tracking_uri=mlflow_store, registry_uri=mlflow_store)
     experiment = client.get_experiment_by_name("curatornet")
     run = client.create_run(experiment.experiment_id)
+    scratch = set(Path(tempfile.gettempdir()).glob("curatornet-catalogue-*"))
     source = log_recommender(client, run.info.run_id, model_file, world.catalogue(), ["art000"])
+    # the catalogue's scratch copy is gone once it is in the model folder
+    assert set(Path(tempfile.gettempdir()).glob("curatornet-catalogue-*")) == scratch
     client.set_terminated(run.info.run_id)
     client.create_registered_model(name)
     version = client.create_model_version(name, source, run_id=run.info.run_id).version

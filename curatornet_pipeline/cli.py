@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+import urllib.parse
 from pathlib import Path
 
 from curatornet_pipeline import settings
@@ -226,6 +227,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(address: str, default: int) -> int:
+    """The port of a UI address on this machine, else ``default``."""
+    url = urllib.parse.urlsplit(address)
+    return url.port if url.hostname in ("127.0.0.1", "localhost") and url.port else default
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="curatornet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -381,8 +388,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("ui", help="serve the Dagster UI and the MLflow UI on 127.0.0.1")
-    p.add_argument("--dagster-port", type=int, default=3000, help="Dagster UI port (default 3000)")
-    p.add_argument("--mlflow-port", type=int, default=5000, help="MLflow UI port (default 5000)")
+    p.add_argument(
+        "--dagster-port",
+        type=int,
+        default=_port(settings.dagster_ui_address(), 3000),
+        help="Dagster UI port (default %(default)s, from CURATORNET_DAGSTER_UI)",
+    )
+    p.add_argument(
+        "--mlflow-port",
+        type=int,
+        default=_port(settings.mlflow_ui_address(), 5000),
+        help="MLflow UI port (default %(default)s, from CURATORNET_MLFLOW_UI); links written "
+        "earlier open on any port (docs/operations.md)",
+    )
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser(

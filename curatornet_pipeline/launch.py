@@ -4,12 +4,15 @@ The parser is in :mod:`curatornet_pipeline.cli`."""
 
 import argparse
 import contextlib
+import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 from curatornet_pipeline import settings
@@ -219,19 +222,58 @@ def _serve_until_signal(procs: list[subprocess.Popen]) -> None:
             signal.signal(sig, handler)
 
 
-def _prepare_mlflow_store(uri: str) -> None:
-    """Create or migrate a local MLflow store under the home folder's lock, in a short-lived
-    process: importing mlflow would keep ~200 MB in this one for as long as the UIs run."""
-    if not uri.startswith("sqlite:"):
-        return
-    from curatornet_pipeline.locks import first_use
-
+def _prepare_mlflow_store(uri: str) -> str:
+    """Create or migrate the MLflow store and its experiment, in a short-lived process
+    (importing mlflow would keep ~200 MB in this one for as long as the UIs run); returns
+    the experiment's id."""
     code = (
-        "import sys; from mlflow import MlflowClient; "
-        "MlflowClient(tracking_uri=sys.argv[1]).search_experiments(max_results=1)"
+        "import sys; from curatornet_pipeline.defs.tracking import MlflowTracking; "
+        "print(MlflowTracking(tracking_uri=sys.argv[1]).experiment_id)"
     )
-    with first_use("mlflow"):
-        subprocess.run([sys.executable, "-c", code, uri], check=True, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-c", code, uri],
+        check=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    return done.stdout.split()[-1]
+
+
+class _Redirect(http.server.BaseHTTPRequestHandler):
+    """Answers every request with a redirect to the same path on ``server.target``; the
+    browser keeps the fragment (MLflow's ``#/experiments/...``) across it."""
+
+    def do_GET(self) -> None:
+        self.send_response(302)
+        self.send_header("Location", self.server.target + self.path)  # type: ignore[attr-defined]
+        self.end_headers()
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _redirect(name: str, link: str, port: int) -> http.server.ThreadingHTTPServer | None:
+    """Serve ``link`` (the home's stable address of a UI, where every link written points)
+    as a redirect to the UI on ``port``, when that port differs; None when it does not."""
+    url = urllib.parse.urlsplit(link)
+    if url.hostname not in ("127.0.0.1", "localhost") or (url.port or 80) == port:
+        return None
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", url.port or 80), _Redirect)
+    except OSError as exc:
+        print(
+            f"curatornet ui: links to the {name} UI point at {link}, which this machine will "
+            f"not let us serve ({exc.strerror}): they will not open this {name} UI. Free that "
+            f"port, or start with the {name} UI on it.",
+            file=sys.stderr,
+        )
+        return None
+    server.target = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -248,14 +290,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "--host", "127.0.0.1", "--port", str(args.mlflow_port), "--workers", "1",
     ]  # fmt: skip
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    redirects = [_redirect("Dagster", settings.dagster_ui_address(), args.dagster_port)]
     if uri.startswith(("http://", "https://")):
         print(f"MLflow tracking server {uri} serves its own UI; not starting one")
         mlflow_cmd = []
     else:
-        _prepare_mlflow_store(uri)
-        # the links of both UIs follow these ports (docs/operations.md)
-        env["CURATORNET_MLFLOW_UI"] = f"http://127.0.0.1:{args.mlflow_port}"
-    env["CURATORNET_DAGSTER_UI"] = f"http://127.0.0.1:{args.dagster_port}"
+        experiment = _prepare_mlflow_store(uri)
+        redirects.append(_redirect("MLflow", settings.mlflow_ui_address(), args.mlflow_port))
     # the home's daemon (schedule and sensors on when started here), shared with any
     # `curatornet run`; the webserver reads the same code server
     with lease(automation=settings.env("CURATORNET_AUTOMATION")) as services:
@@ -266,12 +307,21 @@ def cmd_ui(args: argparse.Namespace) -> int:
         procs = [_popen(webserver, env)]
         if mlflow_cmd:
             procs.append(_popen(mlflow_cmd, env))
+        mlflow_page = uri
+        if mlflow_cmd:  # the experiment, in MLflow's model-training view
+            mlflow_page = f"http://127.0.0.1:{args.mlflow_port}/#/experiments/{experiment}/runs"
+            mlflow_page += f"?{settings.MLFLOW_TRAINING_VIEW}"
         print(
-            f"Dagster UI: http://127.0.0.1:{args.dagster_port}   "
-            f"MLflow UI: http://127.0.0.1:{args.mlflow_port}   (Ctrl-C or SIGTERM stops both)",
+            f"Dagster UI: http://127.0.0.1:{args.dagster_port}   MLflow UI: {mlflow_page}   "
+            "(Ctrl-C or SIGTERM stops both)",
             flush=True,
         )
-        _serve_until_signal(procs)
+        try:
+            _serve_until_signal(procs)
+        finally:
+            for server in filter(None, redirects):
+                server.shutdown()
+                server.server_close()
     return 0
 
 

@@ -81,6 +81,29 @@ def mlflow_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home_dir() / 'mlflow.db'}"
 
 
+#: The query that opens MLflow 3's UI in its model-training view (runs, models), not the
+#: GenAI one it picks for an experiment without traces.
+MLFLOW_TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def mlflow_ui_address() -> str:
+    """Where every MLflow link points: ``CURATORNET_MLFLOW_UI``, else a tracking server's own
+    address, else ``http://127.0.0.1:5000``. The address is stable: ``curatornet ui`` on
+    another port answers it with a redirect, so links written earlier keep working."""
+    if env("CURATORNET_MLFLOW_UI"):
+        return env("CURATORNET_MLFLOW_UI").rstrip("/")
+    uri = mlflow_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    return "http://127.0.0.1:5000"
+
+
+def dagster_ui_address() -> str:
+    """Where every Dagster link points: ``CURATORNET_DAGSTER_UI``, else
+    ``http://127.0.0.1:3000`` (stable like :func:`mlflow_ui_address`)."""
+    return (env("CURATORNET_DAGSTER_UI") or "http://127.0.0.1:3000").rstrip("/")
+
+
 def mlflow_artifact_root() -> str:
     """Where a local tracking store keeps run artifacts."""
     return str(home_dir() / "mlartifacts")

@@ -61,6 +61,10 @@ def project_env(home: Path, data: Path, **extra: str) -> dict[str, str]:
         CURATORNET_DATA=str(data),
         CURATORNET_PROFILE="tiny",
         CURATORNET_AUTOMATION="off",
+        # the home's link addresses on free ports, not 5000 and 3000 where a person's own
+        # UIs may run: `curatornet ui` on other ports serves these as redirects
+        CURATORNET_MLFLOW_UI=f"http://127.0.0.1:{free_port()}",
+        CURATORNET_DAGSTER_UI=f"http://127.0.0.1:{free_port()}",
         DAGSTER_HOME=str(home / "dagster"),
         PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
         PYTHONUNBUFFERED="1",

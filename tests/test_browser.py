@@ -31,7 +31,10 @@ from browser_support import (
     project_env,
     run_python,
     server,
+    wait_http,
 )
+
+from curatornet_pipeline.core.types import STRATEGIES
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -121,7 +124,15 @@ def ui_home(tmp_path_factory: pytest.TempPathFactory) -> dict:
     home, data = root / "home", root / "data"
     (home / "dagster").mkdir(parents=True)
     generate(SynthConfig(scale="tiny", seed=0), data)
-    env = project_env(home, data)
+    # The home's stable UI addresses, where every link points (docs/operations.md, "Links
+    # between the UIs"); the tests serve the UIs there, or elsewhere with `curatornet ui`.
+    ports = {"dagster_port": free_port(), "mlflow_port": free_port()}
+    env = project_env(
+        home,
+        data,
+        CURATORNET_DAGSTER_UI=f"http://127.0.0.1:{ports['dagster_port']}",
+        CURATORNET_MLFLOW_UI=f"http://127.0.0.1:{ports['mlflow_port']}",
+    )
     started = time.perf_counter()
     out = run_python(
         PREPARE.format(target=TARGET, repo=str(Path(__file__).resolve().parent.parent)),
@@ -131,14 +142,6 @@ def ui_home(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     prepared = json.loads(out.strip().splitlines()[-1])
     prepared["prepare_s"] = time.perf_counter() - started
-    # The UIs on ports of their own, as `curatornet ui --dagster-port D --mlflow-port M`
-    # passes them; the upstream materializations above were made without them.
-    ports = {"dagster_port": free_port(), "mlflow_port": free_port()}
-    env = {
-        **env,
-        "CURATORNET_DAGSTER_UI": f"http://127.0.0.1:{ports['dagster_port']}",
-        "CURATORNET_MLFLOW_UI": f"http://127.0.0.1:{ports['mlflow_port']}",
-    }
     return {"home": home, "data": data, "env": env, **ports, **prepared}
 
 
@@ -299,8 +302,17 @@ def test_dagster_ui_materializes_the_target(browser, ui_home: dict, shots: Path)
                     table = row.inner_text()
                     for method in ("Oracle", "Random", "VisRank", "CuratorNet", "VBPR"):
                         assert method in table, table
-                    for column in ("method", "users", "auc", "auc_se", "ndcg@100_se"):
+                    for column in ("method", "users", "AUC", "R@20", "R@100", "nDCG@100"):
                         assert column in table.split(), table[:500]
+                    assert "±" in table, table[:500]
+                # All of Table 2 and the lineage table on a 1600-pixel screen: no column is
+                # cut off by the metadata column.
+                for name in ("table2_unbought", "table2_in_stock", "lineage"):
+                    label = page.get_by_role("cell", name=name, exact=True)
+                    inner = page.get_by_role("row").filter(has=label).first.locator("table")
+                    inner.first.scroll_into_view_if_needed()
+                    box = inner.first.bounding_box()
+                    assert box["x"] + box["width"] <= 1600, (name, box)
                 row = page.get_by_role("row").filter(
                     has=page.get_by_role("cell", name="table2_unbought", exact=True)
                 )
@@ -524,6 +536,74 @@ def test_links_both_ways_on_non_default_ports(browser, ui_home: dict, shots: Pat
             page.screenshot(path=str(shots / "dagster_triplet_from_lineage.png"), full_page=True)
         except Exception:
             _failure_screenshot(page, shots / "links_FAILED.png")
+            raise
+        finally:
+            context.close()
+
+
+def test_curatornet_ui_on_other_ports_opens_earlier_links(
+    browser, ui_home: dict, shots: Path
+) -> None:
+    """`curatornet ui` on ports other than the home's stable addresses: a link written by an
+    earlier run opens its MLflow run page (through the redirect), the printed MLflow page
+    is the experiment in the model-training view, and the triplets checks name their
+    partitions."""
+    home, env = ui_home["home"], ui_home["env"]
+    stable = f"http://127.0.0.1:{ui_home['mlflow_port']}"
+    dport, mport = free_port(), free_port()
+    dbase, mbase = f"http://127.0.0.1:{dport}", f"http://127.0.0.1:{mport}"
+    log = home / "logs" / "curatornet-ui.log"
+    cmd = [str(VENV_BIN / "curatornet"), "ui", "--dagster-port", str(dport)]
+    cmd += ["--mlflow-port", str(mport)]
+    with server(cmd, env, log, f"{dbase}/server_info", 240) as proc:
+        wait_http(f"{mbase}/health", 120, proc, log)
+        _wait_for_asset(dbase, "visual_clusters")
+        graphql(dbase, "mutation { setNuxSeen }")
+        context, page = _new_page(browser)
+        try:
+            # 1. The materialization's own link, written by the run that prepared the home.
+            page.goto(f"{dbase}/assets/visual_clusters?view=events", wait_until="load")
+            page.get_by_text(re.compile(r"^Materialized in run")).first.wait_for(state="visible")
+            link = page.locator(f'a[href^="{stable}/#/experiments/"][href*="/runs/"]').first
+            link.wait_for(state="visible")
+            run_id = link.get_attribute("href").split("/runs/")[1].split("?")[0]
+            mlflow_page = _click_to_page(page, link)
+            mlflow_page.wait_for_url(f"{mbase}/**", timeout=60_000)
+            mlflow_page.get_by_text("visual_clusters", exact=True).first.wait_for(
+                state="visible", timeout=90_000
+            )
+            assert run_id in mlflow_page.url and "workflowType=machine_learning" in mlflow_page.url
+            mlflow_page.wait_for_timeout(1500)
+            mlflow_page.screenshot(path=str(shots / "mlflow_run_via_stable_link.png"))
+
+            # 2. The page `curatornet ui` prints: the experiment's runs, in the
+            # model-training view (its navigation: Runs and Models, none of GenAI's Judges).
+            start = re.search(r"MLflow UI: (\S+)", log.read_text()).group(1)
+            assert start.startswith(f"{mbase}/#/experiments/"), start
+            mlflow_page.goto(start, wait_until="load")
+            mlflow_page.get_by_text("visual_clusters", exact=True).first.wait_for(
+                state="visible", timeout=90_000
+            )
+            for item in ("Runs", "Models"):
+                mlflow_page.get_by_role("link", name=item, exact=True).first.wait_for()
+            mlflow_page.wait_for_timeout(1500)
+            assert mlflow_page.get_by_text("Judges", exact=True).count() == 0
+            assert "workflowType=machine_learning" in mlflow_page.url, mlflow_page.url
+            mlflow_page.screenshot(path=str(shots / "mlflow_experiment_training_view.png"))
+
+            # 3. The triplets checks: each result names its strategy partition.
+            page.goto(f"{dbase}/assets/triplets?view=checks", wait_until="load")
+            check = page.get_by_text("strategy_invariants", exact=True).first
+            check.wait_for(state="visible")
+            check.click()
+            page.get_by_text(re.compile(r"^partition s\d_")).first.wait_for(state="visible")
+            shown = page.inner_text("body")
+            named = {s for s in STRATEGIES if f"partition {s}" in shown}
+            assert len(named) >= 2, shown[:3000]
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(shots / "dagster_triplets_checks.png"), full_page=True)
+        except Exception:
+            _failure_screenshot(page, shots / "ui_links_FAILED.png")
             raise
         finally:
             context.close()

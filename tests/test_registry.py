@@ -310,23 +310,31 @@ def test_report_tables_are_typed_with_short_ids() -> None:
     from curatornet_pipeline.defs.presentation import recommendations_value, table2_value
 
     table = pd.DataFrame(
-        {"n_users": [10, 10], "auc": [0.7, 0.5], "auc_se": [0.01, float("nan")]},
+        {
+            "n_users": [10, 10],
+            "auc": [0.7, 0.5],
+            "auc_se": [0.01, float("nan")],
+            "recall@100": [0.25, 0.0],
+            "recall@100_se": [0.1, 0.0],
+            "mrr": [0.3, 0.1],  # not a headline metric: in the report's files only
+            "mrr_se": [0.1, 0.1],
+        },
         index=pd.Index(["CuratorNet (0.0001)", "Random"], name="method"),
     )
     value = table2_value(table)
     assert [(c.name, c.type) for c in value.schema.columns] == [
         ("method", "string"),
         ("users", "int"),
-        ("auc", "float"),
-        ("auc_se", "float"),
+        ("AUC", "string"),
+        ("R@100", "string"),
     ]
     assert value.records[0].data == {
         "method": "CuratorNet (0.0001)",
         "users": 10,
-        "auc": 0.7,
-        "auc_se": 0.01,
+        "AUC": "0.7000 ± 0.0100",
+        "R@100": "0.2500 ± 0.1000",
     }
-    assert value.records[1].data["auc_se"] is None  # NaN: no standard error
+    assert value.records[1].data["AUC"] == "0.5000"  # NaN: no standard error
     recs = pd.DataFrame(
         {
             "user_id": ["u" * 40],

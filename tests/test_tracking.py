@@ -143,7 +143,8 @@ def test_runs_link_back_to_dagster(
     assert run.data.tags[TAG_RUN_URL] == run_url
     note = run.data.tags[TAG_NOTE]
     assert f"({run_url})" in note
-    assert "[per_part](http://127.0.0.1:3900/assets/per_part)" in note
+    # the asset link opens the partition's own events
+    assert "[per_part](http://127.0.0.1:3900/assets/per_part?view=events&partition=b)" in note
     assert "partition `b`" in note
 
 

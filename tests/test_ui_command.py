@@ -1,10 +1,12 @@
 """`curatornet ui` serves both UIs on 127.0.0.1 and stops every process it started on
 Ctrl-C (SIGINT) and on SIGTERM; concurrent first runs on a fresh home wait for one another."""
 
+import http.client
 import os
 import signal
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 
 import psutil
@@ -38,6 +40,18 @@ def _gone(pids: list[int], timeout_s: float = 30.0) -> list[int]:
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.5)
+
+
+def _redirect_of(url: str) -> tuple[int, str]:
+    """The status and Location of a GET, not followed."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.request("GET", f"{parts.path}?{parts.query}")
+        answer = conn.getresponse()
+        return answer.status, answer.getheader("Location", "")
+    finally:
+        conn.close()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -74,12 +88,18 @@ def test_ui_serves_both_uis_and_stops_every_child(sig, tiny_data: Path, tmp_path
         shown = [" ".join(p.cmdline()[:3]) for p in procs]
         assert len(procs) <= 8, shown  # ui, webserver, mlflow, watchdog, code server x2, daemon
         assert rss <= 2.5, (rss, shown)
+        # the home's link addresses (where earlier links point) redirect to these ports
+        links = [env["CURATORNET_DAGSTER_UI"], env["CURATORNET_MLFLOW_UI"]]
+        for link, port in zip(links, (dagster_port, mlflow_port), strict=True):
+            status, location = _redirect_of(f"{link}/runs/abc?view=events")
+            assert (status, location) == (302, f"http://127.0.0.1:{port}/runs/abc?view=events")
         # SIGTERM to the one process, as a service manager does; SIGINT as Ctrl-C would
         os.kill(proc.pid, sig)
         assert proc.wait(timeout=90) == 0, tail(log)
         # the daemon it started stops with it (no other invocation holds the home)
         assert _gone(tree, 60) == [], f"still running after {sig.name}: {_gone(tree, 0)}"
         assert not port_open(dagster_port) and not port_open(mlflow_port)
+        assert not any(port_open(urllib.parse.urlsplit(link).port) for link in links)
     finally:
         for pid in [proc.pid, *tree]:
             try:

@@ -23,28 +23,39 @@ def short(value: Any, n: int = SHORT) -> str:
     return str(value)[:n]
 
 
-def _number(value: Any) -> float | None:
-    value = float(value)
-    return None if not np.isfinite(value) else round(value, 6)
+#: Table 2's columns on the asset's page, so that it fits a laptop's screen; every metric
+#: is in the report's CSV and markdown (MLflow artifacts ``reports/``).
+HEADLINE = {"auc": "AUC", "recall@20": "R@20", "recall@100": "R@100", "ndcg@100": "nDCG@100"}
+
+
+def _mean_se(mean: Any, se: Any) -> str:
+    if not np.isfinite(float(mean)):
+        return "–"
+    return f"{float(mean):.4f}" + (f" ± {float(se):.4f}" if np.isfinite(float(se)) else "")
 
 
 def table2_value(table: pd.DataFrame) -> dg.MetadataValue:
-    """Table 2 (one protocol): method, users, and each metric's mean and standard error."""
-    metrics = [c for c in table.columns if f"{c}_se" in table.columns]
+    """Table 2 (one protocol): method, users, and the headline metrics as mean ± standard
+    error over test users."""
+    metrics = [m for m in HEADLINE if m in table.columns]
     columns = [
         dg.TableColumn("method", "string", description="model or reference method"),
         dg.TableColumn("users", "int", description="test users evaluated"),
+        *(
+            dg.TableColumn(HEADLINE[m], "string", description=f"mean {m} ± standard error")
+            for m in metrics
+        ),
     ]
-    for m in metrics:
-        columns.append(dg.TableColumn(m, "float", description=f"mean {m} over test users"))
-        columns.append(dg.TableColumn(f"{m}_se", "float", description=f"standard error of {m}"))
-    records = []
-    for method, row in table.iterrows():
-        data: dict[str, Any] = {"method": str(method), "users": int(row["n_users"])}
-        for m in metrics:
-            data[m] = _number(row[m])
-            data[f"{m}_se"] = _number(row[f"{m}_se"])
-        records.append(dg.TableRecord(data))
+    records = [
+        dg.TableRecord(
+            {
+                "method": str(method),
+                "users": int(row["n_users"]),
+                **{HEADLINE[m]: _mean_se(row[m], row.get(f"{m}_se", np.nan)) for m in metrics},
+            }
+        )
+        for method, row in table.iterrows()
+    ]
     return dg.MetadataValue.table(records, dg.TableSchema(columns))
 
 
@@ -173,7 +184,9 @@ def lineage_value(rows: Sequence[Mapping[str, Any]]) -> dg.MetadataValue:
     columns = [
         dg.TableColumn("method", "string"),
         dg.TableColumn("model", "string", description="models partition @ data version"),
-        dg.TableColumn("mlflow_run", "string", description="MLflow run id of the training"),
+        dg.TableColumn(
+            "mlflow_run", "string", description="MLflow run id (prefix) of the training"
+        ),
         dg.TableColumn("triplets", "string", description="triplet partitions @ data version"),
         dg.TableColumn("visual_clusters", "string", description="data version"),
         dg.TableColumn("item_embeddings", "string", description="data version"),
@@ -183,7 +196,7 @@ def lineage_value(rows: Sequence[Mapping[str, Any]]) -> dg.MetadataValue:
             {
                 "method": r["method"],
                 "model": f"{r['model']}@{short(r['model_version'])}",
-                "mlflow_run": r["mlflow_run_id"],
+                "mlflow_run": short(r["mlflow_run_id"]),
                 "triplets": versions(r["triplets"], True),
                 "visual_clusters": versions(r["visual_clusters"], False),
                 "item_embeddings": versions(r["item_embeddings"], False),
@@ -229,10 +242,11 @@ def report_metadata(
     experiment_id: str,
 ) -> dict[str, dg.MetadataValue]:
     """The evaluation report's page: Table 2 per protocol, then each model's lineage."""
-    from curatornet_pipeline.defs.tracking import mlflow_ui_address, run_link
+    from curatornet_pipeline import settings
+    from curatornet_pipeline.defs.tracking import run_link
 
     rows = model_lineage(instance, upstream, labels)
-    ui = mlflow_ui_address()
+    ui = settings.mlflow_ui_address()
     return {
         **table2_metadata(tables),
         "lineage": lineage_value(rows),

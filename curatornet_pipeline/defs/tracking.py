@@ -5,14 +5,13 @@ A small ``ConfigurableResource`` over ``mlflow.MlflowClient`` instead of
 metrics into it and leaves runs RUNNING without a job hook. Runs of one Dagster
 run share the ``dagster.run_id`` tag, which the MLflow UI filters on.
 
-Links both ways (docs/operations.md, "Links between the UIs"): the deployment names
-its UIs once, ``CURATORNET_MLFLOW_UI`` and ``CURATORNET_DAGSTER_UI`` (``curatornet ui``
-exports both from its ``--mlflow-port`` / ``--dagster-port``). Every asset definition
-carries an ``mlflow`` link computed when the code location loads
-(:func:`definition_links`), so it follows the current address even for
-materializations made before a port changed; each materialization also records
-``mlflow_run_id`` and the link as of its run. Each MLflow run's description links
-back to its Dagster run and asset page (tag ``dagster.run_url``).
+Links both ways (docs/operations.md, "Links between the UIs") point at the home's stable
+addresses (:func:`settings.mlflow_ui_address`, :func:`settings.dagster_ui_address`);
+``curatornet ui`` on other ports answers those with a redirect, so every link written
+earlier still opens its page. Each asset definition carries an ``mlflow_runs`` link
+(:func:`definition_links`); each materialization records ``mlflow_run_id`` and a link to
+its run. Each MLflow run's description links back to its Dagster run and asset page
+(the partition's, for a partition; tag ``dagster.run_url``).
 """
 
 import json
@@ -20,6 +19,7 @@ import logging
 import os
 import socket
 import tempfile
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,9 +46,6 @@ TAG_RUN_URL = "dagster.run_url"
 TAG_NOTE = "mlflow.note.content"  # the run's / experiment's description (markdown) in the UI
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow 3 UI: which view the experiment opens in
 EXPERIMENT_KIND = "custom_model_development"  # the model-training view (runs, models)
-WORKFLOW = "workflowType=machine_learning"  # UI query: the navigation of model training
-DEFAULT_MLFLOW_UI = "http://127.0.0.1:5000"
-DEFAULT_DAGSTER_UI = "http://127.0.0.1:3000"
 EXPERIMENT_DESCRIPTION = (
     "One run per Dagster asset materialization (and partition) of the curatornet pipeline: "
     "params, metrics, figures and tables of each stage. Tags `dagster.run_id`, "
@@ -58,24 +55,9 @@ EXPERIMENT_DESCRIPTION = (
 )
 
 
-def mlflow_ui_address() -> str:
-    """The MLflow UI of this deployment: ``CURATORNET_MLFLOW_UI``, else a tracking server's
-    own address, else ``curatornet ui``'s default."""
-    if settings.env("CURATORNET_MLFLOW_UI"):
-        return settings.env("CURATORNET_MLFLOW_UI").rstrip("/")
-    uri = settings.mlflow_tracking_uri()
-    if uri.startswith(("http://", "https://")):
-        return uri.rstrip("/")
-    return DEFAULT_MLFLOW_UI
-
-
-def dagster_ui_address() -> str:
-    """The Dagster UI of this deployment: ``CURATORNET_DAGSTER_UI``, else ``curatornet ui``'s."""
-    return (settings.env("CURATORNET_DAGSTER_UI") or DEFAULT_DAGSTER_UI).rstrip("/")
-
-
 def run_link(ui_url: str, experiment_id: str, run_id: str) -> str:
-    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{WORKFLOW}"
+    view = settings.MLFLOW_TRAINING_VIEW
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{view}"
 
 
 def _sqlite_experiment_id(uri: str, name: str) -> str | None:
@@ -98,22 +80,17 @@ def _sqlite_experiment_id(uri: str, name: str) -> str | None:
 
 
 def definition_links(asset_key: str, experiment_name: str = "curatornet") -> dict[str, Any]:
-    """Definition metadata of an asset: its MLflow runs at the deployment's current address.
-
-    Computed when the code location loads, so ``curatornet ui --mlflow-port 5500`` (which
-    exports ``CURATORNET_MLFLOW_UI``) gets links to port 5500 for every materialization.
-    """
-    import urllib.parse
-
-    ui = mlflow_ui_address()
+    """Definition metadata of an asset: a link to its MLflow runs (the experiment's id is
+    read when the code location loads)."""
+    ui, view = settings.mlflow_ui_address(), settings.MLFLOW_TRAINING_VIEW
     uri = settings.mlflow_tracking_uri()
     experiment = _sqlite_experiment_id(uri, experiment_name) if uri.startswith("sqlite:") else None
     if experiment is None:
-        return {"mlflow_ui": dg.MetadataValue.url(f"{ui}/#/experiments?{WORKFLOW}")}
+        return {"mlflow_ui": dg.MetadataValue.url(f"{ui}/#/experiments?{view}")}
     search = urllib.parse.quote(f"tags.`{TAG_ASSET}` = '{asset_key}'")
     return {
         "mlflow_runs": dg.MetadataValue.url(
-            f"{ui}/#/experiments/{experiment}/runs?searchFilter={search}&{WORKFLOW}"
+            f"{ui}/#/experiments/{experiment}/runs?searchFilter={search}&{view}"
         )
     }
 
@@ -221,13 +198,13 @@ class MlflowTracking(dg.ConfigurableResource):
         return self.tracking_uri or settings.mlflow_tracking_uri()
 
     def resolved_ui_url(self) -> str:
-        """Where the metadata links point (see :func:`mlflow_ui_address`)."""
+        """Where the metadata links point (see :func:`settings.mlflow_ui_address`)."""
         if self.ui_url:
             return self.ui_url
         uri = self.resolved_uri()
         if uri.startswith(("http://", "https://")) and not settings.env("CURATORNET_MLFLOW_UI"):
             return uri
-        return mlflow_ui_address()
+        return settings.mlflow_ui_address()
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Connect before any asset work starts, so an unreachable server fails fast."""
@@ -305,9 +282,11 @@ class MlflowTracking(dg.ConfigurableResource):
             "mlflow.runName": f"{asset_key}[{partition}]" if partition else asset_key,
             **(tags or {}),
         }
-        dagster_ui = dagster_ui_address()
+        dagster_ui = settings.dagster_ui_address()
         run_url = f"{dagster_ui}/runs/{context.run.run_id}"
         asset_url = f"{dagster_ui}/assets/{'/'.join(context.asset_key.path)}"
+        if partition:  # the partition's own events
+            asset_url += "?" + urllib.parse.urlencode({"view": "events", "partition": partition})
         where = f" partition `{partition}`" if partition else ""
         run_tags[TAG_RUN_URL] = run_url
         run_tags[TAG_NOTE] = (

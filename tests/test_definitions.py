@@ -107,15 +107,13 @@ def test_plan_launches_each_stage_after_its_upstream() -> None:
     ],
 )
 def test_models_read_exactly_the_triplets_they_train_on(child, partition, expected) -> None:
-    graph = defs.resolve_asset_graph()
-    with dg.instance_for_test() as instance:
-        add_grid_partitions(instance, pipeline_settings("tiny").grid())
-        from dagster._core.definitions.partitions.context import partition_loading_context
-
-        with partition_loading_context(dynamic_partitions_store=instance):
-            parents = graph.get_parent_partition_keys_for_child(
-                partition, dg.AssetKey("triplets"), dg.AssetKey(child)
-            ).partitions_subset.get_partition_keys()
+    model = defs.resolve_assets_def(child)
+    mapping = model.get_partition_mapping(dg.AssetKey("triplets"))
+    parents = mapping.get_upstream_mapped_partitions_result_for_partitions(
+        model.partitions_def.subset_with_partition_keys([partition]),
+        model.partitions_def,
+        defs.resolve_assets_def("triplets").partitions_def,
+    ).partitions_subset.get_partition_keys()
     assert set(parents) == expected
     assert {"s3_artist_cluster", "s1_user_profile"} == set(VBPR_STRATEGIES)
 

@@ -31,8 +31,8 @@ import torch
 
 from curatornet_pipeline.core.data.catalogue import UNKNOWN_CLUSTER, Catalogue
 from curatornet_pipeline.core.models.scorers import CuratorNetScorer
-from curatornet_pipeline.core.training.train import flush_denormals
 from curatornet_pipeline.core.types import TrainTestSplit
+from curatornet_pipeline.kernels.machine import flush_denormals
 
 logger = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curatornet_pipeline.core.data import formats as data
+from curatornet_pipeline.core.data.csv_rows import read_rows
 from curatornet_pipeline.core.data.history import Entry, History
 from curatornet_pipeline.core.data.incoming import LOOSE, Batch, Validated, validate_batch
 
@@ -187,7 +188,7 @@ def _refers_to(entry: Entry, items: set[str]) -> bool:
         if f["kind"] == "image" and Path(f["name"]).name.rpartition(".")[0] in items:
             return True
         if f["kind"] == "purchases":
-            for _, values in data._read_rows(entry.file(f["name"]), data.PURCHASE_COLUMNS):
+            for _, values in read_rows(entry.file(f["name"]), data.PURCHASE_COLUMNS):
                 text = values["purchased_artwork_ids_hash"]
                 if any(i in text for i in items):  # substring: conservative, refuses when unsure
                     return True

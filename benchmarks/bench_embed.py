@@ -29,12 +29,9 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from curatornet_pipeline.core.visual.embed import (
-    EmbedConfig,
-    EmbeddingStore,
-    build_backbone,
-    embed_manifest,
-)
+from curatornet_pipeline.core.visual.backbone import build_backbone
+from curatornet_pipeline.core.visual.embed import EmbedConfig, embed_manifest
+from curatornet_pipeline.core.visual.store import EmbeddingStore
 from curatornet_pipeline.kernels.machine import runtime
 
 GFLOP_PER_IMAGE = {"resnet50": 8.18, "resnet18": 3.64}  # at 224x224

@@ -212,14 +212,14 @@ def training_steps(kinds: list[str], repeats: int) -> dict[str, list[float]]:
     from bench_train import curatornet, synthetic  # noqa: PLC0415 (benchmarks/ is sys.path[0])
 
     import curatornet_pipeline.core.models.networks as m  # noqa: PLC0415
-    from curatornet_pipeline.core.training.train import (  # noqa: PLC0415
+    from curatornet_pipeline.core.training.batching import (  # noqa: PLC0415
         WHOLE_CATALOGUE_AT,
-        TrainConfig,
-        _TripleSet,
+        TripleSet,
     )
+    from curatornet_pipeline.core.training.train import TrainConfig  # noqa: PLC0415
 
     triplets, features = synthetic(60_000)
-    ts = _TripleSet(triplets, ~triplets.is_validation, True, False, WHOLE_CATALOGUE_AT)
+    ts = TripleSet(triplets, ~triplets.is_validation, True, False, WHOLE_CATALOGUE_AT)
     order = np.random.default_rng(0).permutation(len(ts))
     a, b = ts.cuts(order, TrainConfig.max_profile_items_per_batch, TrainConfig.batch_triples)[0]
     batch = ts.batch(order[a:b], torch.from_numpy(features), torch.device("cpu"))

@@ -30,7 +30,6 @@ import torch
 
 from curatornet_pipeline.core.data.synth_vectors import resnet_like_vectors
 from curatornet_pipeline.core.models.networks import CuratorNet, CuratorNetConfig
-from curatornet_pipeline.core.training import train as train_module
 from curatornet_pipeline.core.training.train import TrainConfig, train
 from curatornet_pipeline.core.types import Triplets
 from curatornet_pipeline.kernels import machine
@@ -138,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="train with subnormal floats kept (no FTZ/DAZ), as before issue 31")  # fmt: skip
     args = ap.parse_args(argv)
     if args.keep_subnormals:
-        train_module.FLUSH_DENORMALS = False
+        machine.FLUSH_DENORMALS = False
         machine.set_flush_denormal(False)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
     logging.getLogger("curatornet_pipeline").setLevel(logging.WARNING)

@@ -36,14 +36,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from curatornet_pipeline.core.data.synth_vectors import resnet_like_vectors
 from curatornet_pipeline.core.models.networks import VBPR, CuratorNet, CuratorNetConfig, VBPRConfig
-from curatornet_pipeline.core.training import train as train_module
-from curatornet_pipeline.core.training.train import (
-    WHOLE_CATALOGUE_AT,
-    TrainConfig,
-    _TripleSet,
-    bf16_native,
-    train,
-)
+from curatornet_pipeline.core.training.batching import WHOLE_CATALOGUE_AT, TripleSet
+from curatornet_pipeline.core.training.train import TrainConfig, bf16_native, train
 from curatornet_pipeline.core.types import Triplets
 from curatornet_pipeline.kernels import machine
 from curatornet_pipeline.kernels.fused import kernels, use_kernels
@@ -135,7 +129,7 @@ def sampled(n_triples: int, seed: int = 0, features: str = "resnet") -> tuple[Tr
 
 def profiles_per_triple(triplets: Triplets, config: TrainConfig) -> float:
     """Distinct profiles a default batch pools per triple (the user tower's share of rows)."""
-    ts = _TripleSet(triplets, ~triplets.is_validation, True, False)
+    ts = TripleSet(triplets, ~triplets.is_validation, True, False)
     order = np.random.default_rng(config.seed).permutation(len(ts))
     cuts = ts.cuts(order, config.max_profile_items_per_batch, config.batch_triples)
     distinct = sum(len(np.unique(ts.profile[order[a:b]])) for a, b in cuts)
@@ -187,7 +181,7 @@ def flops_per_triple(make, triplets, features, config) -> float:
     cut as training cuts them (the item tower's cost is per batch, not per triple)."""
     module = make()
     whole = WHOLE_CATALOGUE_AT if module.kind == "curatornet" else math.inf
-    ts = _TripleSet(
+    ts = TripleSet(
         triplets, ~triplets.is_validation, module.needs_profiles, module.kind == "vbpr", whole
     )
     order = np.random.default_rng(config.seed).permutation(len(ts))
@@ -261,12 +255,12 @@ class SubnormalCount:
 
 def keeping_subnormals(fn):
     """``fn()`` with subnormal floats kept (no FTZ/DAZ), as training ran before issue 31."""
-    train_module.FLUSH_DENORMALS = False
+    machine.FLUSH_DENORMALS = False
     machine.set_flush_denormal(False)
     try:
         return fn()
     finally:
-        train_module.FLUSH_DENORMALS = True
+        machine.FLUSH_DENORMALS = True
         machine.set_flush_denormal(True)
 
 

@@ -319,15 +319,11 @@ def test_dataset_paths(tmp_path):
     paths = DatasetPaths(tmp_path)
     assert paths.imported_embeddings == tmp_path / "embeddings.npz"
     assert not paths.exists()
-    with pytest.raises(DataError, match="neither an images/ folder"):
-        paths.require_visuals()
     (tmp_path / "purchases.csv").write_text("x")
     (tmp_path / "inventory.csv").write_text("x")
     (tmp_path / "embeddings.npz").write_bytes(b"x")
     assert paths.exists()
-    assert paths.require_visuals() == "embeddings"
     (tmp_path / "images").mkdir()
-    assert paths.require_visuals() == "images"
     assert paths.describe()["images"] == {"path": str(tmp_path / "images"), "exists": True}
 
 

@@ -3,8 +3,7 @@
 import dagster as dg
 import pytest
 
-from curatornet_pipeline.core.experiment.grid import VBPR_STRATEGIES
-from curatornet_pipeline.core.types import GUIDELINE_STRATEGIES
+from curatornet_pipeline.core.types import GUIDELINE_STRATEGIES, VBPR_GUIDELINES
 from curatornet_pipeline.definitions import defs
 from curatornet_pipeline.defs.assets.training import add_grid_partitions
 from curatornet_pipeline.defs.automation import JOBS
@@ -101,9 +100,9 @@ def test_plan_launches_each_stage_after_its_upstream() -> None:
     ("child", "partition", "expected"),
     [
         ("curatornet_models", "l0.0001", set(GUIDELINE_STRATEGIES)),
-        ("vbpr_models", "l0.0001", set(VBPR_STRATEGIES)),
+        ("vbpr_models", "l0.0001", set(VBPR_GUIDELINES)),
         ("random_sampling_models", "curatornet", {"random", *GUIDELINE_STRATEGIES}),
-        ("random_sampling_models", "vbpr", {"random", *VBPR_STRATEGIES}),
+        ("random_sampling_models", "vbpr", {"random", *VBPR_GUIDELINES}),
     ],
 )
 def test_models_read_exactly_the_triplets_they_train_on(child, partition, expected) -> None:
@@ -115,7 +114,7 @@ def test_models_read_exactly_the_triplets_they_train_on(child, partition, expect
         defs.resolve_assets_def("triplets").partitions_def,
     ).partitions_subset.get_partition_keys()
     assert set(parents) == expected
-    assert {"s3_artist_cluster", "s1_user_profile"} == set(VBPR_STRATEGIES)
+    assert {"s3_artist_cluster", "s1_user_profile"} == set(VBPR_GUIDELINES)
 
 
 def test_settings_are_typed_fields_with_the_profile_as_defaults_in_the_launchpad() -> None:

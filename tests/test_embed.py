@@ -12,8 +12,9 @@ import torch
 import torchvision
 from PIL import Image
 
-from curatornet_pipeline.core.visual import embed
-from curatornet_pipeline.core.visual.embed import EmbedConfig, build_backbone, embed_manifest
+from curatornet_pipeline.core.visual import backbone, embed
+from curatornet_pipeline.core.visual.backbone import build_backbone
+from curatornet_pipeline.core.visual.embed import EmbedConfig, embed_manifest
 from curatornet_pipeline.core.visual.store import EmbeddingStore
 
 FAMILIES = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
@@ -151,7 +152,7 @@ def test_drop_mode_with_workers_matches_single_process(tmp_path: Path) -> None:
 
 
 def test_random_weights_are_announced(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="curatornet_pipeline.core.visual.embed"):
+    with caplog.at_level(logging.WARNING, logger="curatornet_pipeline.core.visual.backbone"):
         model, description = build_backbone(_config())
         build_backbone(_config())
     assert "none" in description and "RANDOM" in description
@@ -231,17 +232,17 @@ def test_store_shards_are_shared_between_writers(tmp_path: Path) -> None:
 def test_transform_is_the_weights_own() -> None:
     # torchvision's weights enum states its transform; reading it downloads nothing
     v2 = torchvision.models.ResNet50_Weights.IMAGENET1K_V2.transforms()
-    p = embed.preprocess_for(EmbedConfig(backbone="resnet50", weights="imagenet"))
+    p = backbone.preprocess_for(EmbedConfig(backbone="resnet50", weights="imagenet"))
     assert (p.resize_size, p.crop_size) == (232, 224) == (v2.resize_size[0], v2.crop_size[0])
     assert list(p.mean) == list(v2.mean) and list(p.std) == list(v2.std)
     assert p.interpolation == v2.interpolation.value and "IMAGENET1K_V2" in p.source
     # random weights: the documented default, the backbone's default weights' transform
     r18 = torchvision.models.ResNet18_Weights.DEFAULT.transforms()
-    q = embed.preprocess_for(EmbedConfig(backbone="resnet18", weights="none"))
+    q = backbone.preprocess_for(EmbedConfig(backbone="resnet18", weights="none"))
     assert (q.resize_size, q.crop_size) == (r18.resize_size[0], r18.crop_size[0]) == (256, 224)
     assert q.source.startswith("default")
     # an explicit image_size overrides, and says so
-    o = embed.preprocess_for(_config(image_size=64))
+    o = backbone.preprocess_for(_config(image_size=64))
     assert (o.resize_size, o.crop_size) == (64, 64) and "override" in o.source
     assert o.key != q.key and p.key != q.key
 
@@ -249,14 +250,14 @@ def test_transform_is_the_weights_own() -> None:
 def test_weights_file_transform_comes_from_its_sidecar(tmp_path: Path) -> None:
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"")
-    no_sidecar = embed.preprocess_for(EmbedConfig(backbone="resnet18", weights=str(weights)))
+    no_sidecar = backbone.preprocess_for(EmbedConfig(backbone="resnet18", weights=str(weights)))
     assert no_sidecar.source.startswith("default") and no_sidecar.resize_size == 256
     sidecar = tmp_path / "w.pth.transform.json"
     sidecar.write_text(
         '{"resize_size": 300, "crop_size": 288, "mean": [0.5, 0.5, 0.5],'
         ' "std": [0.25, 0.25, 0.25], "interpolation": "bicubic"}'
     )
-    p = embed.preprocess_for(EmbedConfig(backbone="resnet18", weights=str(weights)))
+    p = backbone.preprocess_for(EmbedConfig(backbone="resnet18", weights=str(weights)))
     assert (p.resize_size, p.crop_size, p.mean, p.interpolation) == (
         300,
         288,
@@ -266,7 +267,7 @@ def test_weights_file_transform_comes_from_its_sidecar(tmp_path: Path) -> None:
     assert p.source == "sidecar w.pth.transform.json"
     sidecar.write_text('{"resize_size": 300, "crop_size": 288, "mean": [0.5]}')
     with pytest.raises(ValueError, match=r"w.pth.transform.json.*lacks fields \['std'\]"):
-        embed.preprocess_for(EmbedConfig(backbone="resnet18", weights=str(weights)))
+        backbone.preprocess_for(EmbedConfig(backbone="resnet18", weights=str(weights)))
 
 
 def test_transform_is_recorded_and_applied(tmp_path: Path) -> None:
@@ -274,7 +275,7 @@ def test_transform_is_recorded_and_applied(tmp_path: Path) -> None:
     result = embed_manifest(manifest, _config(image_size=None, backbone="resnet18"))
     meta = result.vectors.meta
     assert meta["transform"]["resize_size"] == 256 and meta["transform"]["crop_size"] == 224
-    assert meta["transform"]["mean"] == list(embed.IMAGENET_MEAN)
+    assert meta["transform"]["mean"] == list(backbone.IMAGENET_MEAN)
     # a different crop gives different vectors for the same image
     other = embed_manifest(manifest, _config(image_size=64)).vectors
     assert other.meta["transform"]["crop_size"] == 64

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from curatornet_pipeline.core.data import formats as data
-from curatornet_pipeline.core.data.batches import History, apply_batch, rollback
+from curatornet_pipeline.core.data.batches import apply_batch, rollback
 from curatornet_pipeline.core.data.formats import DatasetPaths
+from curatornet_pipeline.core.data.history import History
 from curatornet_pipeline.core.data.incoming import (
     LOOSE,
     find_batches,

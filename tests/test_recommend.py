@@ -277,7 +277,7 @@ def test_one_liked_item_takes_the_whole_score(trained, world):
 
 def test_leave_one_out_pooling_matches_the_model():
     from curatornet_pipeline.core.models.networks import pool_profiles
-    from curatornet_pipeline.core.recommend.recommender import leave_one_out_pooled
+    from curatornet_pipeline.core.recommend.arrays import leave_one_out_pooled
 
     rng = np.random.default_rng(2)
     h = rng.normal(size=(5, 6)).astype(np.float32)

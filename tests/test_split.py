@@ -6,7 +6,6 @@ import pytest
 
 from curatornet_pipeline.core.split.baskets import (
     hidden_pairs,
-    leakage,
     split_train_test,
     training_profiles,
 )
@@ -74,7 +73,6 @@ def test_repeat_purchase_is_not_a_hidden_pair():
     assert _test_basket(split, 0) == [1, 9]
     assert hidden_pairs(split).tolist() == [9]  # user 0 * 10 + item 9; item 1 was bought before
     assert split.meta["test_items_bought_before"] == 1
-    assert leakage(split, np.array([0, 0, -1]), np.array([9, 1, 9])) == 1
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])

@@ -11,11 +11,11 @@ import torch
 from curatornet_pipeline.core import ragged
 from curatornet_pipeline.core.models.networks import VBPR, CuratorNet, CuratorNetConfig, VBPRConfig
 from curatornet_pipeline.core.models.scorers import CuratorNetScorer
+from curatornet_pipeline.core.training.batching import TripleSet
 from curatornet_pipeline.core.training.train import (
     CHECKPOINT_NAME,
     TrainConfig,
     TrainingDivergedError,
-    _TripleSet,
     bf16_native,
     train,
 )
@@ -199,7 +199,7 @@ def test_nan_loss_raises_a_clear_error():
 def test_batches_respect_the_profile_budget_and_cover_every_triple_once():
     triplets, features = _planted(500)
     mask = ~triplets.is_validation
-    ts = _TripleSet(triplets, mask, with_profiles=True, with_users=False)
+    ts = TripleSet(triplets, mask, with_profiles=True, with_users=False)
     order = np.random.default_rng(0).permutation(len(ts))
     ranges = ts.cuts(order, budget=40, cap=9)
     covered = np.concatenate([order[a:b] for a, b in ranges])
@@ -248,8 +248,8 @@ def test_whole_catalogue_batches_train_exactly_like_gathered_ones():
     triplets, features = _planted(400)
     mask = ~triplets.is_validation
     x = torch.from_numpy(features)
-    whole = _TripleSet(triplets, mask, True, False, whole_catalogue_at=0.0)
-    gathered = _TripleSet(triplets, mask, True, False)
+    whole = TripleSet(triplets, mask, True, False, whole_catalogue_at=0.0)
+    gathered = TripleSet(triplets, mask, True, False)
     idx = np.arange(40)
     b_whole = whole.batch(idx, x, torch.device("cpu"))
     b_gathered = gathered.batch(idx, x, torch.device("cpu"))
@@ -270,8 +270,8 @@ def test_triples_sharing_a_profile_pool_it_once_and_train_like_separate_copies()
     idx = np.arange(60)
     x = torch.from_numpy(features)
     every = np.ones(len(shared), bool)
-    b_shared = _TripleSet(shared, every, True, False).batch(idx, x, torch.device("cpu"))
-    b_copies = _TripleSet(copies, every, True, False).batch(idx, x, torch.device("cpu"))
+    b_shared = TripleSet(shared, every, True, False).batch(idx, x, torch.device("cpu"))
+    b_copies = TripleSet(copies, every, True, False).batch(idx, x, torch.device("cpu"))
     assert b_copies.profile_of is None and len(b_copies.profile_offsets) == 61
     assert len(b_shared.profile_offsets) == 16  # 15 distinct profiles pooled
     np.testing.assert_array_equal(b_shared.profile_of.numpy(), idx // 4)
@@ -287,7 +287,7 @@ def _toy_evaluator(triplets: Triplets, features: np.ndarray):
 
     def evaluate(model) -> dict[str, float]:
         calls.append(model.training)
-        ts = _TripleSet(triplets, np.ones(len(triplets), bool), True, False)
+        ts = TripleSet(triplets, np.ones(len(triplets), bool), True, False)
         batch = ts.batch(np.arange(len(ts)), torch.from_numpy(features), torch.device("cpu"))
         s_pos, s_neg = model.score_pairs(batch)
         return {
@@ -339,7 +339,7 @@ def test_vbpr_sparse_rows_move_only_the_rows_of_the_batch(sparse):
     model = _vbpr(features)
     config = replace(FAST, sparse_rows=sparse, lr=1e-2)
     optimizer = _Optimizer(model, config)
-    ts = _TripleSet(triplets, ~triplets.is_validation, True, True)
+    ts = TripleSet(triplets, ~triplets.is_validation, True, True)
     first = np.flatnonzero(ts.user < N_USERS // 2)
     second = np.flatnonzero(ts.user >= N_USERS // 2)
     x = torch.from_numpy(features)
@@ -374,7 +374,7 @@ def test_the_training_step_runs_on_the_meta_device():
     from curatornet_pipeline.core.training.train import _Optimizer
 
     triplets, features = _planted(200)
-    ts = _TripleSet(triplets, ~triplets.is_validation, True, False)
+    ts = TripleSet(triplets, ~triplets.is_validation, True, False)
     batch = ts.batch(np.arange(32), torch.from_numpy(features), torch.device("cpu"))
     meta = torch.device("meta")
     for name, value in vars(batch).items():

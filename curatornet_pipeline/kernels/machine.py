@@ -106,3 +106,21 @@ def set_flush_denormal(on: bool) -> bool:
             "subnormal mode (%s)", "no OpenMP runtime found" if pause is None else "busy",
         )  # fmt: skip
     return True
+
+
+#: Flush subnormal floats to zero in training and scoring on the CPU (FTZ and DAZ): the one
+#: setting behind :func:`flush_denormals`. Benchmarks and tests turn it off to compare.
+FLUSH_DENORMALS = True
+
+
+def flush_denormals() -> None:
+    """Make this thread, and the OpenMP workers it uses, read and write subnormal floats as
+    zero, unless :data:`FLUSH_DENORMALS` is off. Called where training and scoring start;
+    the mode stays for the thread's life (a check after the first call).
+
+    Subnormals (magnitudes below 1.2e-38 in float32) send x86 float units to a slow path.
+    Real, sparse post-ReLU ResNet vectors made a backward pass several times slower with
+    them (issue 31; the measured shares and costs are in docs/benchmarks.md). Nothing in
+    training or scoring needs values that small."""
+    if FLUSH_DENORMALS and not denormals_flushed():
+        set_flush_denormal(True)

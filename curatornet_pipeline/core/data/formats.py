@@ -9,18 +9,21 @@ unchanged; every problem raises :class:`DataError` naming the file, the line
 """
 
 import ast
-import csv
 import logging
 import os
-import re
-from collections.abc import Iterator
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from curatornet_pipeline.core.data.csv_rows import (
+    check_safe_id,
+    parse_timestamp,
+    read_rows,
+    require,
+    show,
+)
 from curatornet_pipeline.core.hashing import file_sha256
 from curatornet_pipeline.core.types import DataError
 
@@ -38,8 +41,6 @@ BASKET_COLUMNS: tuple[str, ...] = ("user_id_hash", "purchase_timestamp", "items"
 
 _MAX_BASKET_TEXT = 100_000  # characters; longer basket literals are refused unparsed
 N_EXAMPLES = 5  # dropped ids listed in a report
-_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
-_INT64_MAX = 2**63
 
 
 @dataclass(frozen=True)
@@ -59,117 +60,6 @@ class ReadOptions:
                 raise ValueError(f"{name} must be 'error' or 'drop', got {getattr(self, name)!r}")
 
 
-def show(text: str, limit: int = 60) -> str:
-    """``repr`` of a value, cut to ``limit`` characters."""
-    return repr(text if len(text) <= limit else text[:limit] + "…")
-
-
-def _read_rows(path: str | os.PathLike, required: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line, {column: stripped text})`` for every data row of a CSV file.
-
-    Accepts a UTF-8 BOM and extra columns; blank lines are skipped. ``line`` is
-    the first line of the record as a text editor numbers it.
-    """
-    name = str(path)
-    try:
-        handle = open(path, newline="", encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError("file not found", name) from None
-    except OSError as exc:
-        raise DataError(f"cannot open: {exc.strerror}", name) from None
-    with handle:
-        reader = csv.reader(handle)
-        line = 1
-        try:
-            header = next(reader, None)
-            if header is None or not any(h.strip() for h in header):
-                raise DataError("empty file: no header", name, 1 if header is not None else None)
-            header = [h.strip() for h in header]
-            missing = [c for c in required if c not in header]
-            if missing:
-                raise DataError(
-                    f"missing column(s) {', '.join(missing)}; found {', '.join(header)}", name, 1
-                )
-            doubled = sorted({c for c in required if header.count(c) > 1})
-            if doubled:
-                raise DataError(f"column(s) {', '.join(doubled)} appear twice", name, 1)
-            index = {c: header.index(c) for c in required}
-            n_rows = 0
-            while True:
-                line = reader.line_num + 1
-                row = next(reader, None)
-                if row is None:
-                    break
-                if not row:
-                    continue
-                if len(row) > len(header):
-                    raise DataError(
-                        f"{len(row)} fields but the header has {len(header)} "
-                        "(an unquoted comma inside a value?)",
-                        name,
-                        line,
-                    )
-                n_rows += 1
-                yield line, {c: (row[i].strip() if i < len(row) else "") for c, i in index.items()}
-        except csv.Error as exc:
-            raise DataError(f"malformed CSV: {exc}", name, line) from None
-        except UnicodeDecodeError:
-            bad_line, column, byte = _first_bad_utf8(path)
-            raise DataError(
-                f"not UTF-8 text: byte 0x{byte:02x} at byte {column} of the line", name, bad_line
-            ) from None
-        if n_rows == 0:
-            raise DataError("no data rows after the header", name)
-
-
-def _first_bad_utf8(path: str | os.PathLike) -> tuple[int, int, int]:
-    """``(line, column, byte)`` of the first byte that is not valid UTF-8 (1-based).
-
-    The CSV reader decodes in blocks, so its position at the error is the
-    start of a record, not the line of the bad byte; this rereads the bytes.
-    """
-    raw = Path(path).read_bytes()
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        start = exc.start
-        line_start = raw.rfind(b"\n", 0, start) + 1
-        return raw.count(b"\n", 0, start) + 1, start - line_start + 1, raw[start]
-    return 1, 1, 0  # decoded this time (file changed underneath): report the record start
-
-
-def _require(text: str, file: str, line: int, field: str, what: str = "missing value") -> str:
-    if not text:
-        raise DataError(what, file, line, field)
-    return text
-
-
-def _parse_timestamp(text: str, file: str, line: int, field: str) -> int:
-    """Unix seconds: an integer, or a number written as a whole one (``1.5e9``)."""
-    _require(text, file, line, field)
-    if not _NUMBER.fullmatch(text):
-        raise DataError(f"not a number: {show(text)}", file, line, field)
-    value = Decimal(text)
-    if abs(value) >= _INT64_MAX:
-        raise DataError(f"out of range: {show(text)}", file, line, field)
-    if value != value.to_integral_value():
-        raise DataError(f"not a whole number of seconds: {show(text)}", file, line, field)
-    return int(value)
-
-
-def _check_safe_id(text: str, file: str, line: int, field: str) -> str:
-    """An artwork id must be a plain file name, so ``images/<id>.<ext>`` stays in images/."""
-    _require(text, file, line, field, "missing value (empty id)")
-    if text in (".", "..") or any(c in text for c in "/\\:") or not text.isprintable():
-        raise DataError(
-            f"unsafe as a file name (path separator, '..', drive or control character): {show(text)}",
-            file,
-            line,
-            field,
-        )
-    return text
-
-
 def read_inventory(path: str | os.PathLike) -> pd.DataFrame:
     """Read ``inventory.csv``: one row per artwork, in file order.
 
@@ -182,8 +72,8 @@ def read_inventory(path: str | os.PathLike) -> pd.DataFrame:
     stamps: list[int] = []
     lines: list[int] = []
     first_line: dict[str, int] = {}
-    for line, values in _read_rows(path, INVENTORY_COLUMNS):
-        artwork = _check_safe_id(values["artwork_id_hash"], name, line, "artwork_id_hash")
+    for line, values in read_rows(path, INVENTORY_COLUMNS):
+        artwork = check_safe_id(values["artwork_id_hash"], name, line, "artwork_id_hash")
         if artwork in first_line:
             raise DataError(
                 f"duplicate id {show(artwork)} (first on line {first_line[artwork]})",
@@ -194,7 +84,7 @@ def read_inventory(path: str | os.PathLike) -> pd.DataFrame:
         first_line[artwork] = line
         ids.append(artwork)
         artists.append(
-            _require(
+            require(
                 values["artist_id_hash"],
                 name,
                 line,
@@ -202,7 +92,7 @@ def read_inventory(path: str | os.PathLike) -> pd.DataFrame:
                 "missing value (item without artist)",
             )
         )
-        stamps.append(_parse_timestamp(values["upload_timestamp"], name, line, "upload_timestamp"))
+        stamps.append(parse_timestamp(values["upload_timestamp"], name, line, "upload_timestamp"))
         lines.append(line)
     df = pd.DataFrame(
         {
@@ -226,7 +116,7 @@ def _parse_basket(text: str, file: str, line: int) -> list[str]:
     never calls anything.
     """
     field = "purchased_artwork_ids_hash"
-    _require(text, file, line, field)
+    require(text, file, line, field)
     if len(text) > _MAX_BASKET_TEXT:
         raise DataError(f"basket text longer than {_MAX_BASKET_TEXT} characters", file, line, field)
     try:
@@ -274,13 +164,13 @@ def read_purchases(
     dropped: list[dict] = []
     n_dropped = 0
     n_rows = 0
-    for line, values in _read_rows(path, PURCHASE_COLUMNS):
+    for line, values in read_rows(path, PURCHASE_COLUMNS):
         n_rows += 1
-        user = _require(
+        user = require(
             values["user_id_hash"], name, line, "user_id_hash", "missing value (empty id)"
         )
         basket = _parse_basket(values[field], name, line)
-        stamp = _parse_timestamp(values["purchase_timestamp"], name, line, "purchase_timestamp")
+        stamp = parse_timestamp(values["purchase_timestamp"], name, line, "purchase_timestamp")
         for item in basket:
             if item not in known:
                 if options.on_unknown_items == "error":
@@ -458,7 +348,7 @@ class DatasetPaths:
         )
 
     def exists(self) -> bool:
-        """True when both CSV files are there (visuals are checked by :meth:`require_visuals`)."""
+        """True when both CSV files are there."""
         return self.purchases.is_file() and self.inventory.is_file()
 
     def describe(self) -> dict[str, dict]:
@@ -467,15 +357,3 @@ class DatasetPaths:
         return {
             n: {"path": str(getattr(self, n)), "exists": getattr(self, n).exists()} for n in names
         }
-
-    def require_visuals(self) -> str:
-        """``"images"`` or ``"embeddings"``: the visual source a run will use (images first)."""
-        if self.images.is_dir():
-            return "images"
-        if self.uses_imported_vectors():
-            return "embeddings"
-        raise DataError(
-            f"neither an images/ folder nor {self.published_embeddings.name} "
-            f"(or {self.imported_embeddings.name} from `curatornet import-embeddings`)",
-            self.root,
-        )

@@ -10,8 +10,8 @@ being copied is never read. Dot-files are ignored (editors', rsync's
 temporaries). See ``docs/data-format.md``, "Incoming batches".
 
 Detection (:func:`find_batches`, :func:`waiting_for_images`) only reads.
-Validation (:func:`validate_batch`) only reads too; applying and the history
-of applied batches live in :mod:`curatornet_pipeline.core.data.batches`.
+Validation (:func:`validate_batch`) only reads too; applying lives in
+:mod:`~curatornet_pipeline.core.data.batches`, the history in :mod:`~curatornet_pipeline.core.data.history`.
 """
 
 import hashlib

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from curatornet_pipeline.core.bundle import load_bundle, save_bundle
-from curatornet_pipeline.core.data.formats import N_EXAMPLES, DatasetPaths, show
+from curatornet_pipeline.core.data.csv_rows import show
+from curatornet_pipeline.core.data.formats import N_EXAMPLES, DatasetPaths
 from curatornet_pipeline.core.data.npy_safe import load_object_array
 from curatornet_pipeline.core.hashing import file_sha256
 from curatornet_pipeline.core.types import DataError, ItemVectors

@@ -332,18 +332,17 @@ def paired_comparison(a: EvalResult, b: EvalResult, metric: str = "auc") -> dict
     }
 
 
-def ablation_figure(
+def _ablation_panel(
+    ax,
     pairs: dict[str, tuple[EvalResult, EvalResult]],
-    labels: tuple[str, str] = ("guidelines", "random"),
-) -> bytes:
-    """Figure 3 as PNG: mean AUC ± s.e. per model family, guidelines vs random, with p-values."""
-    from matplotlib.figure import Figure  # lazy: only this helper draws
-
+    labels: tuple[str, str],
+    title: str,
+    small: bool = False,
+) -> None:
+    """Mean AUC ± s.e. per model family, guidelines vs random, with paired p-values."""
     families = list(pairs)
     x = np.arange(len(families))
     width = 0.38
-    fig = Figure(figsize=(1.8 + 1.6 * len(families), 3.6))
-    ax = fig.subplots()
     lows, highs = [], []
     for j, label in enumerate(labels):
         means = np.array([pairs[f][j].summary["auc"][0] for f in families])
@@ -354,19 +353,42 @@ def ablation_figure(
     top = np.max(highs, axis=0)
     for i, family in enumerate(families):
         p = paired_comparison(*pairs[family], metric="auc")["pvalue"]
-        ax.annotate(f"p = {p:.2g}", (x[i], top[i]), xytext=(0, 6), textcoords="offset points",
-                    ha="center", fontsize=9)  # fmt: skip
+        ax.annotate(
+            f"p = {p:.2g}",
+            (x[i], top[i]),
+            xytext=(0, 6),
+            textcoords="offset points",
+            ha="center",
+            fontsize=9,
+        )
     low, high = float(np.min(lows)), float(np.max(highs))
     bottom = max(0.0, low - (high - low or 0.1))
     ax.set_ylim(bottom, high + 0.15 * (high - bottom))  # room for the p-values
     ax.set_xticks(x, families)
     ax.set_ylabel("AUC (mean ± s.e.)")
-    ax.set_title("Sampling guidelines vs uniform random negatives")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title, fontsize=10 if small else None)
+    ax.legend(loc="lower right", fontsize=7 if small else 8)  # fmt: skip
+
+
+def _png(fig) -> bytes:
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
     return buffer.getvalue()
+
+
+def ablation_figure(
+    pairs: dict[str, tuple[EvalResult, EvalResult]],
+    labels: tuple[str, str] = ("guidelines", "random"),
+) -> bytes:
+    """Figure 3 as PNG: mean AUC ± s.e. per model family, guidelines vs random, with p-values."""
+    from matplotlib.figure import Figure  # lazy: only the figures draw
+
+    fig = Figure(figsize=(1.8 + 1.6 * len(pairs), 3.6))
+    _ablation_panel(
+        fig.subplots(), pairs, labels, "Sampling guidelines vs uniform random negatives"
+    )
+    return _png(fig)
 
 
 def result_from_rows(rows: pd.DataFrame, protocol: str, metrics: tuple[str, ...]) -> EvalResult:
@@ -422,32 +444,7 @@ def ablation_figure_protocols(
     n_fam = max(len(pairs_by_protocol[p]) for p in protocols)
     fig = Figure(figsize=(len(protocols) * (1.8 + 1.6 * n_fam), 3.8))
     axes = np.atleast_1d(fig.subplots(1, len(protocols)))
-    width = 0.38
     for ax, protocol in zip(axes, protocols, strict=True):
-        pairs = pairs_by_protocol[protocol]
-        families = list(pairs)
-        x = np.arange(len(families))
-        highs, lows = [], []
-        for j, label in enumerate(labels):
-            means = np.array([pairs[f][j].summary["auc"][0] for f in families])
-            ses = np.nan_to_num([pairs[f][j].summary["auc"][1] for f in families])
-            ax.bar(x + (j - 0.5) * width, means, width, yerr=ses, capsize=3, label=label)
-            highs.append(means + ses)
-            lows.append(means - ses)
-        top = np.max(highs, axis=0)
-        for i, family in enumerate(families):
-            p = paired_comparison(*pairs[family], metric="auc")["pvalue"]
-            ax.annotate(f"p = {p:.2g}", (x[i], top[i]), xytext=(0, 6),
-                        textcoords="offset points", ha="center", fontsize=9)  # fmt: skip
-        low, high = float(np.min(lows)), float(np.max(highs))
-        bottom = max(0.0, low - (high - low or 0.1))
-        ax.set_ylim(bottom, high + 0.15 * (high - bottom))
-        ax.set_xticks(x, families)
-        ax.set_title(f"protocol {protocol}", fontsize=10)
-        ax.set_ylabel("AUC (mean ± s.e.)")
-        ax.legend(loc="lower right", fontsize=7)
+        _ablation_panel(ax, pairs_by_protocol[protocol], labels, f"protocol {protocol}", small=True)
     fig.suptitle("Sampling guidelines vs uniform random negatives, equal triple counts")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    return buffer.getvalue()
+    return _png(fig)

@@ -39,9 +39,6 @@ SAMPLINGS: tuple[str, ...] = ("guidelines", "random")
 FAMILY_LABEL = {"curatornet": "CuratorNet", "vbpr": "VBPR"}
 FAMILY_LABELS = FAMILY_LABEL
 RANDOM_STRATEGY = "random"
-#: VBPR learns one vector per real user and has no notion of baskets: of the
-#: guidelines it can use only the paper's 3 and 4 (reference cells 3 and 1).
-VBPR_STRATEGIES = VBPR_GUIDELINES
 #: Model families and the triplet partitions their guideline variants read.
 FAMILY_STRATEGIES: dict[str, tuple[str, ...]] = {
     "curatornet": GUIDELINE_STRATEGIES,

@@ -13,8 +13,8 @@ import torch
 
 from curatornet_pipeline.core import ragged
 from curatornet_pipeline.core.models.networks import VBPR, CuratorNet
-from curatornet_pipeline.core.training.train import flush_denormals
 from curatornet_pipeline.core.types import TrainTestSplit
+from curatornet_pipeline.kernels.machine import flush_denormals
 
 logger = logging.getLogger(__name__)
 

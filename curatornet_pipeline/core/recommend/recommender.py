@@ -21,8 +21,7 @@ whether both share the artist and the visual cluster.
 
 import io
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -31,8 +30,9 @@ import torch
 
 from curatornet_pipeline.core.data.catalogue import UNKNOWN_CLUSTER, Catalogue
 from curatornet_pipeline.core.models.scorers import CuratorNetScorer
-from curatornet_pipeline.core.training.train import flush_denormals
+from curatornet_pipeline.core.recommend.arrays import leave_one_out_pooled, one_thread, top_k, unit
 from curatornet_pipeline.core.types import TrainTestSplit
+from curatornet_pipeline.kernels.machine import flush_denormals
 
 logger = logging.getLogger(__name__)
 
@@ -59,37 +59,8 @@ def recommendations_frame(recommendations: Sequence[Recommendation]) -> pd.DataF
 
 #: The fields of one recommendation as the CLI prints it and the HTTP model answers it
 #: (which puts its request's row number first), in this order.
-RECORD_FIELDS: tuple[str, ...] = (
-    "rank",
-    "item_id",
-    "score",
-    "because",
-    "contribution",
-    "similarity",
-    "artist",
-    "cluster",
-    "same_artist",
-    "same_cluster",
-)
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread for a tiny forward pass: on a shared 2-core machine, OpenMP
-    synchronisation makes a (1, 300) SELU take ~6 ms with two threads and ~3 us with one."""
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+RECORD_FIELDS: tuple[str, ...] = ("rank", "item_id", "score", "because", "contribution",
+    "similarity", "artist", "cluster", "same_artist", "same_cluster")  # fmt: skip
 
 
 class Recommender:
@@ -112,7 +83,7 @@ class Recommender:
         self.scorer = scorer
         self.catalogue = catalogue
         self._position = {item: i for i, item in enumerate(catalogue.ids.tolist())}
-        self._unit = _unit(scorer.item_vectors)  # (n, D) for cosine explanations
+        self._unit = unit(scorer.item_vectors)  # (n, D) for cosine explanations
 
     def records(self, recommendations: Sequence[Recommendation]) -> list[dict]:
         """One dict per recommendation with :data:`RECORD_FIELDS`: its fields plus the
@@ -141,7 +112,7 @@ class Recommender:
         catalogue = self.catalogue.extend(ids, features, artists, upload_timestamp)
         vectors = self.scorer.embed_items(catalogue.features[len(self.catalogue) :])  # (m, D)
         self.scorer.item_vectors = np.concatenate([self.scorer.item_vectors, vectors])
-        self._unit = np.concatenate([self._unit, _unit(vectors)])
+        self._unit = np.concatenate([self._unit, unit(vectors)])
         start = len(self.catalogue)
         self._position.update({item: start + j for j, item in enumerate(catalogue.ids[start:])})
         self.catalogue = catalogue
@@ -164,7 +135,7 @@ class Recommender:
         h = torch.from_numpy(np.ascontiguousarray(h_profile, dtype=np.float32))
         items = torch.arange(len(h))
         offsets = torch.tensor([0, len(h)])
-        with _one_thread():
+        with one_thread():
             return self.scorer.model.embed_users(h, items, offsets)[0].numpy()
 
     def _scores(self, users: np.ndarray) -> np.ndarray:
@@ -200,7 +171,7 @@ class Recommender:
         scores = self._scores(u[None, :])[0]  # (n,)
         scores[self._excluded(in_stock_only, at)] = -np.inf
         scores[positions] = -np.inf
-        top = _top_k(scores[None, :], k)[0]
+        top = top_k(scores[None, :], k)[0]
         top = top[np.isfinite(scores[top])]  # fewer than k candidates left
         (loo,) = self._leave_one_out([h_profile])
         return self._explain(top, scores[top], positions, h_profile, loo, names)
@@ -224,12 +195,12 @@ class Recommender:
             lengths = np.array([len(p) for p in positions], dtype=np.int64)
             offsets = np.concatenate([[0], np.cumsum(lengths)])
             flat = np.concatenate(positions)
-            with _one_thread():  # small layers: OpenMP sync would cost more than the math
+            with one_thread():  # small layers: OpenMP sync would cost more than the math
                 users = self.scorer.user_vectors(offsets, flat)  # (B, D)
             scores = self._scores(users)  # (B, n)
             scores[:, excluded] = -np.inf
             scores[np.repeat(np.arange(len(batch)), lengths), flat] = -np.inf
-            top = _top_k(scores, k)  # (B, k')
+            top = top_k(scores, k)  # (B, k')
             h = [self.item_vectors[pos] for pos in positions]  # (m_b, D) each
             loo = self._leave_one_out(h)  # one user-tower pass for the chunk
             for row, pos in enumerate(positions):
@@ -249,7 +220,7 @@ class Recommender:
                 f"extra_profile_features of shape {x.shape}, expected "
                 f"(m, {self.scorer.model.config.input_dim})"
             )
-        with _one_thread():  # a few liked images: a tiny forward pass
+        with one_thread():  # a few liked images: a tiny forward pass
             return self.scorer.embed_items(x)
 
     @staticmethod
@@ -271,7 +242,7 @@ class Recommender:
         if not rows:
             return [None] * len(profiles)
         flush_denormals()
-        with _one_thread():
+        with one_thread():
             users = self.scorer.model.user_tower(torch.from_numpy(np.concatenate(rows))).numpy()
         out: list[np.ndarray | None] = []
         start = 0
@@ -310,7 +281,7 @@ class Recommender:
             return []
         contribution = self.contributions(top, scores, loo_users)  # (k, m)
         best = contribution.argmax(axis=1)  # (k,) first of ties: profile order
-        sims = self._unit[top] @ _unit(h_profile).T  # (k, m) cosine
+        sims = self._unit[top] @ unit(h_profile).T  # (k, m) cosine
         cat = self.catalogue
         out = []
         for rank, (item, j) in enumerate(zip(top.tolist(), best.tolist(), strict=True), 1):
@@ -333,43 +304,6 @@ class Recommender:
                 )
             )
         return out
-
-
-def leave_one_out_pooled(h: np.ndarray) -> np.ndarray | None:
-    """(m, D) item vectors of one profile -> (m, 2D): row j is ``[mean || max]`` of the
-    profile without item j, exactly as :func:`~curatornet_pipeline.core.models.networks.pool_profiles`
-    pools it; None when m == 1.
-
-    O(m D): the mean from the sum less the item (in float64), the max from each
-    dimension's two largest values (a dimension whose maximum is item j's takes the
-    second largest; a tie keeps the maximum).
-    """
-    h = np.asarray(h, dtype=np.float32)
-    m = len(h)
-    if m < 2:
-        return None
-    total = h.sum(axis=0, dtype=np.float64)
-    mean = ((total[None, :] - h) / (m - 1)).astype(np.float32)  # (m, D)
-    top2 = np.sort(np.partition(h, m - 2, axis=0)[m - 2 :], axis=0)  # (2, D) ascending
-    first, second = top2[1], top2[0]
-    argmax = h.argmax(axis=0)  # (D,) the row holding each maximum
-    holds_max = argmax[None, :] == np.arange(m)[:, None]  # (m, D)
-    amax = np.where(holds_max, second[None, :], first[None, :])  # (m, D)
-    return np.ascontiguousarray(np.concatenate([mean, amax], axis=1))
-
-
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """(B, n) scores -> (B, min(k, n)) item indices, best first (argpartition, then sort)."""
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    n = scores.shape[1]
-    kk = min(k, n)
-    if kk < n:
-        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]  # (B, kk) unordered
-    else:
-        part = np.broadcast_to(np.arange(n), scores.shape)
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)  # (B, kk)
 
 
 def recommendations_figure(

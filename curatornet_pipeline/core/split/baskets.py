@@ -148,13 +148,3 @@ def hidden_pairs(split: TrainTestSplit) -> np.ndarray:
     )
     train_keys = np.unique(_pair_keys(*_train_rows(split), split.n_items))
     return np.setdiff1d(test_keys, train_keys)
-
-
-def leakage(split: TrainTestSplit, users: np.ndarray, items: np.ndarray) -> int:
-    """How many ``(users[k], items[k])`` pairs are hidden pairs; users < 0 never leak."""
-    users = np.asarray(users, np.int64)
-    items = np.asarray(items, np.int64)
-    real = users >= 0
-    return int(
-        np.isin(_pair_keys(users[real], items[real], split.n_items), hidden_pairs(split)).sum()
-    )

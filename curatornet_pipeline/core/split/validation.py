@@ -172,8 +172,3 @@ def make_evaluator(
         return out
 
     return evaluator
-
-
-def validation_config_for(eval_config: EvalConfig, **changes) -> ValidationConfig:
-    """A ValidationConfig ranking like ``eval_config`` (same protocol and cut-offs)."""
-    return replace(ValidationConfig(), protocol=eval_config.protocol, ks=eval_config.ks, **changes)

@@ -45,9 +45,10 @@ def cmd_import_embeddings(args: argparse.Namespace) -> int:
 def cmd_batches(args: argparse.Namespace) -> int:
     from curatornet_pipeline.core.data import batches
     from curatornet_pipeline.core.data.formats import DataError, DatasetPaths
+    from curatornet_pipeline.core.data.history import History
 
     dataset = DatasetPaths(Path(args.data or settings.data_dir()))
-    history = batches.History(dataset)
+    history = History(dataset)
     if args.action == "list":
         rows = history.describe()
         if not rows:

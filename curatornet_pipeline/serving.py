@@ -27,12 +27,8 @@ from curatornet_pipeline.core.models.networks import CuratorNet, load_model
 from curatornet_pipeline.core.models.scorers import CuratorNetScorer
 from curatornet_pipeline.core.recommend.recommender import Recommender
 from curatornet_pipeline.core.types import ItemVectors, VisualClusters
-from curatornet_pipeline.core.visual.embed import (
-    EmbedConfig,
-    embed_manifest,
-    preprocess_for,
-    weights_id,
-)
+from curatornet_pipeline.core.visual.backbone import preprocess_for, weights_id
+from curatornet_pipeline.core.visual.embed import EmbedConfig, embed_manifest
 from curatornet_pipeline.registry import ARTIFACT_DIR, MODEL_NAME
 
 logger = logging.getLogger(__name__)

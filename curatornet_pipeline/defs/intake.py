@@ -16,6 +16,7 @@ import dagster as dg
 
 from curatornet_pipeline import settings
 from curatornet_pipeline.core.data import batches as batches_core
+from curatornet_pipeline.core.data import history as history_core
 from curatornet_pipeline.core.data import incoming as incoming_core
 from curatornet_pipeline.defs.automation import TRIGGER_TAG, refresh_upstream
 from curatornet_pipeline.defs.common import finish
@@ -42,7 +43,7 @@ class IntakeConfig(dg.Config):
 
 @dg.asset(
     group_name=GROUP,
-    code_version=source_hash(batches_core, incoming_core, IntakeConfig),
+    code_version=source_hash(batches_core, history_core, incoming_core, IntakeConfig),
     check_specs=[
         dg.AssetCheckSpec(
             "no_resent_files",
@@ -64,7 +65,7 @@ def applied_batches(
 
 def _intake(context, config: IntakeConfig, dataset: DatasetResource, run) -> dg.MaterializeResult:
     paths = dataset.paths()
-    history = batches_core.History(paths)
+    history = history_core.History(paths)
     outcome = None
     if config.batch:
         folder = incoming_dir(dataset)

@@ -23,6 +23,7 @@ from curatornet_pipeline.core.experiment import grid as experiment
 from curatornet_pipeline.core.models import networks as models_core
 from curatornet_pipeline.core.sampling import triples as sampling_core
 from curatornet_pipeline.core.split import validation as validation_core
+from curatornet_pipeline.core.training import batching as batching_core
 from curatornet_pipeline.core.training import fit as fit_core
 from curatornet_pipeline.core.training import train as train_core
 from curatornet_pipeline.core.types import TrainTestSplit, Triplets
@@ -61,7 +62,13 @@ RANDOM_SAMPLING_MAPPING = dg.StaticPartitionMapping(
 )
 
 CODE_VERSION = source_hash(
-    models_core, train_core, experiment, fit_core, sampling_core.merge_triplets, validation_core
+    models_core,
+    train_core,
+    batching_core,
+    experiment,
+    fit_core,
+    sampling_core.merge_triplets,
+    validation_core,
 )
 #: A crash (killed worker, lost node) is worth a retry: training resumes from its checkpoint.
 RETRY = dg.RetryPolicy(max_retries=1, delay=5)

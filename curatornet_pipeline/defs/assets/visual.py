@@ -11,6 +11,7 @@ from curatornet_pipeline.core.data.catalogue import Catalogue
 from curatornet_pipeline.core.data.vectors import load_vectors
 from curatornet_pipeline.core.evaluation.report import markdown_table
 from curatornet_pipeline.core.types import ItemVectors, VisualClusters
+from curatornet_pipeline.core.visual import backbone as backbone_core
 from curatornet_pipeline.core.visual import cluster as cluster_core
 from curatornet_pipeline.core.visual import embed as embed_core
 from curatornet_pipeline.core.visual.store import EmbeddingStore
@@ -29,7 +30,7 @@ BUNDLE = "bundle_io_manager"
     dagster_type=ItemVectors,
     group_name=GROUP,
     io_manager_key=BUNDLE,
-    code_version=source_hash(embed_core, load_vectors),
+    code_version=source_hash(embed_core, backbone_core, load_vectors),
     check_specs=[
         dg.AssetCheckSpec(
             "finite_vectors",

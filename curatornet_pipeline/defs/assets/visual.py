@@ -112,7 +112,7 @@ def item_embeddings(
                 context.log.warning(
                     f"dropped {len(result.dropped)} unreadable images: {result.dropped[:5]}"
                 )
-        if weights.startswith("none"):  # core.embed.RANDOM_WEIGHTS
+        if weights.startswith("none"):  # core.visual.backbone.RANDOM_WEIGHTS
             context.log.warning(f"EMBEDDINGS USE RANDOM WEIGHTS ({weights}): demo/test only")
             run.set_tags({"weights_warning": "RANDOM WEIGHTS"})
         run.log_params({"weights_resolved": weights})

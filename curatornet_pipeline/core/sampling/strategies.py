@@ -206,8 +206,13 @@ def _real_users(ctx: SamplingContext) -> np.ndarray:
     return np.flatnonzero((sizes > 0) & (sizes < ctx.n_items))
 
 
-def s1_user_profile(ctx: SamplingContext, n: int, rng: np.random.Generator) -> CandidateTriples:
-    """Profile = the user's history; positive in it; negative outside it (hard with prob. 0.6)."""
+def _profile_triples(
+    ctx: SamplingContext,
+    n: int,
+    rng: np.random.Generator,
+    draw_negative: Callable[[np.ndarray], np.ndarray],
+) -> CandidateTriples:
+    """Profile = the user's history; positive in it; ``draw_negative(positives)`` outside it."""
     users = _real_users(ctx)
     if len(users) == 0:
         return _empty(ctx.profile_offsets, ctx.profile_items)
@@ -215,11 +220,16 @@ def s1_user_profile(ctx: SamplingContext, n: int, rng: np.random.Generator) -> C
     pos = _uniform_in(ctx.profile_offsets, u, ctx.profile_items, rng)
     neg, ok = _fill(
         n,
-        lambda r: _cluster_negative(ctx, pos[r], rng),
+        lambda r: draw_negative(pos[r]),
         lambda r, v: ~ctx.in_profile(u[r], v) & ~ctx.identical(pos[r], v),
         ctx.config.max_negative_redraws,
     )
     return _result(ctx.profile_offsets, ctx.profile_items, u, pos, neg, u, ok, n)
+
+
+def s1_user_profile(ctx: SamplingContext, n: int, rng: np.random.Generator) -> CandidateTriples:
+    """Profile = the user's history; positive in it; negative outside it (hard with prob. 0.6)."""
+    return _profile_triples(ctx, n, rng, lambda p: _cluster_negative(ctx, p, rng))
 
 
 def s2_single_item(ctx: SamplingContext, n: int, rng: np.random.Generator) -> CandidateTriples:
@@ -307,18 +317,9 @@ def s6_hide_one(ctx: SamplingContext, n: int, rng: np.random.Generator) -> Candi
 
 def random_triples(ctx: SamplingContext, n: int, rng: np.random.Generator) -> CandidateTriples:
     """Uniform BPR baseline: positive uniform in a user's history, negative uniform outside it."""
-    users = _real_users(ctx)
-    if len(users) == 0:
-        return _empty(ctx.profile_offsets, ctx.profile_items)
-    u = users[rng.integers(0, len(users), n)]
-    pos = _uniform_in(ctx.profile_offsets, u, ctx.profile_items, rng)
-    neg, ok = _fill(
-        n,
-        lambda r: rng.integers(0, ctx.n_items, len(r), dtype=np.int32),
-        lambda r, v: ~ctx.in_profile(u[r], v) & ~ctx.identical(pos[r], v),
-        ctx.config.max_negative_redraws,
+    return _profile_triples(
+        ctx, n, rng, lambda p: rng.integers(0, ctx.n_items, len(p), dtype=np.int32)
     )
-    return _result(ctx.profile_offsets, ctx.profile_items, u, pos, neg, u, ok, n)
 
 
 #: One function per name of ``types.STRATEGIES``.

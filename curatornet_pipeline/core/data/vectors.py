@@ -11,7 +11,7 @@ import pandas as pd
 
 from curatornet_pipeline.core.bundle import load_bundle, save_bundle
 from curatornet_pipeline.core.data.csv_rows import show
-from curatornet_pipeline.core.data.formats import N_EXAMPLES, DatasetPaths
+from curatornet_pipeline.core.data.formats import DatasetPaths, Drops, inventory_rows
 from curatornet_pipeline.core.data.npy_safe import load_object_array
 from curatornet_pipeline.core.hashing import file_sha256
 from curatornet_pipeline.core.types import DataError, ItemVectors
@@ -163,26 +163,20 @@ def align_imported_embeddings(
         raise ValueError(f"on_missing_vectors must be 'error' or 'drop', got {on_missing!r}")
     source = inventory.attrs.get("source", "inventory.csv")
     position = {str(item): i for i, item in enumerate(vectors.ids)}
-    lines = inventory["line"] if "line" in inventory else pd.Series([None] * len(inventory))
     keep: list[int] = []
-    dropped: list[dict] = []
-    n_dropped = 0
-    for artwork, line in zip(inventory["artwork_id_hash"], lines, strict=True):
-        line = None if line is None else int(line)
+    drops = Drops(on_missing)
+    for artwork, line in inventory_rows(inventory):
         if artwork in position:
             keep.append(position[artwork])
-            continue
-        if on_missing == "error":
-            raise DataError(
+        else:
+            drops.add(
                 f"no vector for {show(artwork)} in {source_file} "
                 "(on_missing_vectors='drop' leaves such items out)",
                 source,
                 line,
                 "artwork_id_hash",
+                artwork,
             )
-        n_dropped += 1
-        if len(dropped) < N_EXAMPLES:
-            dropped.append({"line": line, "artwork_id_hash": artwork})
     aligned = ItemVectors(
         ids=np.asarray(vectors.ids)[keep],
         vectors=np.asarray(vectors.vectors)[keep],
@@ -190,12 +184,8 @@ def align_imported_embeddings(
     )
     report = {
         "items": len(keep),
-        "dropped_missing": n_dropped,
-        "dropped_missing_examples": dropped,
+        **drops.report("dropped_missing"),
         "unmatched_vectors": len(position) - len(keep),
     }
-    if n_dropped:
-        logger.warning(
-            "%s: %d inventory items have no imported vector, e.g. %s", source, n_dropped, dropped
-        )
+    drops.warn("%s: %d inventory items have no imported vector, e.g. %s", source)
     return aligned, report

@@ -37,11 +37,10 @@ Design choices, each for a measured or observed reason:
 ``meta`` device and other dtypes always take PyTorch's operators.
 """
 
-import contextlib
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -159,27 +158,15 @@ def _configured() -> str:
     return wanted
 
 
-_forced: str | None = None
+_forced = machine.Switch("kernels", ("fused", "torch"))
+#: ``with use_kernels("fused" | "torch"):`` runs the block with that choice.
+use_kernels = _forced.use
 
 
 def kernels() -> str:
     """``"fused"`` or ``"torch"``: what pools profiles and scores triples on the CPU here."""
-    choice = _forced or _configured()
+    choice = _forced.value or _configured()
     return "fused" if choice in ("auto", "fused") and _numba() is not None else "torch"
-
-
-@contextlib.contextmanager
-def use_kernels(choice: str) -> Iterator[None]:
-    """Run the block with ``choice`` (``"fused"`` or ``"torch"``): for tests and benchmarks
-    that set the two side by side in one process."""
-    global _forced
-    if choice not in ("fused", "torch"):
-        raise ValueError(f"kernels {choice!r}: expected 'fused' or 'torch'")
-    saved, _forced = _forced, choice
-    try:
-        yield
-    finally:
-        _forced = saved
 
 
 def applies(*tensors: torch.Tensor) -> bool:

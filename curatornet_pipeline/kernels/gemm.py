@@ -23,7 +23,6 @@ never on timing, so that a resumed training takes the same kernels as the run it
 import contextlib
 import functools
 import math
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +30,7 @@ from torch import nn
 from torch.utils import flop_counter
 
 from curatornet_pipeline import settings
-from curatornet_pipeline.kernels.machine import cpuinfo
+from curatornet_pipeline.kernels.machine import Switch, cpuinfo
 
 BACKENDS = ("auto", "onednn", "blas")
 
@@ -56,28 +55,19 @@ def _configured_backend() -> str:
     return "blas" if _cpu_vendor() == "GenuineIntel" else "onednn"
 
 
-_forced: str | None = None
+_forced = Switch("gemm backend", ("onednn", "blas"))
 
 
 def gemm_backend() -> str:
     """``"onednn"`` or ``"blas"``: the float32 CPU backend of :class:`Linear` in this process."""
-    return _forced or _configured_backend()
+    return _forced.value or _configured_backend()
 
 
-@contextlib.contextmanager
-def use_gemm_backend(backend: str) -> Iterator[None]:
-    """Run the block on ``backend`` (``"onednn"`` or ``"blas"``): for benchmarks and tests
-    that set the two side by side in one process."""
-    global _forced
-    if backend not in ("onednn", "blas"):
-        raise ValueError(f"gemm backend {backend!r}: expected 'onednn' or 'blas'")
+def use_gemm_backend(backend: str) -> contextlib.AbstractContextManager[None]:
+    """Run the block on ``backend`` (``"onednn"`` or ``"blas"``)."""
     if backend == "onednn" and not onednn_available():
         raise RuntimeError("this PyTorch build has no oneDNN (MKL-DNN)")
-    previous, _forced = _forced, backend
-    try:
-        yield
-    finally:
-        _forced = previous
+    return _forced.use(backend)
 
 
 def onednn_mm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:

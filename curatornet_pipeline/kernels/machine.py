@@ -4,20 +4,42 @@ Training picks its CPU products by vendor (:mod:`~curatornet_pipeline.kernels.ge
 reproduction report records the processor, and every benchmark prints :func:`runtime` as
 its first line, so that figures from machines that differ (with or without AVX-512, AMX)
 are never compared unawares. :func:`set_flush_denormal` sets how the CPU treats subnormal
-floats in this thread and in the OpenMP workers it uses.
+floats in this thread and in the OpenMP workers it uses. :class:`Switch` is the override
+of a kernel choice for a block.
 """
 
+import contextlib
 import ctypes
 import functools
 import logging
 import os
 import platform
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 OMP_PAUSE_HARD = 2  # omp_pause_resource_t of OpenMP 5.0: release the runtime's threads
+
+
+class Switch:
+    """A process-wide choice that :meth:`use` forces for a block (``value`` None: not
+    forced), for benchmarks and tests that set the options side by side in one process."""
+
+    def __init__(self, what: str, options: tuple[str, ...]) -> None:
+        self.what, self.options, self.value = what, options, None
+
+    @contextlib.contextmanager
+    def use(self, value: str) -> Iterator[None]:
+        if value not in self.options:
+            expected = " or ".join(repr(o) for o in self.options)
+            raise ValueError(f"{self.what} {value!r}: expected {expected}")
+        saved, self.value = self.value, value
+        try:
+            yield
+        finally:
+            self.value = saved
 
 
 @functools.cache

@@ -1,23 +1,11 @@
-"""Dense layers whose CPU products run on oneDNN where the BLAS is slow.
+"""Dense layers whose CPU float32 products run on oneDNN where the BLAS (MKL) is slow.
 
-PyTorch sends every float32 CPU product (``F.linear``'s ``addmm`` and both of its backward
-``mm``) to its BLAS, Intel's MKL. On AMD processors MKL does not take its AVX-512 kernels,
-and at the towers' shapes it ran well below oneDNN on the AMD EPYCs of docs/benchmarks.md
-(oneDNN is bundled with PyTorch as MKL-DNN and dispatches on the instruction set rather
-than on the vendor). oneDNN here
-runs in float32 throughout (no bf16 or tf32 math mode): results differ from MKL's only in
-the order of the sums.
-
-:class:`Linear` is ``nn.Linear`` (same parameters, same state dict, same ``isinstance``)
-whose forward and input gradient run as ``mkldnn::_linear_pointwise`` when
-:func:`gemm_backend` is ``"onednn"``; the weight gradient stays on the BLAS, where MKL
-matched oneDNN at these shapes (``benchmarks/bench_kernels.py``). Elsewhere (CUDA,
-bfloat16 under autocast, the ``meta`` device, the ``"blas"`` backend) it is ``F.linear``.
-
-The backend is process-wide, like ``torch.backends`` flags: ``CURATORNET_CPU_GEMM`` =
-``auto`` (default), ``onednn`` or ``blas``. ``auto`` takes oneDNN on CPUs that are not
-Intel's, where MKL is tuned, and the BLAS on Intel's: the choice depends on the machine,
-never on timing, so that a resumed training takes the same kernels as the run it resumes.
+:class:`Linear` is ``nn.Linear`` whose forward and input gradient run as
+``mkldnn::_linear_pointwise`` when :func:`gemm_backend` is ``"onednn"`` (weight gradient on
+the BLAS); elsewhere (CUDA, bf16 autocast, ``meta``, ``"blas"``) it is ``F.linear``.
+``CURATORNET_CPU_GEMM`` = ``auto`` (oneDNN unless the CPU is Intel's: by machine, never by
+timing, so that a resumed run takes the same kernels), ``onednn`` or ``blas``. Why and the
+figures: docs/architecture.md, "The towers' dense layers".
 """
 
 import contextlib

@@ -78,10 +78,8 @@ def runtime() -> str:
 
 
 def denormals_flushed() -> bool:
-    """Whether this thread's CPU reads and writes subnormal floats as zero (FTZ and DAZ).
-
-    PyTorch has a setter (``torch.set_flush_denormal``) and no getter: a subnormal float32
-    times one comes back zero only when subnormals are flushed."""
+    """Whether this thread flushes subnormal floats (FTZ and DAZ): PyTorch has no getter,
+    but a subnormal float32 times one comes back zero only when they are flushed."""
     import torch
 
     return (torch.tensor([1e-39]) * 1.0).item() == 0.0
@@ -111,12 +109,9 @@ def set_flush_denormal(on: bool) -> bool:
     """Flush subnormal floats to zero (``on``) or keep them, in this thread and in the
     OpenMP workers its parallel operators run on; False where the CPU cannot flush.
 
-    The mode is a register of each thread, and a new thread takes its creator's.
-    ``torch.set_flush_denormal`` sets the calling thread's only: the OpenMP workers that
-    PyTorch, MKL and oneDNN have already started keep theirs, and a product split over
-    them flushed one part and not the other. So the runtime then releases its workers
-    (``omp_pause_resource_all``, OpenMP 5.0, the calling thread's team only) and starts
-    fresh ones, with this thread's mode, at the next parallel operator."""
+    ``torch.set_flush_denormal`` sets the calling thread's mode only, and a thread keeps
+    the mode it started with: so the OpenMP runtime then releases its workers
+    (``omp_pause_resource_all``) and starts fresh ones, with this thread's mode."""
     import torch
 
     if not torch.set_flush_denormal(on):
@@ -136,13 +131,8 @@ FLUSH_DENORMALS = True
 
 
 def flush_denormals() -> None:
-    """Make this thread, and the OpenMP workers it uses, read and write subnormal floats as
-    zero, unless :data:`FLUSH_DENORMALS` is off. Called where training and scoring start;
-    the mode stays for the thread's life (a check after the first call).
-
-    Subnormals (magnitudes below 1.2e-38 in float32) send x86 float units to a slow path.
-    Real, sparse post-ReLU ResNet vectors made a backward pass several times slower with
-    them (issue 31; the measured shares and costs are in docs/benchmarks.md). Nothing in
-    training or scoring needs values that small."""
+    """Make this thread and its OpenMP workers flush subnormal floats, unless
+    :data:`FLUSH_DENORMALS` is off; called where training and scoring start (why:
+    docs/architecture.md, "Subnormal floats are flushed")."""
     if FLUSH_DENORMALS and not denormals_flushed():
         set_flush_denormal(True)

@@ -204,23 +204,15 @@ def _check_image(image: BatchFile, known: set[str], dataset_images: dict[str, st
 
     stem, dot, ext = Path(image.name).name.rpartition(".")
     if not dot or ext.lower() not in data.IMAGE_EXTENSIONS:
-        raise data.DataError(
-            f"extension of {image.name!r} is not one of {', '.join(data.IMAGE_EXTENSIONS)}",
-            image.path,
-            field="file name",
-        )
-    if stem not in known:
-        raise data.DataError(
-            f"image of artwork {stem!r}, which is neither in the inventory nor in this batch",
-            image.path,
-            field="file name",
-        )
-    if stem in dataset_images:
-        raise data.DataError(
-            f"artwork {stem!r} already has an image in the dataset ({dataset_images[stem]})",
-            image.path,
-            field="file name",
-        )
+        why = f"extension of {image.name!r} is not one of {', '.join(data.IMAGE_EXTENSIONS)}"
+    elif stem not in known:
+        why = f"image of artwork {stem!r}, which is neither in the inventory nor in this batch"
+    elif stem in dataset_images:
+        why = f"artwork {stem!r} already has an image in the dataset ({dataset_images[stem]})"
+    else:
+        why = None
+    if why:
+        raise data.DataError(why, image.path, field="file name")
     try:
         with Image.open(image.path) as decoded:
             decoded.verify()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from curatornet_pipeline.core.ragged import offsets_from_lengths
+from curatornet_pipeline.core.ragged import offsets_from_lengths, range_positions, row_ids
 from curatornet_pipeline.core.split.baskets import training_profiles
 from curatornet_pipeline.core.types import TrainTestSplit
 
@@ -115,10 +115,8 @@ class SamplingContext:
 
 def gather_ranges(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Concatenated ``arange(starts[k], ends[k])``; returns (indices, row of each index)."""
-    lengths = (ends - starts).astype(np.int64)
-    offs = offsets_from_lengths(lengths)
-    row = np.repeat(np.arange(len(lengths)), lengths)
-    return np.arange(offs[-1]) - offs[:-1][row] + starts[row], row
+    offsets, flat = range_positions(starts, ends)
+    return flat, row_ids(np.diff(offsets))
 
 
 def unique_rows(
@@ -126,9 +124,8 @@ def unique_rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """CSR of the sorted unique items of every row."""
     keys = np.unique(row.astype(np.int64) * n_items + items)
-    return offsets_from_lengths(np.bincount(keys // n_items, minlength=n_rows)), (
-        keys % n_items
-    ).astype(np.int32)
+    offsets = offsets_from_lengths(np.bincount(keys // n_items, minlength=n_rows))
+    return offsets, (keys % n_items).astype(np.int32)
 
 
 def csr_by(labels: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:

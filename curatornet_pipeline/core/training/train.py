@@ -184,18 +184,6 @@ def bf16_native(device: str | torch.device = "cpu") -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def _training_device(config: TrainConfig) -> torch.device:
-    """The device of a training run; refuses a bf16 run that would crawl on this CPU."""
-    device = resolve_device(config.device)
-    if config.bf16 and not bf16_native(device):
-        raise ValueError(
-            f"TrainConfig.bf16 is set but this CPU has no native bfloat16 products "
-            f"(capability {torch.backends.cpu.get_cpu_capability()}): they would run about "
-            f"100x slower than float32; set bf16=False"
-        )
-    return device
-
-
 @torch.no_grad()
 def accuracy(
     model: CuratorNet | VBPR,
@@ -266,15 +254,6 @@ def optimizers(model, config: TrainConfig) -> list[torch.optim.Optimizer]:
     return parts
 
 
-def _log_epoch(name: str, stats: EpochStats) -> None:
-    extra = "".join(f", {k} {v:.4f}" for k, v in stats.metrics.items())
-    logger.info(
-        "%s epoch %d: loss %.5f, val acc %.4f%s, lr %.2e, %.0f triples/s",
-        name, stats.epoch, stats.loss, stats.val_accuracy, extra, stats.lr,
-        stats.triples_per_second,
-    )  # fmt: skip
-
-
 @contextlib.contextmanager
 def _deterministic_kernels(config: TrainConfig) -> Iterator[None]:
     """Deterministic kernels (when configured) for the duration of training."""
@@ -316,7 +295,13 @@ def train(
     """
     flush_denormals()
     with _deterministic_kernels(config):
-        device = _training_device(config)
+        device = resolve_device(config.device)
+        if config.bf16 and not bf16_native(device):  # emulated bf16 would crawl on this CPU
+            raise ValueError(
+                f"TrainConfig.bf16 is set but this CPU has no native bfloat16 products "
+                f"(capability {torch.backends.cpu.get_cpu_capability()}): they would run about "
+                f"100x slower than float32; set bf16=False"
+            )
         retain_freed_memory()  # no fresh pages to fault on every step (kernels/malloc.py)
         monitor = resolve_monitor(config, evaluator)
         train_set, val_set = triple_sets(model, train, validation)
@@ -382,7 +367,12 @@ def train(
                 triples_per_second=len(train_set) / max(t_train, 1e-9), seconds=epoch_seconds,
                 metrics=metrics,
             )  # fmt: skip
-            _log_epoch(type(model).__name__, stats)
+            logger.info(
+                "%s epoch %d: loss %.5f, val acc %.4f%s, lr %.2e, %.0f triples/s",
+                type(model).__name__, stats.epoch, stats.loss, stats.val_accuracy,
+                "".join(f", {k} {v:.4f}" for k, v in metrics.items()), lr,
+                stats.triples_per_second,
+            )  # fmt: skip
             if ckpt_path is not None:
                 _save_checkpoint(
                     ckpt_path,

@@ -4,13 +4,10 @@ CuratorNet: Messina, Cartagena, Cerda, del Rio, Parra, "CuratorNet: Visually-awa
 Recommendation of Art Images", 2020 (section 3). VBPR: He & McAuley, "VBPR: Visual
 Bayesian Personalized Ranking from Implicit Feedback", AAAI 2016.
 
-Both models consume a :class:`TripletBatch`: the unique catalogue items of a batch
-with their raw visual features, the batch's distinct profiles as CSR offsets into those
-unique items, and positive / negative items as local indices. The item tower of
-CuratorNet therefore runs once per unique item of the batch and the user tower once per
-distinct profile; profiles are pooled with segment reductions, never padded. Pooling,
-margins and dense layers go through :mod:`curatornet_pipeline.kernels` (CPU speed, with
-stock PyTorch as the fallback).
+Both models consume a :class:`TripletBatch` (unique items, distinct profiles as CSR, local
+indices), so CuratorNet's item tower runs once per unique item and its user tower once per
+distinct profile, never padded. Pooling, margins and dense layers go through
+:mod:`curatornet_pipeline.kernels`.
 
 Regularisation follows the reference TensorFlow code: ``tf.nn.l2_loss`` over the
 weights only (no biases), i.e. ``l2 * sum(0.5 * ||W||^2)``.

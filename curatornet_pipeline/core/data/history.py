@@ -1,24 +1,11 @@
-"""The append-only history of applied batches, and the dataset files rendered from it.
+"""The append-only history of applied batches (``<data>/batches/``: numbered base, batch
+and rollback entries, never changed once written), and the dataset files rendered from it.
 
-Applying and rolling back batches (:mod:`~curatornet_pipeline.core.data.batches`) write to it.
-
-The history is a folder ``<data>/batches/`` of numbered entries, never
-changed once written:
-
-- ``000001-base/``: the dataset's ``inventory.csv`` and ``purchases.csv`` as
-  they were before the first batch (a new base is taken when the files are
-  found changed by something other than a batch);
-- ``000002-<hash12>/``: an applied batch: ``manifest.json`` (source folder,
-  content hash, each file's sha256, what it added, the sha256 of the dataset
-  files after it) and ``files/`` (copies of the batch's files);
-- ``000003-rollback/``: a rollback: ``manifest.json`` naming the batch it undoes.
-
-The dataset's CSV files are always the *rendering* of the history: the base
-files, then the rows of every batch of the current base that was not rolled
-back, appended in order (header order of the base file, ``\\n`` line ends).
-So applying a batch and rolling it back give the dataset back byte for byte,
-and a crash between writing an entry and writing the dataset is finished
-on the next call. See ``docs/data-format.md``, "Incoming batches".
+The dataset's CSV files are always the *rendering* of the history: the base files, then
+the rows of every batch in force appended in order, so applying a batch and rolling it
+back give the dataset back byte for byte, and a crash between writing an entry and writing
+the dataset is finished on the next call. Layout and rules: ``docs/data-format.md``,
+"History and rollback".
 """
 
 import csv

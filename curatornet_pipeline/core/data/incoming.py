@@ -1,17 +1,8 @@
-"""Incoming batches: files that arrive together, found and validated together.
-
-A *batch* is one subfolder of ``incoming/`` holding any of ``inventory*.csv``,
-``purchases*.csv`` (published format, header included) and
-``images/<artwork_id_hash>.<ext>``. Files dropped loose at the top of
-``incoming/`` (and ``incoming/images/``) form one more batch, named ``.``.
-A batch is *ready* when it holds a ``READY`` file (written last by the
-sender), or when nothing in it has changed for ``settle_s`` seconds; a batch
-being copied is never read. Dot-files are ignored (editors', rsync's
-temporaries). See ``docs/data-format.md``, "Incoming batches".
-
-Detection (:func:`find_batches`, :func:`waiting_for_images`) only reads.
-Validation (:func:`validate_batch`) only reads too; applying lives in
-:mod:`~curatornet_pipeline.core.data.batches`, the history in :mod:`~curatornet_pipeline.core.data.history`.
+"""Incoming batches: files that arrive together in ``incoming/``, found and validated
+together (what a batch holds, when it is ready: ``docs/data-format.md``, "Incoming
+batches"). Detection (:func:`find_batches`, :func:`waiting_for_images`) and validation
+(:func:`validate_batch`) only read; applying lives in :mod:`.batches`, the history in
+:mod:`.history`.
 """
 
 import hashlib

@@ -11,13 +11,9 @@ Choices the reference leaves open, made here:
 - Profiles are sets: sorted unique item indices.
 - s1, s3, random draw the user uniformly; s2 draws the item uniformly; s4 draws
   the profile item uniformly among items whose artist has another item.
-- s5 and s6 weight users as the reference does (``basket_weighting="user"``):
-  s5 draws a user uniformly among users with a next-basket profile, then the
-  basket b uniformly among that user's, then the positive uniformly in basket
-  b+1; s6 draws a user, then one of the user's baskets with >= 2 items, then the
-  hidden item, each uniformly. ``basket_weighting="pair"`` draws the (user, b)
-  profile or the (basket, hidden item) pair uniformly instead, which lets the
-  heaviest buyers (hundreds of baskets) dominate both sets.
+- s5 and s6 draw a user, then one of the user's baskets (s6: of >= 2 items), then the
+  item, each uniformly, as the reference does; ``basket_weighting="pair"`` draws the pair
+  uniformly instead (docs/guidelines.md, "Weighting of the basket guidelines").
 - s5: the positive is any item of basket b+1 (a repeat purchase may lie in the
   profile, as the definition allows).
 - s6: the hidden item is removed from the profile entirely, also when it was

@@ -48,12 +48,10 @@ N_EXAMPLES = 5  # dropped ids listed in a report
 class ReadOptions:
     """What to do with rows that refer to things that are not there."""
 
-    on_unknown_items: str = (
-        "error"  # or "drop": purchases of artwork ids absent from inventory are dropped and counted
-    )
-    on_missing_images: str = (
-        "error"  # or "drop": inventory items without an image file are left out and counted
-    )
+    # "drop": purchases of artwork ids absent from inventory are dropped and counted
+    on_unknown_items: str = "error"
+    # "drop": inventory items without an image file are left out and counted
+    on_missing_images: str = "error"
 
     def __post_init__(self) -> None:
         for name in ("on_unknown_items", "on_missing_images"):

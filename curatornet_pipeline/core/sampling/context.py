@@ -73,9 +73,8 @@ class SamplingContext:
     n_negatives: np.ndarray  # (U,) int64 items with artist and cluster both absent
     negative_offsets: np.ndarray  # (U+1,) int64 explicit such items for users where rare
     negative_items: np.ndarray  # (sum,) int32
-    s3_offsets: (
-        np.ndarray
-    )  # (U+1,) int64 s3 positives: outside the profile, artist and cluster in it
+    # (U+1,) int64 s3 positives: outside the profile, artist and cluster in it
+    s3_offsets: np.ndarray
     s3_items: np.ndarray  # (sum,) int32
     basket_item_offsets: np.ndarray  # (B+1,) int64 training baskets (from the split)
     basket_items: np.ndarray  # (sum,) int32

@@ -40,43 +40,36 @@ def read_published_embeddings(npy_path: str | os.PathLike) -> ItemVectors:
     ids: list[str] = []
     vectors: list[np.ndarray] = []
     seen: dict[str, int] = {}
+
+    def bad(reason: str, row: int, field: str = "vector") -> DataError:
+        return DataError(reason, name, field=field, row=row)
+
     for row, (artwork, vector) in enumerate(array):
         if not isinstance(artwork, str) or not artwork.strip():
-            raise DataError(
-                f"id is not a non-empty string: {show(repr(artwork))}",
-                name,
-                field="artwork_id_hash",
-                row=row,
+            raise bad(
+                f"id is not a non-empty string: {show(repr(artwork))}", row, "artwork_id_hash"
             )
         artwork = artwork.strip()
         if artwork in seen:
-            raise DataError(
+            raise bad(
                 f"duplicate id {show(artwork)} (first in row {seen[artwork]})",
-                name,
-                field="artwork_id_hash",
-                row=row,
+                row,
+                "artwork_id_hash",
             )
         seen[artwork] = row
         try:
             values = np.asarray(vector, dtype=np.float64)
         except (TypeError, ValueError):
-            raise DataError("vector is not numeric", name, field="vector", row=row) from None
+            raise bad("vector is not numeric", row) from None
         if values.ndim != 1 or (vectors and len(values) != len(vectors[0])):
             expected = len(vectors[0]) if vectors else "a 1-d vector"
-            raise DataError(
-                f"vector of shape {values.shape}, expected ({expected},) as in row 0",
-                name,
-                field="vector",
-                row=row,
-            )
+            raise bad(f"vector of shape {values.shape}, expected ({expected},) as in row 0", row)
         values = values.astype(np.float32)
         if not np.isfinite(values).all():
-            raise DataError(
-                "vector has NaN or infinite values (in float32)", name, field="vector", row=row
-            )
+            raise bad("vector has NaN or infinite values (in float32)", row)
         ids.append(artwork)
         vectors.append(values)
-    result = ItemVectors(
+    return ItemVectors(
         ids=np.asarray(ids, dtype=str),
         vectors=np.stack(vectors).astype(np.float32),
         meta={
@@ -86,7 +79,6 @@ def read_published_embeddings(npy_path: str | os.PathLike) -> ItemVectors:
             "dims": len(vectors[0]),
         },
     )
-    return result
 
 
 def import_embeddings(npy_path: str | os.PathLike, out_path: str | os.PathLike) -> ItemVectors:

@@ -23,10 +23,6 @@ from curatornet_pipeline.kernels.machine import Switch, cpuinfo
 BACKENDS = ("auto", "onednn", "blas")
 
 
-def _cpu_vendor() -> str:
-    return cpuinfo("vendor_id")
-
-
 def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
@@ -40,7 +36,7 @@ def _configured_backend() -> str:
         return "blas"
     if wanted == "onednn":
         return "onednn"
-    return "blas" if _cpu_vendor() == "GenuineIntel" else "onednn"
+    return "blas" if cpuinfo("vendor_id") == "GenuineIntel" else "onednn"
 
 
 _forced = Switch("gemm backend", ("onednn", "blas"))

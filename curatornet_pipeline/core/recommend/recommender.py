@@ -342,12 +342,6 @@ def _tile(ax, image: np.ndarray | None, text: str, colour: str) -> None:
 # ----------------------------------------------------------------------------- samples
 
 
-def _training_items(split: TrainTestSplit, user: int) -> np.ndarray:
-    b0, b1 = split.user_basket_offsets[user], split.user_basket_offsets[user + 1]
-    lo, hi = split.basket_item_offsets[b0], split.basket_item_offsets[b1]
-    return np.unique(split.basket_items[lo:hi])
-
-
 def sample_test_users(
     recommender: Recommender, split: TrainTestSplit, n_users: int, k: int
 ) -> list[tuple[str, list[str], list[Recommendation], set[str], int]]:
@@ -360,7 +354,8 @@ def sample_test_users(
     out = []
     for t in picks[: len(split.test_users)]:
         user = int(split.test_users[t])
-        profile = [str(i) for i in ids[_training_items(split, user)]]
+        lo, hi = split.basket_item_offsets[split.user_basket_offsets[[user, user + 1]]]
+        profile = [str(i) for i in ids[np.unique(split.basket_items[lo:hi])]]
         hidden = split.test_items[split.test_item_offsets[t] : split.test_item_offsets[t + 1]]
         at = int(split.test_timestamps[t])
         recs = recommender.recommend(profile, k=k, in_stock_only=True, at=at)

@@ -197,11 +197,6 @@ def _empty(offsets: np.ndarray, items: np.ndarray) -> CandidateTriples:
     return CandidateTriples(offsets, items, none.astype(np.int64), none, none, none, 0)
 
 
-def _real_users(ctx: SamplingContext) -> np.ndarray:
-    sizes = np.diff(ctx.profile_offsets)
-    return np.flatnonzero((sizes > 0) & (sizes < ctx.n_items))
-
-
 def _profile_triples(
     ctx: SamplingContext,
     n: int,
@@ -209,7 +204,8 @@ def _profile_triples(
     draw_negative: Callable[[np.ndarray], np.ndarray],
 ) -> CandidateTriples:
     """Profile = the user's history; positive in it; ``draw_negative(positives)`` outside it."""
-    users = _real_users(ctx)
+    sizes = np.diff(ctx.profile_offsets)
+    users = np.flatnonzero((sizes > 0) & (sizes < ctx.n_items))
     if len(users) == 0:
         return _empty(ctx.profile_offsets, ctx.profile_items)
     u = users[rng.integers(0, len(users), n)]

@@ -338,7 +338,8 @@ def main(argv: list[str] | None = None) -> None:
     sizes = profile_sizes(args.profiles, rng)  # bench_train's heavy tail: mean 4, max 270
     offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(sizes)]))
     profile_items = torch.from_numpy(rng.integers(0, args.items, int(offsets[-1])))
-    from curatornet_pipeline.core.models.networks import pool_profiles, triple_margins  # noqa: PLC0415
+    from curatornet_pipeline.kernels import margins as triple_margins  # noqa: PLC0415
+    from curatornet_pipeline.kernels import pool_profiles  # noqa: PLC0415
 
     x = torch.randn(args.items, 200, requires_grad=True)
     pooled = {}
@@ -362,7 +363,9 @@ def main(argv: list[str] | None = None) -> None:
         with use_kernels(k):
 
             def run():
-                triple_margins(u, x, batch).sum().backward()
+                triple_margins(
+                    u, x, batch.positive, batch.negative, batch.profile_of
+                ).sum().backward()
 
             margins[k] = timed(run, args.repeats)
     log.info("margins (%d triples, %d profiles, %d items, width 200) fwd+bwd: fused %.1f ms, "

@@ -94,7 +94,7 @@ def test_auto_takes_the_blas_on_intel_and_onednn_elsewhere_and_the_variable_over
     try:
         monkeypatch.setattr(gemm, "onednn_available", lambda: True)
         for vendor, expected in (("GenuineIntel", "blas"), ("AuthenticAMD", "onednn")):
-            monkeypatch.setattr(gemm, "_cpu_vendor", lambda v=vendor: v)
+            monkeypatch.setattr(gemm, "cpuinfo", lambda field, v=vendor: v)
             for setting, want in (("", expected), ("auto", expected), ("blas", "blas"),
                                   ("ONEDNN", "onednn")):  # fmt: skip
                 monkeypatch.setenv("CURATORNET_CPU_GEMM", setting)

@@ -333,21 +333,23 @@ def test_evaluator_metrics_reach_the_history_and_drive_the_best_epoch():
 
 @pytest.mark.parametrize("sparse", [True, False])
 def test_vbpr_sparse_rows_move_only_the_rows_of_the_batch(sparse):
-    from curatornet_pipeline.core.training.train import _Optimizer
+    from curatornet_pipeline.core.training.train import optimizers
 
     triplets, features = _planted(400)
     model = _vbpr(features)
     config = replace(FAST, sparse_rows=sparse, lr=1e-2)
-    optimizer = _Optimizer(model, config)
+    parts = optimizers(model, config)
     ts = TripleSet(triplets, ~triplets.is_validation, True, True)
     first = np.flatnonzero(ts.user < N_USERS // 2)
     second = np.flatnonzero(ts.user >= N_USERS // 2)
     x = torch.from_numpy(features)
     for idx in (first, second):
         batch = ts.batch(idx, x, torch.device("cpu"))
-        optimizer.zero_grad()
+        for part in parts:
+            part.zero_grad()
         model.loss(batch, 1e-3).backward()
-        optimizer.step()
+        for part in parts:
+            part.step()
         if idx is first:
             after_first = model.gamma_user.detach().clone()
     moved = ~torch.isclose(model.gamma_user.detach(), after_first).all(dim=1)
@@ -371,7 +373,7 @@ def test_device_from_settings_auto_picks_cuda_only_when_present(monkeypatch):
 
 def test_the_training_step_runs_on_the_meta_device():
     """Device-agnostic step: model, batch and Adam on "meta" (shapes only, no data)."""
-    from curatornet_pipeline.core.training.train import _Optimizer
+    from curatornet_pipeline.core.training.train import optimizers
 
     triplets, features = _planted(200)
     ts = TripleSet(triplets, ~triplets.is_validation, True, False)
@@ -381,10 +383,10 @@ def test_the_training_step_runs_on_the_meta_device():
         if isinstance(value, torch.Tensor):
             setattr(batch, name, value.to(meta))
     model = _curatornet(features).to(meta)
-    optimizer = _Optimizer(model, FAST)
+    (adam,) = optimizers(model, FAST)
     loss = model.loss(batch, 1e-3)
     loss.backward()
-    optimizer.step()
+    adam.step()
     assert loss.device == meta and all(p.device == meta for p in model.parameters())
 
 

@@ -43,15 +43,7 @@ class Strategy:
     key: str  # partition key, e.g. "s1_user_profile" (reference-code order)
     paper_guideline: int | None  # number in the paper's section 3 list; None: the baseline
     reference_number: int | None  # position in the authors' reference sampler (1..6)
-    paper_wording: str  # the paper's own sentence for the guideline
-    definition: str  # profile / positive / negative as implemented (REFERENCE_FACTS.md)
-
-    @property
-    def label(self) -> str:
-        """Short label for tables and plots, e.g. 'paper G4 (s1_user_profile)'."""
-        if self.paper_guideline is None:
-            return f"uniform random ({self.key})"
-        return f"paper G{self.paper_guideline} ({self.key})"
+    paper_wording: str  # the paper's own sentence (as implemented: docs/guidelines.md)
 
     def params(self) -> dict[str, str | int]:
         """Flat dict for metadata and MLflow params."""
@@ -74,44 +66,33 @@ STRATEGY_INFO: dict[str, Strategy] = {
         Strategy(
             "s1_user_profile", 4, 1,
             "Recommending profile items from the same user profile.",
-            "profile = the user's history; positive in it; negative outside it",
         ),
         Strategy(
             "s2_single_item", 5, 2,
             "Create an artificial user profile of a single item purchased, and recommending "
             "profile items given this artificially created user profile.",
-            "profile (i,); positive i; negative any other item",
         ),
         Strategy(
             "s3_artist_cluster", 3, 3,
             "Recommending visually similar artworks from the favorite artists of a user.",
-            "profile = history; positive outside it sharing an artist and a cluster with it; "
-            "negative sharing neither",
         ),
         Strategy(
             "s4_same_artist", 6, 4,
             "Create artificial profile with a single item, then recommend visually similar "
             "items from the same artist.",
-            "profile (q,); positive another item by q's artist; negative by another artist, "
-            "visually acceptable",
         ),
         Strategy(
             "s5_next_basket", 2, 5,
             "Sort items purchased sequentially, and then predict next purchase in basket.",
-            "profile = baskets 1..b; positive in basket b+1; negative with artist and cluster "
-            "absent from the history",
         ),
         Strategy(
             "s6_hide_one", 1, 6,
             "Removing item from purchase basket, and predicting this missing item.",
-            "profile = baskets up to b minus one item of basket b; positive = that item; "
-            "negative as s5",
         ),
         Strategy(
             "random", None, None,
             "Traditional BPR: negative sampled uniformly at random from the items the user "
             "did not buy (Figure 3 baseline).",
-            "profile = the user's history; positive in it; negative uniform outside it",
         ),
     )
 }  # fmt: skip

@@ -1,47 +1,17 @@
-"""Fused CPU kernels for the memory-bound part of a CuratorNet step: profile pooling and
-the triples' margins.
+"""Fused CPU kernels for the memory-bound part of a CuratorNet step, written with Numba:
+:func:`pool_profiles` ([mean || max] of ragged profiles) and :func:`triple_margins`
+(u . (h_pos - h_neg)), forward and backward, as autograd Functions.
 
-Between the towers' matrix products a training step pools the batch's profiles
-([mean || max] over each profile's item vectors) and scores every triple
-(x_uij = u . (h_pos - h_neg)). In PyTorch's eager operators each of these is several full
-passes over (profiles x 200) or (triples x 200) tensors: ``embedding_bag``, a max-pooling
-loop of one small operator per profile position, ``cat``, three gathers, their ``index_add``
-backward and the products in between: a quarter of a default step on 2 cores
-(``benchmarks/bench_kernels.py``; figures in docs/benchmarks.md). The kernels here do each
-in one pass over the rows it reads, written once with Numba (a dependency of umap-learn,
-already installed), and wrapped as autograd Functions:
-
-- :func:`pool_profiles`: (P, 2D) [mean || max] of ragged profiles, forward and backward;
-- :func:`triple_margins`: (B,) margins, forward and backward.
-
-Design choices, each for a measured or observed reason:
-
-- The kernels are serial Numba functions that release the GIL (``nogil``), run on the
-  torch thread count in a small thread pool. Numba's own ``parallel=True`` uses its OpenMP
-  threading layer here, which aborts a process that forks after using it ("fork() called
-  from a process already using GNU OpenMP"), as Dagster's and the serving tools' child
-  processes may; a Python thread pool is recreated after a fork and is safe from threads.
-- Loops index 1-D row views: on 2-D arrays Numba cannot tell the arrays apart and LLVM does
-  not vectorise the loops (measured several times slower); on row views it does.
-- The backward passes split the work by columns (each thread owns a block of the D
-  columns of every row it writes), so no two threads add into the same element and the
-  result is the same bit for bit whatever the thread count, as the resume guarantee needs.
-- The max keeps, for each (profile, column), the position in ``items`` of its first
-  strictly greater value: the same row as ``F.embedding_bag``'s max (an item twice in a
-  profile gets the gradient once).
-- A pool thread keeps the subnormal-float mode it was started with, so each task takes
-  its caller's (:func:`~curatornet_pipeline.kernels.machine.set_flush_denormal`).
-
-``CURATORNET_CPU_KERNELS`` = ``auto`` (default: these kernels on CPU float tensors) or
-``torch`` (PyTorch's operators, the reference the tests compare against). CUDA, the
-``meta`` device and other dtypes always take PyTorch's operators.
+Why hand-written and why this way (serial ``nogil`` kernels in a thread pool, 1-D row
+views, backward split by columns for bit-identical results on any thread count, the max's
+gradient to the first strictly greater row): docs/architecture.md, "Profile pooling and
+the triples' margins". ``CURATORNET_CPU_KERNELS`` = ``auto`` (default) or ``torch``.
 """
 
-import contextlib
 import functools
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -159,27 +129,15 @@ def _configured() -> str:
     return wanted
 
 
-_forced: str | None = None
+_forced = machine.Switch("kernels", ("fused", "torch"))
+#: ``with use_kernels("fused" | "torch"):`` runs the block with that choice.
+use_kernels = _forced.use
 
 
 def kernels() -> str:
     """``"fused"`` or ``"torch"``: what pools profiles and scores triples on the CPU here."""
-    choice = _forced or _configured()
+    choice = _forced.value or _configured()
     return "fused" if choice in ("auto", "fused") and _numba() is not None else "torch"
-
-
-@contextlib.contextmanager
-def use_kernels(choice: str) -> Iterator[None]:
-    """Run the block with ``choice`` (``"fused"`` or ``"torch"``): for tests and benchmarks
-    that set the two side by side in one process."""
-    global _forced
-    if choice not in ("fused", "torch"):
-        raise ValueError(f"kernels {choice!r}: expected 'fused' or 'torch'")
-    saved, _forced = _forced, choice
-    try:
-        yield
-    finally:
-        _forced = saved
 
 
 def applies(*tensors: torch.Tensor) -> bool:

@@ -1,29 +1,16 @@
-"""Dense layers whose CPU products run on oneDNN where the BLAS is slow.
+"""Dense layers whose CPU float32 products run on oneDNN where the BLAS (MKL) is slow.
 
-PyTorch sends every float32 CPU product (``F.linear``'s ``addmm`` and both of its backward
-``mm``) to its BLAS, Intel's MKL. On AMD processors MKL does not take its AVX-512 kernels,
-and at the towers' shapes it ran well below oneDNN on the AMD EPYCs of docs/benchmarks.md
-(oneDNN is bundled with PyTorch as MKL-DNN and dispatches on the instruction set rather
-than on the vendor). oneDNN here
-runs in float32 throughout (no bf16 or tf32 math mode): results differ from MKL's only in
-the order of the sums.
-
-:class:`Linear` is ``nn.Linear`` (same parameters, same state dict, same ``isinstance``)
-whose forward and input gradient run as ``mkldnn::_linear_pointwise`` when
-:func:`gemm_backend` is ``"onednn"``; the weight gradient stays on the BLAS, where MKL
-matched oneDNN at these shapes (``benchmarks/bench_kernels.py``). Elsewhere (CUDA,
-bfloat16 under autocast, the ``meta`` device, the ``"blas"`` backend) it is ``F.linear``.
-
-The backend is process-wide, like ``torch.backends`` flags: ``CURATORNET_CPU_GEMM`` =
-``auto`` (default), ``onednn`` or ``blas``. ``auto`` takes oneDNN on CPUs that are not
-Intel's, where MKL is tuned, and the BLAS on Intel's: the choice depends on the machine,
-never on timing, so that a resumed training takes the same kernels as the run it resumes.
+:class:`Linear` is ``nn.Linear`` whose forward and input gradient run as
+``mkldnn::_linear_pointwise`` when :func:`gemm_backend` is ``"onednn"`` (weight gradient on
+the BLAS); elsewhere (CUDA, bf16 autocast, ``meta``, ``"blas"``) it is ``F.linear``.
+``CURATORNET_CPU_GEMM`` = ``auto`` (oneDNN unless the CPU is Intel's: by machine, never by
+timing, so that a resumed run takes the same kernels), ``onednn`` or ``blas``. Why and the
+figures: docs/architecture.md, "The towers' dense layers".
 """
 
 import contextlib
 import functools
 import math
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -31,13 +18,9 @@ from torch import nn
 from torch.utils import flop_counter
 
 from curatornet_pipeline import settings
-from curatornet_pipeline.kernels.machine import cpuinfo
+from curatornet_pipeline.kernels.machine import Switch, cpuinfo
 
 BACKENDS = ("auto", "onednn", "blas")
-
-
-def _cpu_vendor() -> str:
-    return cpuinfo("vendor_id")
 
 
 def onednn_available() -> bool:
@@ -53,31 +36,22 @@ def _configured_backend() -> str:
         return "blas"
     if wanted == "onednn":
         return "onednn"
-    return "blas" if _cpu_vendor() == "GenuineIntel" else "onednn"
+    return "blas" if cpuinfo("vendor_id") == "GenuineIntel" else "onednn"
 
 
-_forced: str | None = None
+_forced = Switch("gemm backend", ("onednn", "blas"))
 
 
 def gemm_backend() -> str:
     """``"onednn"`` or ``"blas"``: the float32 CPU backend of :class:`Linear` in this process."""
-    return _forced or _configured_backend()
+    return _forced.value or _configured_backend()
 
 
-@contextlib.contextmanager
-def use_gemm_backend(backend: str) -> Iterator[None]:
-    """Run the block on ``backend`` (``"onednn"`` or ``"blas"``): for benchmarks and tests
-    that set the two side by side in one process."""
-    global _forced
-    if backend not in ("onednn", "blas"):
-        raise ValueError(f"gemm backend {backend!r}: expected 'onednn' or 'blas'")
+def use_gemm_backend(backend: str) -> contextlib.AbstractContextManager[None]:
+    """Run the block on ``backend`` (``"onednn"`` or ``"blas"``)."""
     if backend == "onednn" and not onednn_available():
         raise RuntimeError("this PyTorch build has no oneDNN (MKL-DNN)")
-    previous, _forced = _forced, backend
-    try:
-        yield
-    finally:
-        _forced = previous
+    return _forced.use(backend)
 
 
 def onednn_mm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:

@@ -4,20 +4,42 @@ Training picks its CPU products by vendor (:mod:`~curatornet_pipeline.kernels.ge
 reproduction report records the processor, and every benchmark prints :func:`runtime` as
 its first line, so that figures from machines that differ (with or without AVX-512, AMX)
 are never compared unawares. :func:`set_flush_denormal` sets how the CPU treats subnormal
-floats in this thread and in the OpenMP workers it uses.
+floats in this thread and in the OpenMP workers it uses. :class:`Switch` is the override
+of a kernel choice for a block.
 """
 
+import contextlib
 import ctypes
 import functools
 import logging
 import os
 import platform
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 OMP_PAUSE_HARD = 2  # omp_pause_resource_t of OpenMP 5.0: release the runtime's threads
+
+
+class Switch:
+    """A process-wide choice that :meth:`use` forces for a block (``value`` None: not
+    forced), for benchmarks and tests that set the options side by side in one process."""
+
+    def __init__(self, what: str, options: tuple[str, ...]) -> None:
+        self.what, self.options, self.value = what, options, None
+
+    @contextlib.contextmanager
+    def use(self, value: str) -> Iterator[None]:
+        if value not in self.options:
+            expected = " or ".join(repr(o) for o in self.options)
+            raise ValueError(f"{self.what} {value!r}: expected {expected}")
+        saved, self.value = self.value, value
+        try:
+            yield
+        finally:
+            self.value = saved
 
 
 @functools.cache
@@ -56,10 +78,8 @@ def runtime() -> str:
 
 
 def denormals_flushed() -> bool:
-    """Whether this thread's CPU reads and writes subnormal floats as zero (FTZ and DAZ).
-
-    PyTorch has a setter (``torch.set_flush_denormal``) and no getter: a subnormal float32
-    times one comes back zero only when subnormals are flushed."""
+    """Whether this thread flushes subnormal floats (FTZ and DAZ): PyTorch has no getter,
+    but a subnormal float32 times one comes back zero only when they are flushed."""
     import torch
 
     return (torch.tensor([1e-39]) * 1.0).item() == 0.0
@@ -89,12 +109,9 @@ def set_flush_denormal(on: bool) -> bool:
     """Flush subnormal floats to zero (``on``) or keep them, in this thread and in the
     OpenMP workers its parallel operators run on; False where the CPU cannot flush.
 
-    The mode is a register of each thread, and a new thread takes its creator's.
-    ``torch.set_flush_denormal`` sets the calling thread's only: the OpenMP workers that
-    PyTorch, MKL and oneDNN have already started keep theirs, and a product split over
-    them flushed one part and not the other. So the runtime then releases its workers
-    (``omp_pause_resource_all``, OpenMP 5.0, the calling thread's team only) and starts
-    fresh ones, with this thread's mode, at the next parallel operator."""
+    ``torch.set_flush_denormal`` sets the calling thread's mode only, and a thread keeps
+    the mode it started with: so the OpenMP runtime then releases its workers
+    (``omp_pause_resource_all``) and starts fresh ones, with this thread's mode."""
     import torch
 
     if not torch.set_flush_denormal(on):
@@ -114,13 +131,8 @@ FLUSH_DENORMALS = True
 
 
 def flush_denormals() -> None:
-    """Make this thread, and the OpenMP workers it uses, read and write subnormal floats as
-    zero, unless :data:`FLUSH_DENORMALS` is off. Called where training and scoring start;
-    the mode stays for the thread's life (a check after the first call).
-
-    Subnormals (magnitudes below 1.2e-38 in float32) send x86 float units to a slow path.
-    Real, sparse post-ReLU ResNet vectors made a backward pass several times slower with
-    them (issue 31; the measured shares and costs are in docs/benchmarks.md). Nothing in
-    training or scoring needs values that small."""
+    """Make this thread and its OpenMP workers flush subnormal floats, unless
+    :data:`FLUSH_DENORMALS` is off; called where training and scoring start (why:
+    docs/architecture.md, "Subnormal floats are flushed")."""
     if FLUSH_DENORMALS and not denormals_flushed():
         set_flush_denormal(True)

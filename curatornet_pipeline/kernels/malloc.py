@@ -1,19 +1,10 @@
-"""Keep freed memory in a training process instead of handing it back to the kernel.
+"""Keep freed memory in a training process instead of handing it back to the kernel, so
+that each step's large tensors do not land on fresh pages that fault on first touch.
 
-A CuratorNet step allocates tens of (profiles x 200..400) float32 tensors of 10-30 MB
-(activations, their gradients) and frees them at the end of the step. PyTorch's CPU
-allocator is glibc's ``malloc``, which by default serves such sizes with ``mmap`` until a
-freed one raises its threshold, and returns the top of its heap to the kernel whenever
-more than twice that threshold is free. Either way the next step's tensors land on fresh
-pages, and every 4 KiB page faults on first touch, in whichever operator first writes the
-tensor (the counts and their cost are in docs/benchmarks.md).
-
-:func:`retain_freed_memory` sets glibc's knobs once per process (``mallopt``, the same as
-the ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_TOP_PAD_``
-environment variables, which cannot be set after the process has started): sizes up to
-32 MiB, glibc's largest mmap threshold, come from the heap, and up to 1 GiB of free heap
-is kept. A training process's resident size then stays at its peak instead of falling
-between steps. Off with ``CURATORNET_MALLOC_TUNING=0``; a no-op on other C libraries.
+:func:`retain_freed_memory` sets glibc's ``mallopt`` knobs once per process (sizes up to
+32 MiB from the heap, up to 1 GiB of free heap kept); ``CURATORNET_MALLOC_TUNING=0`` turns
+it off; a no-op on other C libraries. Figures: docs/architecture.md, "Training processes
+keep freed memory".
 """
 
 import ctypes

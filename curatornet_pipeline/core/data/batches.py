@@ -87,7 +87,13 @@ def apply_batch(batch: Batch, dataset: data.DatasetPaths, incoming: Path) -> Out
             outcome.moved_to = str(_move_batch(batch, incoming, "rejected", outcome.error + "\n"))
             logger.warning("batch %s rejected whole: %s", batch.name, exc)
             return outcome
-        outcome.report = _report(valid)
+        outcome.report = {
+            "new_items": valid.new_items,
+            "new_purchase_rows": valid.new_purchase_rows,
+            "new_images": len(valid.images),
+            "skipped": [s["name"] for s in valid.skipped],
+            "skipped_applied_in": sorted({s["applied_in"] for s in valid.skipped}),
+        }
         if valid.empty:
             outcome.status = "skipped"
             outcome.entry = valid.skipped[0]["applied_in"] if valid.skipped else None
@@ -106,16 +112,6 @@ def apply_batch(batch: Batch, dataset: data.DatasetPaths, incoming: Path) -> Out
         outcome.moved_to = str(_move_batch(batch, incoming, "processed", note))
         logger.info("batch %s applied as %s: %s", batch.name, entry.id, outcome.report)
     return outcome
-
-
-def _report(valid: Validated) -> dict:
-    return {
-        "new_items": valid.new_items,
-        "new_purchase_rows": valid.new_purchase_rows,
-        "new_images": len(valid.images),
-        "skipped": [s["name"] for s in valid.skipped],
-        "skipped_applied_in": sorted({s["applied_in"] for s in valid.skipped}),
-    }
 
 
 def _write_batch_entry(history: History, batch: Batch, valid: Validated) -> Entry:

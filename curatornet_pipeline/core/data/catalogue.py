@@ -39,12 +39,7 @@ class Catalogue:
 
     def __post_init__(self) -> None:
         n = len(self.ids)
-        for name in ("features", "artists", "clusters", "upload_timestamp"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(
-                    f"Catalogue.{name} has {len(getattr(self, name))} rows for {n} ids"
-                )
-        for name in ("sold_out_timestamp", "one_of_a_kind"):
+        for name in CATALOGUE_ARRAYS[1:]:
             if len(getattr(self, name)) != n:
                 raise ValueError(
                     f"Catalogue.{name} has {len(getattr(self, name))} rows for {n} ids"

@@ -11,7 +11,8 @@ unchanged; every problem raises :class:`DataError` naming the file, the line
 import ast
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,17 +48,59 @@ N_EXAMPLES = 5  # dropped ids listed in a report
 class ReadOptions:
     """What to do with rows that refer to things that are not there."""
 
-    on_unknown_items: str = (
-        "error"  # or "drop": purchases of artwork ids absent from inventory are dropped and counted
-    )
-    on_missing_images: str = (
-        "error"  # or "drop": inventory items without an image file are left out and counted
-    )
+    # "drop": purchases of artwork ids absent from inventory are dropped and counted
+    on_unknown_items: str = "error"
+    # "drop": inventory items without an image file are left out and counted
+    on_missing_images: str = "error"
 
     def __post_init__(self) -> None:
         for name in ("on_unknown_items", "on_missing_images"):
             if getattr(self, name) not in ("error", "drop"):
                 raise ValueError(f"{name} must be 'error' or 'drop', got {getattr(self, name)!r}")
+
+
+@dataclass
+class Drops:
+    """Rows that name an item that is not there: an error, or dropped and counted."""
+
+    policy: str  # "error" or "drop"
+    count: int = 0
+    examples: list[dict] = field(default_factory=list)  # the first N_EXAMPLES
+
+    def add(self, reason: str, file: str, line: int | None, field: str, artwork: str) -> None:
+        if self.policy == "error":
+            raise DataError(reason, file, line, field)
+        self.count += 1
+        if len(self.examples) < N_EXAMPLES:
+            self.examples.append({"line": line, "artwork_id_hash": artwork})
+
+    def report(self, key: str) -> dict:
+        return {key: self.count, f"{key}_examples": self.examples}
+
+    def warn(self, message: str, where: object) -> None:
+        """Log ``message % (where, count, examples)`` when anything was dropped."""
+        if self.count:
+            logger.warning(message, where, self.count, self.examples)
+
+
+def inventory_rows(inventory: pd.DataFrame) -> Iterator[tuple[str, int | None]]:
+    """``(artwork_id_hash, source line or None)`` of every inventory row."""
+    lines = inventory["line"] if "line" in inventory else [None] * len(inventory)
+    for artwork, line in zip(inventory["artwork_id_hash"], lines, strict=True):
+        yield artwork, None if line is None else int(line)
+
+
+def _frame(name: str, columns: tuple[str, ...], rows: list[tuple]) -> pd.DataFrame:
+    """``rows`` as a table: ``*_hash`` columns str, the others int64; ``attrs["source"] = name``."""
+    values = list(zip(*rows, strict=True)) if rows else [()] * len(columns)
+    df = pd.DataFrame(
+        {
+            c: pd.Series(v, dtype=str) if c.endswith("_hash") else np.asarray(v, dtype=np.int64)
+            for c, v in zip(columns, values, strict=True)
+        }
+    )
+    df.attrs["source"] = name
+    return df
 
 
 def read_inventory(path: str | os.PathLike) -> pd.DataFrame:
@@ -67,10 +110,7 @@ def read_inventory(path: str | os.PathLike) -> pd.DataFrame:
     and ``line`` (int64, source line). Raises :class:`DataError` on any problem.
     """
     name = str(path)
-    ids: list[str] = []
-    artists: list[str] = []
-    stamps: list[int] = []
-    lines: list[int] = []
+    rows: list[tuple] = []
     first_line: dict[str, int] = {}
     for line, values in read_rows(path, INVENTORY_COLUMNS):
         artwork = check_safe_id(values["artwork_id_hash"], name, line, "artwork_id_hash")
@@ -82,27 +122,16 @@ def read_inventory(path: str | os.PathLike) -> pd.DataFrame:
                 "artwork_id_hash",
             )
         first_line[artwork] = line
-        ids.append(artwork)
-        artists.append(
-            require(
-                values["artist_id_hash"],
-                name,
-                line,
-                "artist_id_hash",
-                "missing value (item without artist)",
-            )
+        artist = require(
+            values["artist_id_hash"],
+            name,
+            line,
+            "artist_id_hash",
+            "missing value (item without artist)",
         )
-        stamps.append(parse_timestamp(values["upload_timestamp"], name, line, "upload_timestamp"))
-        lines.append(line)
-    df = pd.DataFrame(
-        {
-            "artwork_id_hash": pd.Series(ids, dtype=str),
-            "artist_id_hash": pd.Series(artists, dtype=str),
-            "upload_timestamp": np.asarray(stamps, dtype=np.int64),
-            "line": np.asarray(lines, dtype=np.int64),
-        }
-    )
-    df.attrs["source"] = name
+        stamp = parse_timestamp(values["upload_timestamp"], name, line, "upload_timestamp")
+        rows.append((artwork, artist, stamp, line))
+    df = _frame(name, (*INVENTORY_COLUMNS, "line"), rows)
     logger.info(
         "read %d items by %d artists from %s", len(df), df["artist_id_hash"].nunique(), name
     )
@@ -157,12 +186,8 @@ def read_purchases(
     name = str(path)
     known = set(inventory["artwork_id_hash"])
     field = "purchased_artwork_ids_hash"
-    users: list[str] = []
-    items: list[str] = []
-    stamps: list[int] = []
-    lines: list[int] = []
-    dropped: list[dict] = []
-    n_dropped = 0
+    rows: list[tuple] = []
+    drops = Drops(options.on_unknown_items)
     n_rows = 0
     for line, values in read_rows(path, PURCHASE_COLUMNS):
         n_rows += 1
@@ -172,45 +197,27 @@ def read_purchases(
         basket = _parse_basket(values[field], name, line)
         stamp = parse_timestamp(values["purchase_timestamp"], name, line, "purchase_timestamp")
         for item in basket:
-            if item not in known:
-                if options.on_unknown_items == "error":
-                    raise DataError(
-                        f"unknown artwork id {show(item)} (not in inventory; "
-                        "on_unknown_items='drop' drops such purchases)",
-                        name,
-                        line,
-                        field,
-                    )
-                n_dropped += 1
-                if len(dropped) < N_EXAMPLES:
-                    dropped.append({"line": line, "artwork_id_hash": item})
-                continue
-            users.append(user)
-            items.append(item)
-            stamps.append(stamp)
-            lines.append(line)
-    df = pd.DataFrame(
-        {
-            "user_id_hash": pd.Series(users, dtype=str),
-            "artwork_id_hash": pd.Series(items, dtype=str),
-            "purchase_timestamp": np.asarray(stamps, dtype=np.int64),
-            "line": np.asarray(lines, dtype=np.int64),
-        }
-    )
-    df.attrs["source"] = name
+            if item in known:
+                rows.append((user, item, stamp, line))
+            else:
+                drops.add(
+                    f"unknown artwork id {show(item)} (not in inventory; "
+                    "on_unknown_items='drop' drops such purchases)",
+                    name,
+                    line,
+                    field,
+                    item,
+                )
+    df = _frame(name, ("user_id_hash", "artwork_id_hash", "purchase_timestamp", "line"), rows)
     n_baskets = int(df.groupby(["user_id_hash", "purchase_timestamp"]).ngroups) if len(df) else 0
     report = {
         "rows": n_rows,
         "purchases": len(df),
         "users": int(df["user_id_hash"].nunique()),
         "baskets": n_baskets,
-        "dropped_unknown": n_dropped,
-        "dropped_unknown_examples": dropped,
+        **drops.report("dropped_unknown"),
     }
-    if n_dropped:
-        logger.warning(
-            "%s: dropped %d purchases of unknown artwork ids, e.g. %s", name, n_dropped, dropped
-        )
+    drops.warn("%s: dropped %d purchases of unknown artwork ids, e.g. %s", name)
     logger.info("read %s from %s", report, name)
     return df, report
 
@@ -258,11 +265,8 @@ def image_manifest(
             if dot and ext.lower() in IMAGE_EXTENSIONS:
                 candidates.setdefault(stem, []).append(entry.name)
     rows: list[tuple[str, str, str, int]] = []
-    dropped: list[dict] = []
-    n_dropped = 0
-    lines = inventory["line"] if "line" in inventory else pd.Series([None] * len(inventory))
-    for artwork, line in zip(inventory["artwork_id_hash"], lines, strict=True):
-        line = None if line is None else int(line)
+    drops = Drops(options.on_missing_images)
+    for artwork, line in inventory_rows(inventory):
         names = candidates.get(artwork, [])
         if len(names) > 1:
             raise DataError(
@@ -272,18 +276,15 @@ def image_manifest(
                 "artwork_id_hash",
             )
         if not names:
-            if options.on_missing_images == "error":
-                raise DataError(
-                    f"no image for {show(artwork)} in {root} "
-                    f"(looked for <id>.{'|'.join(IMAGE_EXTENSIONS)}; "
-                    "on_missing_images='drop' leaves such items out)",
-                    source,
-                    line,
-                    "artwork_id_hash",
-                )
-            n_dropped += 1
-            if len(dropped) < N_EXAMPLES:
-                dropped.append({"line": line, "artwork_id_hash": artwork})
+            drops.add(
+                f"no image for {show(artwork)} in {root} "
+                f"(looked for <id>.{'|'.join(IMAGE_EXTENSIONS)}; "
+                "on_missing_images='drop' leaves such items out)",
+                source,
+                line,
+                "artwork_id_hash",
+                artwork,
+            )
             continue
         resolved = (folder / names[0]).resolve()
         if not resolved.is_relative_to(root):
@@ -301,13 +302,11 @@ def image_manifest(
     report = {
         "source": "images",
         "images": len(df),
-        "dropped_missing": n_dropped,
-        "dropped_missing_examples": dropped,
+        **drops.report("dropped_missing"),
         "unmatched_files": n_files - len(df),
         "total_bytes": int(df["size_bytes"].sum()),
     }
-    if n_dropped:
-        logger.warning("%s: %d inventory items have no image, e.g. %s", root, n_dropped, dropped)
+    drops.warn("%s: %d inventory items have no image, e.g. %s", root)
     logger.info("image manifest of %s: %s", root, report)
     return df, report
 

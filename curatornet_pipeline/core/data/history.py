@@ -1,24 +1,11 @@
-"""The append-only history of applied batches, and the dataset files rendered from it.
+"""The append-only history of applied batches (``<data>/batches/``: numbered base, batch
+and rollback entries, never changed once written), and the dataset files rendered from it.
 
-Applying and rolling back batches (:mod:`~curatornet_pipeline.core.data.batches`) write to it.
-
-The history is a folder ``<data>/batches/`` of numbered entries, never
-changed once written:
-
-- ``000001-base/``: the dataset's ``inventory.csv`` and ``purchases.csv`` as
-  they were before the first batch (a new base is taken when the files are
-  found changed by something other than a batch);
-- ``000002-<hash12>/``: an applied batch: ``manifest.json`` (source folder,
-  content hash, each file's sha256, what it added, the sha256 of the dataset
-  files after it) and ``files/`` (copies of the batch's files);
-- ``000003-rollback/``: a rollback: ``manifest.json`` naming the batch it undoes.
-
-The dataset's CSV files are always the *rendering* of the history: the base
-files, then the rows of every batch of the current base that was not rolled
-back, appended in order (header order of the base file, ``\\n`` line ends).
-So applying a batch and rolling it back give the dataset back byte for byte,
-and a crash between writing an entry and writing the dataset is finished
-on the next call. See ``docs/data-format.md``, "Incoming batches".
+The dataset's CSV files are always the *rendering* of the history: the base files, then
+the rows of every batch in force appended in order, so applying a batch and rolling it
+back give the dataset back byte for byte, and a crash between writing an entry and writing
+the dataset is finished on the next call. Layout and rules: ``docs/data-format.md``,
+"History and rollback".
 """
 
 import csv
@@ -46,10 +33,6 @@ CSV_FILES = ("inventory.csv", "purchases.csv")
 _KIND_TARGET = {"inventory": "inventory.csv", "purchases": "purchases.csv"}
 
 
-def _sha(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()
-
-
 def _file_sha(path: Path) -> str | None:
     return file_sha256(path) if path.is_file() else None
 
@@ -67,20 +50,18 @@ def _write_atomic(path: Path, content: bytes) -> None:
         raise
 
 
-def _header(content: bytes) -> list[str]:
-    text = content.decode("utf-8-sig")
-    row = next(csv.reader(io.StringIO(text, newline="")), [])
-    return [h.strip() for h in row]
-
-
 def append_rows(target: bytes, new_file: bytes) -> bytes:
     """``target`` CSV bytes with ``new_file``'s data rows appended in target's column order.
 
     Columns the new file lacks are left empty, extra ones are not carried.
     Deterministic: the same inputs always give the same bytes.
     """
-    header = _header(target)
-    reader = csv.reader(io.StringIO(new_file.decode("utf-8-sig"), newline=""))
+
+    def rows(content: bytes) -> Iterator[list[str]]:
+        return csv.reader(io.StringIO(content.decode("utf-8-sig"), newline=""))
+
+    header = [h.strip() for h in next(rows(target), [])]
+    reader = rows(new_file)
     source = [h.strip() for h in next(reader, [])]
     where = {name: i for i, name in enumerate(source)}
     out = io.StringIO()
@@ -177,7 +158,7 @@ class History:
         """A hash of the history entries in force (the intake asset's data version)."""
         base, active, _ = self._epoch(self.entries())
         ids = [e.id for e in ([base] if base else []) + active]
-        return _sha("\n".join(ids).encode())[:16]
+        return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
     def find(self, ref: str) -> Entry:
         """An entry by id (``000002-1a2b…``), number (``2``) or content-hash prefix."""
@@ -248,13 +229,10 @@ class History:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _next_seq(self) -> int:
-        entries = self.entries()
-        return entries[-1].seq + 1 if entries else 1
-
     def _write_entry(self, kind: str, suffix: str, manifest: dict, files: dict[str, Path]) -> Entry:
         """Write an entry into a temporary folder, then rename it into place (the commit)."""
-        seq = self._next_seq()
+        entries = self.entries()
+        seq = entries[-1].seq + 1 if entries else 1
         final = self.folder / f"{seq:06d}-{suffix}"
         tmp = Path(tempfile.mkdtemp(dir=self.folder, prefix=".entry-"))
         try:
@@ -262,7 +240,8 @@ class History:
                 dest = tmp / "files" / name
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, dest)
-            manifest = {"kind": kind, "seq": seq, "at": _now(), **manifest}
+            at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            manifest = {"kind": kind, "seq": seq, "at": at, **manifest}
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
             os.rename(tmp, final)
         except BaseException:
@@ -350,7 +329,3 @@ class History:
             return
         logger.warning("history %s: dataset files changed outside the intake", self.folder)
         self._take_base("dataset files changed outside the intake")
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

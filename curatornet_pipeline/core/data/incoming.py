@@ -1,17 +1,8 @@
-"""Incoming batches: files that arrive together, found and validated together.
-
-A *batch* is one subfolder of ``incoming/`` holding any of ``inventory*.csv``,
-``purchases*.csv`` (published format, header included) and
-``images/<artwork_id_hash>.<ext>``. Files dropped loose at the top of
-``incoming/`` (and ``incoming/images/``) form one more batch, named ``.``.
-A batch is *ready* when it holds a ``READY`` file (written last by the
-sender), or when nothing in it has changed for ``settle_s`` seconds; a batch
-being copied is never read. Dot-files are ignored (editors', rsync's
-temporaries). See ``docs/data-format.md``, "Incoming batches".
-
-Detection (:func:`find_batches`, :func:`waiting_for_images`) only reads.
-Validation (:func:`validate_batch`) only reads too; applying lives in
-:mod:`~curatornet_pipeline.core.data.batches`, the history in :mod:`~curatornet_pipeline.core.data.history`.
+"""Incoming batches: files that arrive together in ``incoming/``, found and validated
+together (what a batch holds, when it is ready: ``docs/data-format.md``, "Incoming
+batches"). Detection (:func:`find_batches`, :func:`waiting_for_images`) and validation
+(:func:`validate_batch`) only read; applying lives in :mod:`.batches`, the history in
+:mod:`.history`.
 """
 
 import hashlib
@@ -204,23 +195,15 @@ def _check_image(image: BatchFile, known: set[str], dataset_images: dict[str, st
 
     stem, dot, ext = Path(image.name).name.rpartition(".")
     if not dot or ext.lower() not in data.IMAGE_EXTENSIONS:
-        raise data.DataError(
-            f"extension of {image.name!r} is not one of {', '.join(data.IMAGE_EXTENSIONS)}",
-            image.path,
-            field="file name",
-        )
-    if stem not in known:
-        raise data.DataError(
-            f"image of artwork {stem!r}, which is neither in the inventory nor in this batch",
-            image.path,
-            field="file name",
-        )
-    if stem in dataset_images:
-        raise data.DataError(
-            f"artwork {stem!r} already has an image in the dataset ({dataset_images[stem]})",
-            image.path,
-            field="file name",
-        )
+        why = f"extension of {image.name!r} is not one of {', '.join(data.IMAGE_EXTENSIONS)}"
+    elif stem not in known:
+        why = f"image of artwork {stem!r}, which is neither in the inventory nor in this batch"
+    elif stem in dataset_images:
+        why = f"artwork {stem!r} already has an image in the dataset ({dataset_images[stem]})"
+    else:
+        why = None
+    if why:
+        raise data.DataError(why, image.path, field="file name")
     try:
         with Image.open(image.path) as decoded:
             decoded.verify()

@@ -1,15 +1,8 @@
-"""Read a numpy object array from a ``.npy`` file without running code from it.
-
-The published ``resnet_embeddings.npy`` is an object array of
-``[artwork_id, vector]`` rows, which numpy stores as a pickle. ``np.load(...,
-allow_pickle=True)`` would call any function the pickle names, so a crafted
-file runs arbitrary code. Here the header is parsed with
-:mod:`numpy.lib.format` and the pickle is read by an unpickler that resolves
-only the few globals numpy itself writes for such an array (the array
-reconstructor, ``ndarray``, ``dtype``, the scalar and buffer constructors, and
-``_codecs.encode`` for Python 2 era byte strings); any other global is refused
-before it is called, with a :class:`~curatornet_pipeline.core.data.formats.DataError`
-naming the file and the refused name.
+"""Read a numpy object array from a ``.npy`` file without running code from it: the header
+is parsed with :mod:`numpy.lib.format` and the pickle read by an unpickler that resolves
+only :data:`ALLOWED_GLOBALS` (what numpy writes for such an array); any other global is
+refused before it is called, with a :class:`~curatornet_pipeline.core.types.DataError`.
+Why: docs/data-format.md ("Why a separate command, and why it is safe").
 """
 
 import io

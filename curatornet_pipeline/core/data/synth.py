@@ -1,17 +1,10 @@
 """Synthetic datasets in the published UGallery format, with procedurally rendered images.
 
-``generate`` writes ``purchases.csv``, ``inventory.csv`` and ``images/<id>.jpg`` exactly as
-the real dataset is laid out, plus ``synth_truth.json`` (styles, artists, tastes: not part
-of the published format, readers ignore it). The counts that describe the real data
-(users, items, artists, purchases, baskets, the heavy tail of purchases per user, the
-largest basket, items ever sold, the share of one-of-a-kind items) are fixed first and hit
-exactly; taste, stock and time then decide *which* item fills each purchase slot. See
-``docs/synthetic-data.md`` for the generative model.
-
-With ``vectors`` it also writes ``resnet_embeddings.npy``, the published file of image
-vectors, shaped like pooled post-ReLU ResNet-50 outputs (:mod:`.synth_vectors`): the
-arithmetic that real vectors bring to training (sparse, non-negative inputs; subnormal
-floats in the backward pass) then shows on synthetic data.
+``generate`` writes ``purchases.csv``, ``inventory.csv`` and ``images/<id>.jpg`` as the
+real dataset is laid out, plus ``synth_truth.json`` (not part of the published format), and
+with ``vectors`` a ResNet-like ``resnet_embeddings.npy`` (:mod:`.synth_vectors`). The counts
+that describe the real data are hit exactly; taste, stock and time decide which item fills
+each purchase slot. The generative model: ``docs/synthetic-data.md``.
 """
 
 import argparse

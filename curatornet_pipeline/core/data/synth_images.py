@@ -1,14 +1,7 @@
-"""Procedural artwork images for the synthetic dataset: visual styles and their rendering.
-
-A *style* fixes what a ResNet sees first: the palette (hue, saturation, brightness),
-the spatial frequency of the texture, a stripe pattern (frequency and angle), and the
-kind, number, size and layout of the subject shapes. Artists carry a style plus a small
-jitter; every item re-draws positions, phases and small colour shifts, so items of one
-style look alike without being identical.
-
-Rendering is numpy (background, texture, stripes) plus PIL (shapes, JPEG). Every image
-draws from its own ``numpy.random.Generator`` seeded by ``(seed, item index)``, so bytes
-do not depend on the rendering order.
+"""Procedural artwork images for the synthetic dataset: visual styles (palette, texture,
+stripes, shapes; docs/synthetic-data.md) and their rendering, numpy plus PIL. Every image
+draws from its own generator seeded by ``(seed, item index)``, so bytes do not depend on the
+rendering order.
 """
 
 import colorsys

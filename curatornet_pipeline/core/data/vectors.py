@@ -11,7 +11,7 @@ import pandas as pd
 
 from curatornet_pipeline.core.bundle import load_bundle, save_bundle
 from curatornet_pipeline.core.data.csv_rows import show
-from curatornet_pipeline.core.data.formats import N_EXAMPLES, DatasetPaths
+from curatornet_pipeline.core.data.formats import DatasetPaths, Drops, inventory_rows
 from curatornet_pipeline.core.data.npy_safe import load_object_array
 from curatornet_pipeline.core.hashing import file_sha256
 from curatornet_pipeline.core.types import DataError, ItemVectors
@@ -40,43 +40,36 @@ def read_published_embeddings(npy_path: str | os.PathLike) -> ItemVectors:
     ids: list[str] = []
     vectors: list[np.ndarray] = []
     seen: dict[str, int] = {}
+
+    def bad(reason: str, row: int, field: str = "vector") -> DataError:
+        return DataError(reason, name, field=field, row=row)
+
     for row, (artwork, vector) in enumerate(array):
         if not isinstance(artwork, str) or not artwork.strip():
-            raise DataError(
-                f"id is not a non-empty string: {show(repr(artwork))}",
-                name,
-                field="artwork_id_hash",
-                row=row,
+            raise bad(
+                f"id is not a non-empty string: {show(repr(artwork))}", row, "artwork_id_hash"
             )
         artwork = artwork.strip()
         if artwork in seen:
-            raise DataError(
+            raise bad(
                 f"duplicate id {show(artwork)} (first in row {seen[artwork]})",
-                name,
-                field="artwork_id_hash",
-                row=row,
+                row,
+                "artwork_id_hash",
             )
         seen[artwork] = row
         try:
             values = np.asarray(vector, dtype=np.float64)
         except (TypeError, ValueError):
-            raise DataError("vector is not numeric", name, field="vector", row=row) from None
+            raise bad("vector is not numeric", row) from None
         if values.ndim != 1 or (vectors and len(values) != len(vectors[0])):
             expected = len(vectors[0]) if vectors else "a 1-d vector"
-            raise DataError(
-                f"vector of shape {values.shape}, expected ({expected},) as in row 0",
-                name,
-                field="vector",
-                row=row,
-            )
+            raise bad(f"vector of shape {values.shape}, expected ({expected},) as in row 0", row)
         values = values.astype(np.float32)
         if not np.isfinite(values).all():
-            raise DataError(
-                "vector has NaN or infinite values (in float32)", name, field="vector", row=row
-            )
+            raise bad("vector has NaN or infinite values (in float32)", row)
         ids.append(artwork)
         vectors.append(values)
-    result = ItemVectors(
+    return ItemVectors(
         ids=np.asarray(ids, dtype=str),
         vectors=np.stack(vectors).astype(np.float32),
         meta={
@@ -86,7 +79,6 @@ def read_published_embeddings(npy_path: str | os.PathLike) -> ItemVectors:
             "dims": len(vectors[0]),
         },
     )
-    return result
 
 
 def import_embeddings(npy_path: str | os.PathLike, out_path: str | os.PathLike) -> ItemVectors:
@@ -163,26 +155,20 @@ def align_imported_embeddings(
         raise ValueError(f"on_missing_vectors must be 'error' or 'drop', got {on_missing!r}")
     source = inventory.attrs.get("source", "inventory.csv")
     position = {str(item): i for i, item in enumerate(vectors.ids)}
-    lines = inventory["line"] if "line" in inventory else pd.Series([None] * len(inventory))
     keep: list[int] = []
-    dropped: list[dict] = []
-    n_dropped = 0
-    for artwork, line in zip(inventory["artwork_id_hash"], lines, strict=True):
-        line = None if line is None else int(line)
+    drops = Drops(on_missing)
+    for artwork, line in inventory_rows(inventory):
         if artwork in position:
             keep.append(position[artwork])
-            continue
-        if on_missing == "error":
-            raise DataError(
+        else:
+            drops.add(
                 f"no vector for {show(artwork)} in {source_file} "
                 "(on_missing_vectors='drop' leaves such items out)",
                 source,
                 line,
                 "artwork_id_hash",
+                artwork,
             )
-        n_dropped += 1
-        if len(dropped) < N_EXAMPLES:
-            dropped.append({"line": line, "artwork_id_hash": artwork})
     aligned = ItemVectors(
         ids=np.asarray(vectors.ids)[keep],
         vectors=np.asarray(vectors.vectors)[keep],
@@ -190,12 +176,8 @@ def align_imported_embeddings(
     )
     report = {
         "items": len(keep),
-        "dropped_missing": n_dropped,
-        "dropped_missing_examples": dropped,
+        **drops.report("dropped_missing"),
         "unmatched_vectors": len(position) - len(keep),
     }
-    if n_dropped:
-        logger.warning(
-            "%s: %d inventory items have no imported vector, e.g. %s", source, n_dropped, dropped
-        )
+    drops.warn("%s: %d inventory items have no imported vector, e.g. %s", source)
     return aligned, report

@@ -1,23 +1,15 @@
 """Evaluation of any :class:`~curatornet_pipeline.core.types.Scorer` on the hidden baskets.
 
-Two candidate protocols (see ``REFERENCE_FACTS.md``, "Evaluation protocol"):
+Two candidate protocols (docs/architecture.md, "Two evaluation protocols"): ``unbought``
+ranks every catalogue item outside the user's training profile; ``in_stock`` only those on
+sale at the time ``t`` of the hidden purchase: ``upload_timestamp <= t`` (an item bought in
+the second it was listed stays rankable), outside the profile, and not sold out before
+``t`` (one-of-a-kind is inferred by :func:`build_timeline`; an item sold out at exactly
+``t`` is still a candidate: the user's own purchase or one made in the same second).
 
-- ``unbought`` (the paper's text): every catalogue item outside the user's
-  training profile is ranked.
-- ``in_stock`` (the authors' released evaluation): only the inventory on sale
-  at the time ``t`` of the hidden purchase is ranked: items with
-  ``upload_timestamp <= t`` (``<=`` so that an item bought in the same second
-  it was listed stays rankable), outside the profile, and not sold out before
-  ``t``. The published files have no "one-of-a-kind" flag, so it is inferred
-  (see :func:`build_timeline`): an item purchased exactly once in the whole
-  history is one-of-a-kind and leaves stock at that sale; an item purchased
-  more than once is a multi-edition print and never leaves stock. An item sold
-  out at exactly ``t`` is still a candidate (it is the user's own purchase or
-  one made in the same second).
-
-Relevant items are the hidden basket minus the training profile (an item
-bought again is not a discovery); users left without a relevant item are
-skipped and counted. Table 2 and Figure 3 helpers are at the end.
+Relevant items are the hidden basket minus the training profile (an item bought again is
+not a discovery); users left without a relevant item are skipped and counted. Table 2 and
+Figure 3 helpers are at the end.
 """
 
 import io

@@ -29,11 +29,6 @@ NDCG_VARIANTS: tuple[str, ...] = ("standard", "reference")
 _BLOCK_ELEMENTS = 4_000_000
 
 
-def _discounts(m: int) -> np.ndarray:
-    """``1 / log2(i + 1)`` for ranks i = 1..m, with a leading 0 for cumulative sums."""
-    return np.concatenate([[0.0], 1.0 / np.log2(np.arange(2, m + 2, dtype=np.float64))])
-
-
 def relevant_ranks(
     scores: np.ndarray, candidates: np.ndarray, relevant: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -125,7 +120,8 @@ def ranking_metrics(
     np.minimum.at(best, rows, rank)
     out["rr"] = np.where(empty, np.nan, 1.0 / np.where(empty, 1, best))
 
-    disc = _discounts(max(ks))
+    # 1 / log2(i + 1) for ranks i = 1..max(ks), with a leading 0 for cumulative sums
+    disc = np.concatenate([[0.0], 1.0 / np.log2(np.arange(2, max(ks) + 2, dtype=np.float64))])
     ideal_cum = np.cumsum(disc)  # ideal_cum[m] = IDCG of m hits
     for k in ks:
         hit = rank <= k

@@ -12,7 +12,6 @@ import pandas as pd
 
 from curatornet_pipeline.core.data.catalogue import Catalogue
 from curatornet_pipeline.core.evaluation import evaluate as eval_core
-from curatornet_pipeline.core.evaluation import metrics as metrics_core
 from curatornet_pipeline.core.experiment.grid import ModelGrid, ablation_label_pairs
 from curatornet_pipeline.core.models import networks as models_core
 from curatornet_pipeline.core.models import scorers
@@ -127,20 +126,12 @@ def ablation(
         df = per_user[per_user["protocol"] == protocol]
         pairs = {}
         for family, (guided, uniform) in ablation_label_pairs(grid, set(df["method"])).items():
-            a, b = (_result(df, name, protocol, metric) for name in (guided, uniform))
+            a, b = (
+                eval_core.result_from_rows(df[df["method"] == name], protocol, (metric,))
+                for name in (guided, uniform)
+            )
             pairs[family] = (a, b)
             test = eval_core.paired_comparison(a, b, metric)
             rows.append({"model": family, "protocol": protocol, "guided": guided, **test})
         pairs_by_protocol[protocol] = pairs
     return pd.DataFrame(rows), pairs_by_protocol
-
-
-def _result(df: pd.DataFrame, method: str, protocol: str, metric: str) -> eval_core.EvalResult:
-    rows = df[df["method"] == method]
-    return eval_core.EvalResult(
-        per_user=rows,
-        summary=metrics_core.summarize({metric: rows[metric].to_numpy()}),
-        protocol=protocol,
-        n_users=len(rows),
-        skipped=0,
-    )

@@ -1,12 +1,9 @@
 """The experiment's grid: which model variants exist and which triples each one trains on.
 
-Table 2 trains CuratorNet and VBPR at every L2 weight of the grid on the
-guidelines' triples; Figure 3 compares, at one L2 weight (``ablation_l2``), each
-model trained on the guidelines with the same model trained on uniform random
-triples. The comparison is *size-matched*: the random-sampling variant trains on
-exactly as many training (and validation) triples as its guideline partner,
-with the same epochs and schedule, so the paired test measures the sampling and
-not the amount of data (:func:`match_size`).
+Table 2 trains CuratorNet and VBPR at every L2 weight of the grid on the guidelines'
+triples; Figure 3 compares, at ``ablation_l2``, each with the same model trained on exactly
+as many uniform random triples (:func:`match_size`), so the paired test measures the
+sampling, not the amount of data.
 
 - CuratorNet uses all six guidelines (:data:`~.types.GUIDELINE_STRATEGIES`).
 - VBPR uses the paper's guidelines 3 and 4 (:data:`~.types.VBPR_GUIDELINES`):

@@ -9,13 +9,8 @@ six guidelines and the size-matched random partition, train CuratorNet and
 VBPR at every L2 weight and the random-sampling variants, evaluate every model
 with VisRank, Random and Oracle on both candidate protocols, run Figure 3's
 paired tests, and repeat CuratorNet/VBPR at smaller budgets for the budget
-curve. :func:`report_markdown` writes it up like ``docs/reproduction.md``.
-
-It runs without Dagster on purpose: the budget curve trains the same variants
-at several triple counts, which the asset graph's partitions (one
-``triplets`` partition per strategy at one ``n_per_strategy``) do not
-express, and a researcher reproducing the paper should not need an
-orchestrator's instance to do so.
+curve. :mod:`.writeup` writes it up like ``docs/reproduction.md``. Why it runs without
+Dagster: docs/architecture.md, "The experiment in the core".
 """
 
 import dataclasses

@@ -58,16 +58,15 @@ def ordering_table(rep: Reproduction, protocol: str) -> pd.DataFrame:
 def ablation(rep: Reproduction) -> pd.DataFrame:
     """Figure 3's paired tests on both protocols, AUC and Recall@100, with triple counts."""
     main = {r.variant.name: r for r in _main_runs(rep)}
-    frames = []
-    for protocol in eval_core.PROTOCOLS:
-        rows = [
-            r.results[protocol].per_user.assign(method=r.variant.label, protocol=protocol)
+    per_user = pd.concat(
+        [
+            r.results[p].per_user.assign(method=r.variant.label, protocol=p)
+            for p in eval_core.PROTOCOLS
             for r in main.values()
-        ]
-        frames.extend(rows)
-    per_user = pd.concat(frames, ignore_index=True)
-    grid = {r.variant.name: r.variant for r in main.values()}
-    pairs = experiment.ablation_pairs(grid)
+        ],
+        ignore_index=True,
+    )
+    pairs = experiment.ablation_pairs({r.variant.name: r.variant for r in main.values()})
     tests = eval_core.ablation_tests(
         per_user, {f: (a.label, b.label) for f, (a, b) in pairs.items()}
     )

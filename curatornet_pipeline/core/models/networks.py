@@ -4,13 +4,10 @@ CuratorNet: Messina, Cartagena, Cerda, del Rio, Parra, "CuratorNet: Visually-awa
 Recommendation of Art Images", 2020 (section 3). VBPR: He & McAuley, "VBPR: Visual
 Bayesian Personalized Ranking from Implicit Feedback", AAAI 2016.
 
-Both models consume a :class:`TripletBatch`: the unique catalogue items of a batch
-with their raw visual features, the batch's distinct profiles as CSR offsets into those
-unique items, and positive / negative items as local indices. The item tower of
-CuratorNet therefore runs once per unique item of the batch and the user tower once per
-distinct profile; profiles are pooled with segment reductions, never padded. Pooling,
-margins and dense layers go through :mod:`curatornet_pipeline.kernels` (CPU speed, with
-stock PyTorch as the fallback).
+Both models consume a :class:`TripletBatch` (unique items, distinct profiles as CSR, local
+indices), so CuratorNet's item tower runs once per unique item and its user tower once per
+distinct profile, never padded. Pooling, margins and dense layers go through
+:mod:`curatornet_pipeline.kernels`.
 
 Regularisation follows the reference TensorFlow code: ``tf.nn.l2_loss`` over the
 weights only (no biases), i.e. ``l2 * sum(0.5 * ||W||^2)``.
@@ -53,24 +50,6 @@ class TripletBatch:
 
     def __len__(self) -> int:
         return int(self.positive.shape[0])
-
-
-def triple_scores(
-    u: torch.Tensor, h: torch.Tensor, batch: TripletBatch
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(s_pos, s_neg), each (B,): u (P, D) vectors of the batch's profiles, h (U, D) item
-    vectors."""
-    if batch.profile_of is not None:
-        u = u.index_select(0, batch.profile_of)
-    s_pos = (u * h.index_select(0, batch.positive)).sum(dim=-1)
-    s_neg = (u * h.index_select(0, batch.negative)).sum(dim=-1)
-    return s_pos, s_neg
-
-
-def triple_margins(u: torch.Tensor, h: torch.Tensor, batch: TripletBatch) -> torch.Tensor:
-    """x_uij = s_pos - s_neg, (B,), of the batch's profile vectors u (P, D) and item vectors
-    h (U, D): :func:`~curatornet_pipeline.kernels.margins`."""
-    return margins(u, h, batch.positive, batch.negative, batch.profile_of)
 
 
 class _ScaledInput(nn.Module):
@@ -171,7 +150,11 @@ class CuratorNet(_ScaledInput):
 
     def score_pairs(self, batch: TripletBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(s_pos, s_neg), each (B,): x_ui and x_uj of every triple."""
-        return triple_scores(*self._vectors(batch), batch)
+        u, h = self._vectors(batch)
+        if batch.profile_of is not None:
+            u = u.index_select(0, batch.profile_of)
+        s_pos = (u * h.index_select(0, batch.positive)).sum(dim=-1)
+        return s_pos, (u * h.index_select(0, batch.negative)).sum(dim=-1)
 
     def l2_penalty(self) -> torch.Tensor:
         """sum(0.5 * ||W||^2) over the weight matrices (``tf.nn.l2_loss``, biases excluded)."""
@@ -179,7 +162,8 @@ class CuratorNet(_ScaledInput):
 
     def loss(self, batch: TripletBatch, l2: float) -> torch.Tensor:
         """Sigmoid cross-entropy of x_uij = s_pos - s_neg against 1, batch mean, + L2."""
-        x_uij = triple_margins(*self._vectors(batch), batch)  # (B,)
+        u, h = self._vectors(batch)
+        x_uij = margins(u, h, batch.positive, batch.negative, batch.profile_of)  # (B,)
         loss = F.softplus(-x_uij).mean()
         if l2 > 0:
             loss = loss + l2 * self.l2_penalty()

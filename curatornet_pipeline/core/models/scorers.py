@@ -19,10 +19,6 @@ from curatornet_pipeline.kernels.machine import flush_denormals
 logger = logging.getLogger(__name__)
 
 
-def _check_profiles(profile_offsets: np.ndarray, profile_items: np.ndarray) -> tuple:
-    return ragged.check(profile_offsets, profile_items, "profile_offsets")
-
-
 class CuratorNetScorer:
     """score(u, i) = g(P_u) . f(x_i) with f(x_i) precomputed for the whole catalogue."""
 
@@ -49,7 +45,7 @@ class CuratorNetScorer:
     def user_vectors(self, profile_offsets: np.ndarray, profile_items: np.ndarray) -> np.ndarray:
         """g([mean || max] of the profile item vectors): (B, D) float32. Profiles must be non-empty."""
         flush_denormals()
-        offsets, items = _check_profiles(profile_offsets, profile_items)
+        offsets, items = ragged.check(profile_offsets, profile_items, "profile_offsets")
         if np.any(np.diff(offsets) == 0):
             raise ValueError("CuratorNet needs at least one profile item per user")
         h = torch.from_numpy(self.item_vectors)  # (n_items, D)
@@ -105,7 +101,7 @@ class VisRankScorer:
     def score(
         self, profile_offsets: np.ndarray, profile_items: np.ndarray, users: np.ndarray
     ) -> np.ndarray:
-        offsets, items = _check_profiles(profile_offsets, profile_items)
+        offsets, items = ragged.check(profile_offsets, profile_items, "profile_offsets")
         n_users, n_items = len(offsets) - 1, len(self.unit)
         out = np.zeros((n_users, n_items), dtype=np.float32)
         nonempty = np.flatnonzero(np.diff(offsets) > 0)

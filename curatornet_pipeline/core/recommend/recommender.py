@@ -1,22 +1,9 @@
 """Recommendations for any user and any artwork, without retraining, with explanations.
 
-CuratorNet (Messina et al., 2020) scores ``g(P_u) . f(x_i)``: the user vector is a
-function of the user's liked items only, and the item vector a function of the item's
-image features only. So a user absent from training is served from the items they
-like, and a new artwork is recommendable as soon as its image is embedded: no
-parameter of the model is updated, no gradient is taken.
-
-Each recommendation is explained by the liked item that contributes most to its score,
-measured by **leave-one-out**: the contribution of liked item j to the score of item i
-is ``s(P_u, i) - s(P_u without j, i)``: the score the model gives i, minus the score it
-would give i had the user not liked j (:func:`leave_one_out_pooled`,
-:meth:`Recommender.contributions`). The user tower g is non-linear in the pooled
-``[mean || max]``, so the score has no exact per-item split; leave-one-out measures
-exactly what it names (the model's own score with and without the item: no
-approximation, no gradient), at the cost of one user-tower pass over m pooled profiles.
-A one-item profile has no user vector without its item: that item gets the whole score.
-The explanation also gives the cosine of the two item-tower vectors (``similarity``) and
-whether both share the artist and the visual cluster.
+CuratorNet scores ``g(P_u) . f(x_i)``: a new user is served from the items they like and a
+new artwork from its image, no parameter updated. Each recommendation is explained by the
+liked item that contributes most to its score by leave-one-out (the score minus the score
+without that item, :meth:`Recommender.contributions`); see docs/cold-start.md.
 """
 
 import io
@@ -244,15 +231,8 @@ class Recommender:
         flush_denormals()
         with one_thread():
             users = self.scorer.model.user_tower(torch.from_numpy(np.concatenate(rows))).numpy()
-        out: list[np.ndarray | None] = []
-        start = 0
-        for p in pooled:
-            if p is None:
-                out.append(None)
-            else:
-                out.append(users[start : start + len(p)])
-                start += len(p)
-        return out
+        parts = iter(np.split(users, np.cumsum([len(p) for p in rows])[:-1]))
+        return [None if p is None else next(parts) for p in pooled]
 
     def contributions(
         self,
@@ -362,12 +342,6 @@ def _tile(ax, image: np.ndarray | None, text: str, colour: str) -> None:
 # ----------------------------------------------------------------------------- samples
 
 
-def _training_items(split: TrainTestSplit, user: int) -> np.ndarray:
-    b0, b1 = split.user_basket_offsets[user], split.user_basket_offsets[user + 1]
-    lo, hi = split.basket_item_offsets[b0], split.basket_item_offsets[b1]
-    return np.unique(split.basket_items[lo:hi])
-
-
 def sample_test_users(
     recommender: Recommender, split: TrainTestSplit, n_users: int, k: int
 ) -> list[tuple[str, list[str], list[Recommendation], set[str], int]]:
@@ -380,7 +354,8 @@ def sample_test_users(
     out = []
     for t in picks[: len(split.test_users)]:
         user = int(split.test_users[t])
-        profile = [str(i) for i in ids[_training_items(split, user)]]
+        lo, hi = split.basket_item_offsets[split.user_basket_offsets[[user, user + 1]]]
+        profile = [str(i) for i in ids[np.unique(split.basket_items[lo:hi])]]
         hidden = split.test_items[split.test_item_offsets[t] : split.test_item_offsets[t + 1]]
         at = int(split.test_timestamps[t])
         recs = recommender.recommend(profile, k=k, in_stock_only=True, at=at)

@@ -45,9 +45,9 @@ def hidden_item_leaks(
     leak = in_sorted(hidden, user * n_items + triplets.positive[real])
     if not content_positives:
         leak &= triplets.strategy[real] != STRATEGIES.index("s3_artist_cluster")
-    pair_key = triplets.profile[real] * (int(user.max(initial=0)) + 1) + user
-    pairs, inv = np.unique(pair_key, return_inverse=True)
-    prof, puser = pairs // (int(user.max(initial=0)) + 1), pairs % (int(user.max(initial=0)) + 1)
+    n_keys = int(user.max(initial=0)) + 1
+    pairs, inv = np.unique(triplets.profile[real] * n_keys + user, return_inverse=True)
+    prof, puser = pairs // n_keys, pairs % n_keys
     idx, row = gather_ranges(triplets.profile_offsets[prof], triplets.profile_offsets[prof + 1])
     bad = in_sorted(hidden, puser[row] * n_items + triplets.profile_items[idx])
     pair_leaks = np.bincount(row[bad], minlength=len(pairs)) > 0
@@ -97,10 +97,7 @@ def verify_strategy(triplets: Triplets, ctx: SamplingContext, strategy: str) -> 
 
     n_items = ctx.n_items
     prof, pos, neg, user = (
-        triplets.profile[rows],
-        triplets.positive[rows],
-        triplets.negative[rows],
-        triplets.user[rows],
+        getattr(triplets, f)[rows] for f in ("profile", "positive", "negative", "user")
     )
     offsets, items = triplets.profile_offsets, triplets.profile_items
     ph = profile_hashes(offsets, items)[prof]
@@ -158,14 +155,10 @@ def verify_strategy(triplets: Triplets, ctx: SamplingContext, strategy: str) -> 
         )
     elif strategy in ("s5_next_basket", "s6_hide_one"):
         keys = _user_profile_key(ph, pos, user)
-        what = (
-            "next-basket item of its user"
-            if strategy == "s5_next_basket"
-            else "hide-one pair of its user"
-        )
+        what = "next-basket item" if strategy == "s5_next_basket" else "hide-one pair"
         report(
             ~in_sorted(_valid_basket_keys(ctx, strategy), keys),
-            f"are not a (profile, positive) {what}",
+            f"are not a (profile, positive) {what} of its user",
         )
     if strategy in ("s3_artist_cluster", "s5_next_basket", "s6_hide_one"):
         report(

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from curatornet_pipeline.core.ragged import offsets_from_lengths
+from curatornet_pipeline.core.ragged import offsets_from_lengths, range_positions, row_ids
 from curatornet_pipeline.core.split.baskets import training_profiles
 from curatornet_pipeline.core.types import TrainTestSplit
 
@@ -73,9 +73,8 @@ class SamplingContext:
     n_negatives: np.ndarray  # (U,) int64 items with artist and cluster both absent
     negative_offsets: np.ndarray  # (U+1,) int64 explicit such items for users where rare
     negative_items: np.ndarray  # (sum,) int32
-    s3_offsets: (
-        np.ndarray
-    )  # (U+1,) int64 s3 positives: outside the profile, artist and cluster in it
+    # (U+1,) int64 s3 positives: outside the profile, artist and cluster in it
+    s3_offsets: np.ndarray
     s3_items: np.ndarray  # (sum,) int32
     basket_item_offsets: np.ndarray  # (B+1,) int64 training baskets (from the split)
     basket_items: np.ndarray  # (sum,) int32
@@ -115,10 +114,8 @@ class SamplingContext:
 
 def gather_ranges(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Concatenated ``arange(starts[k], ends[k])``; returns (indices, row of each index)."""
-    lengths = (ends - starts).astype(np.int64)
-    offs = offsets_from_lengths(lengths)
-    row = np.repeat(np.arange(len(lengths)), lengths)
-    return np.arange(offs[-1]) - offs[:-1][row] + starts[row], row
+    offsets, flat = range_positions(starts, ends)
+    return flat, row_ids(np.diff(offsets))
 
 
 def unique_rows(
@@ -126,9 +123,8 @@ def unique_rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """CSR of the sorted unique items of every row."""
     keys = np.unique(row.astype(np.int64) * n_items + items)
-    return offsets_from_lengths(np.bincount(keys // n_items, minlength=n_rows)), (
-        keys % n_items
-    ).astype(np.int32)
+    offsets = offsets_from_lengths(np.bincount(keys // n_items, minlength=n_rows))
+    return offsets, (keys % n_items).astype(np.int32)
 
 
 def csr_by(labels: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,13 +11,9 @@ Choices the reference leaves open, made here:
 - Profiles are sets: sorted unique item indices.
 - s1, s3, random draw the user uniformly; s2 draws the item uniformly; s4 draws
   the profile item uniformly among items whose artist has another item.
-- s5 and s6 weight users as the reference does (``basket_weighting="user"``):
-  s5 draws a user uniformly among users with a next-basket profile, then the
-  basket b uniformly among that user's, then the positive uniformly in basket
-  b+1; s6 draws a user, then one of the user's baskets with >= 2 items, then the
-  hidden item, each uniformly. ``basket_weighting="pair"`` draws the (user, b)
-  profile or the (basket, hidden item) pair uniformly instead, which lets the
-  heaviest buyers (hundreds of baskets) dominate both sets.
+- s5 and s6 draw a user, then one of the user's baskets (s6: of >= 2 items), then the
+  item, each uniformly, as the reference does; ``basket_weighting="pair"`` draws the pair
+  uniformly instead (docs/guidelines.md, "Weighting of the basket guidelines").
 - s5: the positive is any item of basket b+1 (a repeat purchase may lie in the
   profile, as the definition allows).
 - s6: the hidden item is removed from the profile entirely, also when it was
@@ -201,25 +197,31 @@ def _empty(offsets: np.ndarray, items: np.ndarray) -> CandidateTriples:
     return CandidateTriples(offsets, items, none.astype(np.int64), none, none, none, 0)
 
 
-def _real_users(ctx: SamplingContext) -> np.ndarray:
+def _profile_triples(
+    ctx: SamplingContext,
+    n: int,
+    rng: np.random.Generator,
+    draw_negative: Callable[[np.ndarray], np.ndarray],
+) -> CandidateTriples:
+    """Profile = the user's history; positive in it; ``draw_negative(positives)`` outside it."""
     sizes = np.diff(ctx.profile_offsets)
-    return np.flatnonzero((sizes > 0) & (sizes < ctx.n_items))
-
-
-def s1_user_profile(ctx: SamplingContext, n: int, rng: np.random.Generator) -> CandidateTriples:
-    """Profile = the user's history; positive in it; negative outside it (hard with prob. 0.6)."""
-    users = _real_users(ctx)
+    users = np.flatnonzero((sizes > 0) & (sizes < ctx.n_items))
     if len(users) == 0:
         return _empty(ctx.profile_offsets, ctx.profile_items)
     u = users[rng.integers(0, len(users), n)]
     pos = _uniform_in(ctx.profile_offsets, u, ctx.profile_items, rng)
     neg, ok = _fill(
         n,
-        lambda r: _cluster_negative(ctx, pos[r], rng),
+        lambda r: draw_negative(pos[r]),
         lambda r, v: ~ctx.in_profile(u[r], v) & ~ctx.identical(pos[r], v),
         ctx.config.max_negative_redraws,
     )
     return _result(ctx.profile_offsets, ctx.profile_items, u, pos, neg, u, ok, n)
+
+
+def s1_user_profile(ctx: SamplingContext, n: int, rng: np.random.Generator) -> CandidateTriples:
+    """Profile = the user's history; positive in it; negative outside it (hard with prob. 0.6)."""
+    return _profile_triples(ctx, n, rng, lambda p: _cluster_negative(ctx, p, rng))
 
 
 def s2_single_item(ctx: SamplingContext, n: int, rng: np.random.Generator) -> CandidateTriples:
@@ -307,18 +309,9 @@ def s6_hide_one(ctx: SamplingContext, n: int, rng: np.random.Generator) -> Candi
 
 def random_triples(ctx: SamplingContext, n: int, rng: np.random.Generator) -> CandidateTriples:
     """Uniform BPR baseline: positive uniform in a user's history, negative uniform outside it."""
-    users = _real_users(ctx)
-    if len(users) == 0:
-        return _empty(ctx.profile_offsets, ctx.profile_items)
-    u = users[rng.integers(0, len(users), n)]
-    pos = _uniform_in(ctx.profile_offsets, u, ctx.profile_items, rng)
-    neg, ok = _fill(
-        n,
-        lambda r: rng.integers(0, ctx.n_items, len(r), dtype=np.int32),
-        lambda r, v: ~ctx.in_profile(u[r], v) & ~ctx.identical(pos[r], v),
-        ctx.config.max_negative_redraws,
+    return _profile_triples(
+        ctx, n, rng, lambda p: rng.integers(0, ctx.n_items, len(p), dtype=np.int32)
     )
-    return _result(ctx.profile_offsets, ctx.profile_items, u, pos, neg, u, ok, n)
 
 
 #: One function per name of ``types.STRATEGIES``.

@@ -18,11 +18,7 @@ from curatornet_pipeline.core.sampling.context import (
     build_context,
     gather_ranges,
 )
-from curatornet_pipeline.core.sampling.strategies import (
-    STRATEGY_FUNCS,
-    CandidateTriples,
-    StrategyFn,
-)
+from curatornet_pipeline.core.sampling.strategies import STRATEGY_FUNCS
 from curatornet_pipeline.core.types import (
     GUIDELINE_STRATEGIES,
     STRATEGIES,
@@ -31,25 +27,6 @@ from curatornet_pipeline.core.types import (
     TrainTestSplit,
     Triplets,
 )
-
-__all__ = [
-    "STRATEGY_FUNCS",
-    "CandidateTriples",
-    "SamplingConfig",
-    "SamplingContext",
-    "StrategyFn",
-    "build_context",
-    "catalogue_context",
-    "merge_triplets",
-    "profile_size_histogram",
-    "profile_sizes",
-    "profile_hashes",
-    "sample_strategy",
-    "select",
-    "strategy_target",
-    "take_rows",
-    "triple_hashes",
-]
 
 logger = logging.getLogger(__name__)
 

@@ -1,23 +1,13 @@
-"""A ranking validation signal: held-out baskets of training users, ranked like the test set.
+"""A ranking validation signal: held-out baskets of training users, ranked like the test set
+(why not triple accuracy: docs/architecture.md, "Epochs and the champion are chosen on a
+ranking of held-out baskets").
 
-Triple accuracy on validation triples saturates after one epoch (every model
-reaches ~0.99) and ranks random-sampling models *above* guideline ones, the
-opposite of the test set. The validation set here is instead built like the
-test set, one step earlier in time:
-
-- :func:`holdout_validation` removes, before any triple is sampled, the last
-  *training* basket of users with at least ``min_train_baskets`` training
-  baskets (optionally a seeded sample of them). Those baskets feed no triple,
-  no profile of a triple and no sampling statistic. The test baskets are
-  untouched: the returned training split has the same ``test_*`` arrays.
+- :func:`holdout_validation` removes, before any triple is sampled, the last *training*
+  basket of users with at least ``min_train_baskets`` training baskets (optionally a
+  seeded sample of them); the test baskets are untouched.
 - :func:`make_evaluator` returns ``evaluator(model_or_scorer) -> {"val_auc",
-  "val_recall@100", ...}``, computed by :func:`.evaluate.evaluate` with the
-  same candidates, relevance rule and metrics as the test evaluation, on the
-  validation split (profile = the training baskets left, relevant = the
-  held-out basket minus that profile).
-
-The training loop takes it as ``train(..., evaluator=fn)`` for early stopping,
-the best epoch and model selection.
+  "val_recall@100", ...}``, computed by :func:`.evaluate.evaluate` on the validation split
+  exactly as the test evaluation; ``train(..., evaluator=fn)`` takes it.
 """
 
 import logging

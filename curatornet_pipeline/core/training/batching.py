@@ -19,23 +19,18 @@ from curatornet_pipeline.core.types import Triplets
 if TYPE_CHECKING:
     from curatornet_pipeline.core.training.train import TrainConfig
 
-# a CuratorNet batch touching at least this fraction of the catalogue runs its item tower on
-# the whole catalogue instead of gathering the features of its items (see TripleSet): at
-# most 1/0.9 - 1 = 11% more first-layer work, in exchange for no (U, 2048) copy
+# see TripleSet: at most 1/0.9 - 1 = 11% more first-layer work, for no (U, 2048) copy
 WHOLE_CATALOGUE_AT = 0.9
 
 
 class TripleSet:
     """The triples of one split as flat arrays, with a batch builder.
 
-    ``whole_catalogue_at``: when a batch touches at least this fraction of the catalogue,
-    its item tower runs on every catalogue item (``items`` is ``arange(n)`` and ``x`` the
-    feature matrix itself, a view), which saves the (U, F) gather of the features: a third
-    of the first layer's own time at UGallery scale, where a default batch touches nearly
-    every item (docs/benchmarks.md). Gradients are unchanged: rows no triple uses get
-    zero gradient. With ``own_items`` (VBPR, whose per-item rows must stay the batch's own for
-    SparseAdam) ``items`` stays the batch's and only ``x`` is the whole feature matrix
-    (``catalogue_x``): the model computes every item's visual terms and keeps its rows.
+    A batch touching at least ``whole_catalogue_at`` of the catalogue runs its item tower on
+    every item (``x`` is the feature matrix itself: no (U, F) gather; why:
+    docs/architecture.md, "The item tower runs on the whole catalogue"). With ``own_items``
+    (VBPR: SparseAdam needs the batch's own item rows) only ``x`` is the whole matrix
+    (``catalogue_x``).
     """
 
     def __init__(

@@ -184,18 +184,6 @@ def bf16_native(device: str | torch.device = "cpu") -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def _training_device(config: TrainConfig) -> torch.device:
-    """The device of a training run; refuses a bf16 run that would crawl on this CPU."""
-    device = resolve_device(config.device)
-    if config.bf16 and not bf16_native(device):
-        raise ValueError(
-            f"TrainConfig.bf16 is set but this CPU has no native bfloat16 products "
-            f"(capability {torch.backends.cpu.get_cpu_capability()}): they would run about "
-            f"100x slower than float32; set bf16=False"
-        )
-    return device
-
-
 @torch.no_grad()
 def accuracy(
     model: CuratorNet | VBPR,
@@ -253,49 +241,17 @@ def load_checkpoint(path, device: "torch.device | str" = "cpu") -> dict | None:
         return torch.load(io.BytesIO(f.read()), map_location=device, weights_only=True)
 
 
-class _Optimizer:
+def optimizers(model, config: TrainConfig) -> list[torch.optim.Optimizer]:
     """Adam, or for VBPR with ``sparse_rows`` SparseAdam on the latent tables + Adam on the rest."""
-
-    def __init__(self, model, config: TrainConfig):
-        sparse = model.kind == "vbpr" and config.sparse_rows
-        if model.kind == "vbpr":
-            model.sparse_grad = sparse
-        tables = {id(p) for p in model.sparse_parameters()} if sparse else set()
-        params = list(model.parameters())
-        self.parts = [torch.optim.Adam([p for p in params if id(p) not in tables], lr=config.lr)]
-        if sparse:
-            self.parts.append(
-                torch.optim.SparseAdam([p for p in params if id(p) in tables], lr=config.lr)
-            )
-
-    def set_lr(self, lr: float) -> None:
-        for part in self.parts:
-            for group in part.param_groups:
-                group["lr"] = lr
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for part in self.parts:
-            part.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
-        for part in self.parts:
-            part.step()
-
-    def state_dict(self) -> list[dict]:
-        return [part.state_dict() for part in self.parts]
-
-    def load_state_dict(self, states: list[dict]) -> None:
-        for part, state in zip(self.parts, states, strict=True):
-            part.load_state_dict(state)
-
-
-def _log_epoch(name: str, stats: EpochStats) -> None:
-    extra = "".join(f", {k} {v:.4f}" for k, v in stats.metrics.items())
-    logger.info(
-        "%s epoch %d: loss %.5f, val acc %.4f%s, lr %.2e, %.0f triples/s",
-        name, stats.epoch, stats.loss, stats.val_accuracy, extra, stats.lr,
-        stats.triples_per_second,
-    )  # fmt: skip
+    sparse = model.kind == "vbpr" and config.sparse_rows
+    if model.kind == "vbpr":
+        model.sparse_grad = sparse
+    tables = {id(p) for p in model.sparse_parameters()} if sparse else set()
+    params = list(model.parameters())
+    parts = [torch.optim.Adam([p for p in params if id(p) not in tables], lr=config.lr)]
+    if sparse:
+        parts.append(torch.optim.SparseAdam([p for p in params if id(p) in tables], lr=config.lr))
+    return parts
 
 
 @contextlib.contextmanager
@@ -339,14 +295,20 @@ def train(
     """
     flush_denormals()
     with _deterministic_kernels(config):
-        device = _training_device(config)
+        device = resolve_device(config.device)
+        if config.bf16 and not bf16_native(device):  # emulated bf16 would crawl on this CPU
+            raise ValueError(
+                f"TrainConfig.bf16 is set but this CPU has no native bfloat16 products "
+                f"(capability {torch.backends.cpu.get_cpu_capability()}): they would run about "
+                f"100x slower than float32; set bf16=False"
+            )
         retain_freed_memory()  # no fresh pages to fault on every step (kernels/malloc.py)
         monitor = resolve_monitor(config, evaluator)
         train_set, val_set = triple_sets(model, train, validation)
 
         model.to(device).train()
         features_t = scaled_features(model, features, device, train_set, val_set)
-        optimizer = _Optimizer(model, config)
+        parts = optimizers(model, config)
         rng = np.random.default_rng(config.seed)
         tracker = _Tracker(monitor)
         seconds, train_seconds, n_trained = 0.0, 0.0, 0
@@ -358,7 +320,8 @@ def train(
             if ckpt.get("train_config") != asdict(config) or ckpt.get("kind") != model.kind:
                 raise ValueError(f"{ckpt_path}: checkpoint of another configuration; delete it")
             model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
+            for part, state in zip(parts, ckpt["optimizer"], strict=True):
+                part.load_state_dict(state)
             torch.set_rng_state(ckpt["torch_rng"].cpu())
             rng.bit_generator.state = ckpt["numpy_rng"]
             tracker.load(ckpt["tracker"])
@@ -373,15 +336,18 @@ def train(
                 break
             t0 = time.perf_counter()
             lr = config.lr * max(config.lr_min / config.lr, config.lr_decay**epoch)  # decayed
-            optimizer.set_lr(lr)
+            for group in (g for part in parts for g in part.param_groups):
+                group["lr"] = lr
             order = rng.permutation(len(train_set))
             loss_sum = torch.zeros((), device=device)
             for batch in train_set.batches(order, config, features_t, device):
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
                     loss = model.loss(batch, config.l2)
-                optimizer.zero_grad(set_to_none=True)
+                for part in parts:
+                    part.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
+                for part in parts:
+                    part.step()
                 loss_sum += loss.detach() * len(batch)
             epoch_loss = float(loss_sum) / len(train_set)
             if not math.isfinite(epoch_loss):
@@ -401,7 +367,12 @@ def train(
                 triples_per_second=len(train_set) / max(t_train, 1e-9), seconds=epoch_seconds,
                 metrics=metrics,
             )  # fmt: skip
-            _log_epoch(type(model).__name__, stats)
+            logger.info(
+                "%s epoch %d: loss %.5f, val acc %.4f%s, lr %.2e, %.0f triples/s",
+                type(model).__name__, stats.epoch, stats.loss, stats.val_accuracy,
+                "".join(f", {k} {v:.4f}" for k, v in metrics.items()), lr,
+                stats.triples_per_second,
+            )  # fmt: skip
             if ckpt_path is not None:
                 _save_checkpoint(
                     ckpt_path,
@@ -410,7 +381,7 @@ def train(
                         "train_config": asdict(config),
                         "epoch": epoch + 1,
                         "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
+                        "optimizer": [part.state_dict() for part in parts],
                         "torch_rng": torch.get_rng_state(),
                         "numpy_rng": rng.bit_generator.state,
                         "tracker": tracker.state(),

@@ -1,21 +1,12 @@
 """The embedding backbone: a torchvision classifier without its head, its weights, and the
-preprocessing those weights state (:func:`preprocess_for`).
-
-Preprocessing comes from the weights (:func:`preprocess_for`): torchvision
-weights state their own transform (``weights.transforms()``; ResNet-50
-IMAGENET1K_V2: resize the shorter side to 232, centre-crop 224, ImageNet
-mean/std); a weights file may state one in a JSON sidecar
-``<file>.transform.json``; otherwise, and for random weights, the transform
-of the backbone's default torchvision weights is used (documented default).
-``EmbedConfig.image_size`` overrides all of them (resize and crop to that
-size, ImageNet mean/std) for tests and quick demos. The transform used is
-recorded in ``ItemVectors.meta["transform"]`` and is part of the store key.
+preprocessing those weights state (:func:`preprocess_for`). The transform used is recorded
+in ``ItemVectors.meta["transform"]`` and is part of the store key.
 """
 
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,14 +41,7 @@ class Preprocess:
     source: str = ""  # where the transform comes from (weights enum, sidecar, default, override)
 
     def as_dict(self) -> dict:
-        return {
-            "resize_size": self.resize_size,
-            "crop_size": self.crop_size,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "interpolation": self.interpolation,
-            "source": self.source,
-        }
+        return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
 
     @property
     def key(self) -> str:
@@ -143,12 +127,6 @@ def _final_linear(model: torch.nn.Module) -> str:
     return names[-1]
 
 
-def _replace_module(model: torch.nn.Module, name: str, new: torch.nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
-
 def weights_id(config: "EmbedConfig") -> str:
     """A stable id of the weights, part of every store key."""
     if config.weights == "none":
@@ -200,7 +178,8 @@ def build_backbone(config: "EmbedConfig") -> tuple[torch.nn.Module, str]:
             model = torchvision.models.get_model(name, weights=None)
         description = RANDOM_WEIGHTS
     head = _final_linear(model)
-    _replace_module(model, head, torch.nn.Identity())
+    parent, _, child = head.rpartition(".")
+    setattr(model.get_submodule(parent), child, torch.nn.Identity())
     if config.weights == "none":
         logger.warning(
             "embedding backbone %s has RANDOM WEIGHTS: vectors are meaningless for "

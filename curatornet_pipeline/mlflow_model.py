@@ -46,7 +46,6 @@ from curatornet_pipeline.registry import ARTIFACT_DIR as ARTIFACT_PATH
 logger = logging.getLogger(__name__)
 
 DEFAULT_K = 20
-_CATALOGUE_FIELDS = CATALOGUE_ARRAYS
 
 
 class ServingError(MlflowException):
@@ -78,7 +77,7 @@ class ServingError(MlflowException):
 
 def save_catalogue(path: str | Path, catalogue: Catalogue) -> None:
     """Write ``catalogue`` as an ``.npz`` of plain arrays (no pickle), meta as JSON."""
-    arrays = {name: np.asarray(getattr(catalogue, name)) for name in _CATALOGUE_FIELDS}
+    arrays = {name: np.asarray(getattr(catalogue, name)) for name in CATALOGUE_ARRAYS}
     arrays["meta"] = np.asarray(json.dumps(catalogue.meta, default=str))
     with open(path, "wb") as f:
         np.savez(f, **arrays)
@@ -87,10 +86,10 @@ def save_catalogue(path: str | Path, catalogue: Catalogue) -> None:
 def load_catalogue_file(path: str | Path) -> Catalogue:
     """Read :func:`save_catalogue`'s file; ValueError naming the file and a missing field."""
     with np.load(path, allow_pickle=False) as data:
-        missing = [n for n in (*_CATALOGUE_FIELDS, "meta") if n not in data.files]
+        missing = [n for n in (*CATALOGUE_ARRAYS, "meta") if n not in data.files]
         if missing:
             raise ValueError(f"{path}: catalogue file lacks fields {missing}")
-        values = {n: data[n] for n in _CATALOGUE_FIELDS}
+        values = {n: data[n] for n in CATALOGUE_ARRAYS}
         meta = json.loads(str(data["meta"]))
     return Catalogue(**values, meta=meta)
 

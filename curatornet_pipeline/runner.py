@@ -30,17 +30,11 @@ from curatornet_pipeline.defs.automation import STAGES, TRIGGER_TAG
 
 logger = logging.getLogger(__name__)
 
-INVOCATION_TAG = "curatornet/invocation"
-
 FINISHED = {
     dg.DagsterRunStatus.SUCCESS,
     dg.DagsterRunStatus.FAILURE,
     dg.DagsterRunStatus.CANCELED,
 }
-
-
-def workspace_file() -> str:
-    return str(settings.REPO_ROOT / "workspace.yaml")
 
 
 @dataclass(frozen=True)

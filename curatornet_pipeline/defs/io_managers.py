@@ -111,8 +111,6 @@ class ArtifactStorage(dg.ConfigurableResource):
         return self.write_bytes(relative, text.encode())
 
     def _local(self) -> Path:
-        from pathlib import Path
-
         base = UPath(self.root)
         if getattr(base, "protocol", "") in ("", "file", "local"):
             return Path(str(base.path if hasattr(base, "path") else base))

@@ -70,28 +70,21 @@ def config_class(stage: str, cls: type, defaults: dict[str, Any] | None = None) 
 
 
 SETTINGS_CLASSES: dict[str, type[dg.Config]] = {s: config_class(s, c) for s, c in STAGES.items()}
-EmbedSettings = SETTINGS_CLASSES["embed"]
-PCASettings = SETTINGS_CLASSES["pca"]
-ClusterSettings = SETTINGS_CLASSES["cluster"]
-SamplingSettings = SETTINGS_CLASSES["sampling"]
-TrainSettings = SETTINGS_CLASSES["train"]
-ValidationSettings = SETTINGS_CLASSES["validation"]
-ModelGridSettings = SETTINGS_CLASSES["models"]
-EvaluationSettings = SETTINGS_CLASSES["evaluation"]
+_S = SETTINGS_CLASSES  # the field types of PipelineSettings
 
 
 class PipelineSettings(dg.ConfigurableResource):
     """Typed settings of every stage; a profile fills them, a run may override any field."""
 
     profile: str = "demo"  # the preset these values started from (recorded with each run)
-    embed: EmbedSettings = EmbedSettings()  # type: ignore[valid-type]
-    pca: PCASettings = PCASettings()  # type: ignore[valid-type]
-    cluster: ClusterSettings = ClusterSettings()  # type: ignore[valid-type]
-    sampling: SamplingSettings = SamplingSettings()  # type: ignore[valid-type]
-    validation: ValidationSettings = ValidationSettings()  # type: ignore[valid-type]
-    train: TrainSettings = TrainSettings()  # type: ignore[valid-type]
-    models: ModelGridSettings = ModelGridSettings()  # type: ignore[valid-type]
-    evaluation: EvaluationSettings = EvaluationSettings()  # type: ignore[valid-type]
+    embed: _S["embed"] = _S["embed"]()  # type: ignore[valid-type]
+    pca: _S["pca"] = _S["pca"]()  # type: ignore[valid-type]
+    cluster: _S["cluster"] = _S["cluster"]()  # type: ignore[valid-type]
+    sampling: _S["sampling"] = _S["sampling"]()  # type: ignore[valid-type]
+    validation: _S["validation"] = _S["validation"]()  # type: ignore[valid-type]
+    train: _S["train"] = _S["train"]()  # type: ignore[valid-type]
+    models: _S["models"] = _S["models"]()  # type: ignore[valid-type]
+    evaluation: _S["evaluation"] = _S["evaluation"]()  # type: ignore[valid-type]
 
     def stage(self, name: str) -> dict[str, Any]:
         """The settings of one stage as a plain dict."""
@@ -99,14 +92,13 @@ class PipelineSettings(dg.ConfigurableResource):
             raise ValueError(f"unknown stage {name!r}; known: {sorted(STAGES)}")
         return dict(getattr(self, name).model_dump())
 
-    def build(self, name: str, config_cls: type | None = None) -> Any:
+    def build(self, name: str) -> Any:
         """The core config dataclass of a stage."""
-        cls = config_cls or STAGES[name]
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in self.stage(name).items()}
-        return cls(**values)
+        return STAGES[name](**values)
 
     def grid(self) -> ModelGrid:
-        return self.build("models", ModelGrid)
+        return self.build("models")
 
 
 def profile_values(profile: str, overrides: dict[str, dict[str, Any]] | None = None) -> dict:

@@ -12,29 +12,6 @@ from curatornet_pipeline.defs.tracking import TAG_DATA_VERSION, TAG_INPUT_PREFIX
 from curatornet_pipeline.lineage import DATA_VERSION_TAG
 
 
-def png_markdown(png: bytes, title: str) -> dg.MetadataValue:
-    """A PNG inline in markdown metadata."""
-    encoded = base64.b64encode(png).decode()
-    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")
-
-
-def figure_file(context: dg.AssetExecutionContext, name: str) -> str:
-    """Storage-relative file of a figure of this asset (and partition)."""
-    parts = ["figures", *context.asset_key.path]
-    if context.has_partition_key:
-        parts.append(context.partition_key)
-    return "/".join([*parts, name])
-
-
-def latest_record(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None):
-    """The newest materialization record of an asset (partition), or None."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None),
-        limit=1,
-    ).records
-    return records[0] if records else None
-
-
 def upstream_versions(context: dg.AssetExecutionContext) -> dict[str, dict[str, Any]]:
     """Data version, Dagster run and time of every input (each partition of a partitioned one).
 
@@ -48,33 +25,25 @@ def upstream_versions(context: dg.AssetExecutionContext) -> dict[str, dict[str, 
         except Exception:  # unpartitioned upstream
             partitions = [None]
         for partition in partitions:
-            record = latest_record(context.instance, key, partition)
-            if record is None:
+            records = context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(
+                    asset_key=key, asset_partitions=[partition] if partition else None
+                ),
+                limit=1,
+            ).records
+            if not records:
                 continue
+            record = records[0]
             mat = record.asset_materialization
+            run_id = mat.metadata.get("mlflow_run_id")
             label = key.to_user_string() + (f"[{partition}]" if partition else "")
             out[label] = {
                 "data_version": (mat.tags or {}).get(DATA_VERSION_TAG, ""),
                 "dagster_run_id": record.run_id,
                 "timestamp": record.timestamp,
-                "mlflow_run_id": _text(mat.metadata.get("mlflow_run_id")),
+                "mlflow_run_id": str(getattr(run_id, "value", run_id) or ""),
             }
     return out
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return str(getattr(value, "value", value))
-
-
-def input_tags(versions: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """MLflow tags naming the data version of each input."""
-    # MLflow tag keys allow no brackets: triplets[s1_user_profile] -> triplets:s1_user_profile
-    return {
-        TAG_INPUT_PREFIX + name.replace("[", ":").rstrip("]"): v["data_version"]
-        for name, v in versions.items()
-    }
 
 
 def finish(
@@ -100,9 +69,14 @@ def finish(
     md: dict[str, Any] = dict(metadata or {})
     if figures and storage is None:
         raise ValueError("finish(figures=...) needs the ArtifactStorage resource")
+    folder = "/".join(["figures", *context.asset_key.path])
+    if context.has_partition_key:
+        folder += f"/{context.partition_key}"
     for name, png in (figures or {}).items():
-        path = storage.write_bytes(figure_file(context, f"{name}.png"), png)
-        md[name] = png_markdown(png, name)
+        path = storage.write_bytes(f"{folder}/{name}.png", png)
+        md[name] = dg.MetadataValue.md(
+            f"![{name}](data:image/png;base64,{base64.b64encode(png).decode()})"
+        )
         md[f"{name}_file"] = dg.MetadataValue.path(path)
         run.log_bytes(png, f"figures/{name}.png")
     for name, text in (tables or {}).items():
@@ -110,34 +84,39 @@ def finish(
         run.log_text(text, f"tables/{name}.md")
     if upstream:
         md["input_versions"] = dg.MetadataValue.json(dict(upstream))
-        run.set_tags(input_tags(upstream))
+        # MLflow tag keys allow no brackets: triplets[s1_user_profile] -> triplets:s1_user_profile
+        run.set_tags(
+            {
+                TAG_INPUT_PREFIX + name.replace("[", ":").rstrip("]"): v["data_version"]
+                for name, v in upstream.items()
+            }
+        )
     md["data_version"] = data_version
     md["mlflow_run_id"] = run.run_id
     md["mlflow_run"] = dg.MetadataValue.url(run.url)
-    numeric = {k: float(v) for k, v in (metrics or {}).items()}
-    for key, v in md.items():
-        if isinstance(v, bool):
-            continue
-        if isinstance(v, int | float | np.integer | np.floating):
-            numeric.setdefault(key, float(v))
-    run.log_metrics(numeric)
+    numeric = {
+        k: float(v)
+        for k, v in md.items()
+        if isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+    }
+    run.log_metrics({**numeric, **{k: float(v) for k, v in (metrics or {}).items()}})
     run.set_tags({TAG_DATA_VERSION: data_version})
-    result_kwargs: dict[str, Any] = {}
-    if value is not None:
-        result_kwargs["value"] = value
     return dg.MaterializeResult(
         metadata=md,
         data_version=dg.DataVersion(data_version),
         check_results=list(checks),
-        **result_kwargs,
+        **({} if value is None else {"value": value}),
     )
 
 
-def check(name: str, passed: bool, severity: str = "ERROR", **metadata: Any) -> dg.AssetCheckResult:
+def check(
+    name: str, passed: bool, severity: str = "ERROR", description: str | None = None, **metadata
+) -> dg.AssetCheckResult:
     """A check result of the asset being materialized."""
     return dg.AssetCheckResult(
         check_name=name,
         passed=bool(passed),
         severity=dg.AssetCheckSeverity[severity],
+        description=description,
         metadata=metadata,
     )

@@ -22,7 +22,7 @@ from curatornet_pipeline.core.types import (
     Triplets,
 )
 from curatornet_pipeline.defs.automation import ON_DATA_CHANGE
-from curatornet_pipeline.defs.common import finish, upstream_versions
+from curatornet_pipeline.defs.common import check, finish, upstream_versions
 from curatornet_pipeline.defs.resources import PipelineSettings
 from curatornet_pipeline.defs.tracking import MlflowTracking
 from curatornet_pipeline.defs.versioning import source_hash
@@ -48,17 +48,9 @@ def _triplets_check(name: str, description: str, blocking: bool = False) -> dg.A
     )
 
 
-def _result(
-    name: str, passed: bool, strategy: str, severity: str = "ERROR", **metadata
-) -> dg.AssetCheckResult:
+def _result(name: str, passed: bool, strategy: str, severity: str = "ERROR", **metadata):
     """A check result of the ``strategy`` partition of ``triplets``, saying so."""
-    return dg.AssetCheckResult(
-        check_name=name,
-        passed=bool(passed),
-        severity=dg.AssetCheckSeverity[severity],
-        description=f"partition {strategy}",
-        metadata={"partition": strategy, **metadata},
-    )
+    return check(name, passed, severity, f"partition {strategy}", partition=strategy, **metadata)
 
 
 @dg.asset(

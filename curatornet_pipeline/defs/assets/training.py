@@ -90,8 +90,7 @@ def add_grid_partitions(instance: dg.DagsterInstance, grid: experiment.ModelGrid
             instance.add_dynamic_partitions(name, missing)
 
 
-def _checks(family: str) -> list[dg.AssetCheckSpec]:
-    asset = f"{family}_models" if family != "random" else "random_sampling_models"
+def _checks(asset: str) -> list[dg.AssetCheckSpec]:
     return [
         dg.AssetCheckSpec(
             "weights_finite",
@@ -206,26 +205,21 @@ def train_variant(
     return mat
 
 
-def _guideline_asset(family: str):
-    strategies = experiment.FAMILY_STRATEGIES[family]
+def _model_asset(name: str, partitions_def, mapping, description: str, variant_of):
+    """A training asset; ``variant_of(partition key, settings)`` names the variant it trains."""
 
     @dg.asset(
-        name=f"{family}_models",
+        name=name,
         dagster_type=dg.Any,
         group_name=GROUP,
         code_version=CODE_VERSION,
         io_manager_key=MODEL_IO,
-        partitions_def=PARTITIONS[family],
+        partitions_def=partitions_def,
         automation_condition=ON_DATA_CHANGE,
         retry_policy=RETRY,
-        ins={
-            "triplets": dg.AssetIn(
-                partition_mapping=dg.SpecificPartitionsPartitionMapping(list(strategies))
-            )
-        },
-        check_specs=_checks(family),
-        description=f"{experiment.FAMILY_LABELS[family]} trained on the triples of "
-        f"{', '.join(strategies)}; one partition per weight decay (Table 2).",
+        ins={"triplets": dg.AssetIn(partition_mapping=mapping)},
+        check_specs=_checks(name),
+        description=description,
     )
     def _asset(
         context: dg.AssetExecutionContext,
@@ -237,9 +231,7 @@ def _guideline_asset(family: str):
         catalogue: Catalogue,
         validation_split: TrainTestSplit,
     ) -> dg.MaterializeResult:
-        variant = experiment.guideline_variant(
-            family, experiment.l2_from_key(context.partition_key)
-        )
+        variant = variant_of(context.partition_key, pipeline)
         return train_variant(
             context, pipeline, mlflow, storage, variant, triplets, catalogue, validation_split
         )
@@ -247,33 +239,24 @@ def _guideline_asset(family: str):
     return _asset
 
 
+def _guideline_asset(family: str):
+    strategies = experiment.FAMILY_STRATEGIES[family]
+    return _model_asset(
+        f"{family}_models",
+        PARTITIONS[family],
+        dg.SpecificPartitionsPartitionMapping(list(strategies)),
+        f"{experiment.FAMILY_LABELS[family]} trained on the triples of "
+        f"{', '.join(strategies)}; one partition per weight decay (Table 2).",
+        lambda key, _: experiment.guideline_variant(family, experiment.l2_from_key(key)),
+    )
+
+
 curatornet_models = _guideline_asset("curatornet")
 vbpr_models = _guideline_asset("vbpr")
-
-
-@dg.asset(
-    dagster_type=dg.Any,
-    group_name=GROUP,
-    code_version=CODE_VERSION,
-    io_manager_key=MODEL_IO,
-    partitions_def=random_sampling_families,
-    automation_condition=ON_DATA_CHANGE,
-    retry_policy=RETRY,
-    ins={"triplets": dg.AssetIn(partition_mapping=RANDOM_SAMPLING_MAPPING)},
-    check_specs=_checks("random"),
+random_sampling_models = _model_asset(
+    "random_sampling_models",
+    random_sampling_families,
+    RANDOM_SAMPLING_MAPPING,
+    "CuratorNet and VBPR on uniformly sampled triples, at the ablation's weight decay (Fig. 3).",
+    lambda key, pipeline: experiment.random_variant(key, pipeline.grid()),
 )
-def random_sampling_models(
-    context: dg.AssetExecutionContext,
-    pipeline: PipelineSettings,
-    mlflow: MlflowTracking,
-    compute: ComputeResource,  # sets torch threads to the step budget
-    storage: ArtifactStorage,
-    triplets: dict,
-    catalogue: Catalogue,
-    validation_split: TrainTestSplit,
-) -> dg.MaterializeResult:
-    """CuratorNet and VBPR on uniformly sampled triples, at the ablation's weight decay (Fig. 3)."""
-    variant = experiment.random_variant(context.partition_key, pipeline.grid())
-    return train_variant(
-        context, pipeline, mlflow, storage, variant, triplets, catalogue, validation_split
-    )

@@ -14,6 +14,12 @@ from upath import UPath
 from curatornet_pipeline.core.bundle import load_bundle, save_bundle
 
 
+def _write(path: UPath, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        f.write(data)
+
+
 class ParquetIOManager(dg.UPathIOManager):
     """pandas DataFrames as parquet files, one per asset partition."""
 
@@ -22,9 +28,7 @@ class ParquetIOManager(dg.UPathIOManager):
     def dump_to_path(self, context: dg.OutputContext, obj: pd.DataFrame, path: UPath) -> None:
         if not isinstance(obj, pd.DataFrame):
             raise TypeError(f"{context.asset_key.to_user_string()}: expected a DataFrame")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as f:
-            obj.to_parquet(f, index=False)
+        _write(path, obj.to_parquet(index=False))
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> pd.DataFrame:
         with path.open("rb") as f:
@@ -37,11 +41,9 @@ class BundleIOManager(dg.UPathIOManager):
     extension = ".npz"
 
     def dump_to_path(self, context: dg.OutputContext, obj: object, path: UPath) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         save_bundle(obj, buffer)
-        with path.open("wb") as f:
-            f.write(buffer.getvalue())
+        _write(path, buffer.getvalue())
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> object:
         with path.open("rb") as f:
@@ -60,11 +62,9 @@ class TorchIOManager(dg.UPathIOManager):
     def dump_to_path(self, context: dg.OutputContext, obj: dict, path: UPath) -> None:
         import torch
 
-        path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         torch.save(obj, buffer)
-        with path.open("wb") as f:
-            f.write(buffer.getvalue())
+        _write(path, buffer.getvalue())
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> dict:
         import torch
@@ -102,9 +102,7 @@ class ArtifactStorage(dg.ConfigurableResource):
 
     def write_bytes(self, relative: str, data: bytes) -> str:
         path = self.path(relative)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as f:
-            f.write(data)
+        _write(path, data)
         return str(path)
 
     def write_text(self, relative: str, text: str) -> str:

@@ -64,22 +64,11 @@ def init_cluster(p) -> str:
         shutil.chown(p.pgdata, "postgres", "postgres")
         shutil.chown(pwfile, "postgres", "postgres")
     try:
-        _pg_run(
-            [
-                pg_bin("initdb"),
-                "-D",
-                str(p.pgdata),
-                "-U",
-                PG_USER,
-                "--pwfile",
-                str(pwfile),
-                "--auth",
-                "scram-sha-256",
-                "-E",
-                "UTF8",
-                "--no-instructions",
-            ]  # fmt: skip
-        )
+        initdb = [
+            pg_bin("initdb"), "-D", str(p.pgdata), "-U", PG_USER, "--pwfile", str(pwfile),
+            "--auth", "scram-sha-256", "-E", "UTF8", "--no-instructions",
+        ]  # fmt: skip
+        _pg_run(initdb)
     finally:
         pwfile.unlink()
     conf = p.pgdata / "postgresql.conf"

@@ -145,85 +145,44 @@ def _programs(p: StackPaths, state: dict) -> dict[str, dict]:
     threads = str(state["threads_per_worker"])
     workspace = stack_services(state).workspace
     cluster = [postgres.pg_bin("postgres"), "-D", str(p.pgdata)]
+    mlflow = [
+        str(bindir / "mlflow"), "server", "--host", HOST, "--port", str(ports["mlflow"]),
+        "--artifacts-destination", str(p.artifacts), "--workers", "1",
+    ]  # fmt: skip
+    scheduler = [
+        str(bindir / "dask"), "scheduler", "--host", HOST, "--port", str(ports["scheduler"]),
+        "--no-dashboard",
+    ]  # fmt: skip
+    codeserver = [
+        str(bindir / "dagster"), "code-server", "start", "-m", "curatornet_pipeline.definitions",
+        "-a", "defs", "-h", HOST, "-p", str(ports["codeserver"]), "--location-name", LOCATION,
+    ]  # fmt: skip
+    webserver = [
+        str(bindir / "dagster-webserver"), "-h", HOST, "-p", str(ports["webserver"]),
+        "-w", workspace,
+    ]  # fmt: skip
     programs = {
         "postgres": {"cmd": cluster, "user": "postgres" if postgres.pg_user() else None},
         "mlflow": {
-            "cmd": [
-                str(bindir / "mlflow"),
-                "server",
-                "--host",
-                HOST,
-                "--port",
-                str(ports["mlflow"]),
-                "--artifacts-destination",
-                str(p.artifacts),
-                "--workers",
-                "1",
-            ],  # fmt: skip
+            "cmd": mlflow,
             "env": {
                 "MLFLOW_BACKEND_STORE_URI": postgres.postgres_url(state, "mlflow"),
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             },
         },
-        "scheduler": {
-            "cmd": [
-                str(bindir / "dask"),
-                "scheduler",
-                "--host",
-                HOST,
-                "--port",
-                str(ports["scheduler"]),
-                "--no-dashboard",
-            ]  # fmt: skip
-        },
-        "codeserver": {
-            "cmd": [
-                str(bindir / "dagster"),
-                "code-server",
-                "start",
-                "-m",
-                "curatornet_pipeline.definitions",
-                "-a",
-                "defs",
-                "-h",
-                HOST,
-                "-p",
-                str(ports["codeserver"]),
-                "--location-name",
-                LOCATION,
-            ]  # fmt: skip
-        },
+        "scheduler": {"cmd": scheduler},
+        "codeserver": {"cmd": codeserver},
         "daemon": {"cmd": [str(bindir / "dagster-daemon"), "run", "-w", workspace]},
-        "webserver": {
-            "cmd": [
-                str(bindir / "dagster-webserver"),
-                "-h",
-                HOST,
-                "-p",
-                str(ports["webserver"]),
-                "-w",
-                workspace,
-            ]  # fmt: skip
-        },
+        "webserver": {"cmd": webserver},
     }
     for i in range(state["workers"]):
+        worker = [
+            str(bindir / "dask"), "worker", f"tcp://{HOST}:{ports['scheduler']}", "--host", HOST,
+            "--nworkers", "1", "--nthreads", "1", "--name", f"worker-{i}", "--no-dashboard",
+            "--local-directory", str(p.root / "dask"),
+        ]  # fmt: skip
         programs[f"worker-{i}"] = {
-            "cmd": [
-                str(bindir / "dask"),
-                "worker",
-                f"tcp://{HOST}:{ports['scheduler']}",
-                "--host",
-                HOST,
-                "--nworkers",
-                "1",
-                "--nthreads",
-                "1",
-                "--name",
-                f"worker-{i}",
-                "--no-dashboard",
-                "--local-directory",
-                str(p.root / "dask"),
-            ],  # fmt: skip
+            "cmd": worker,
             "env": {
                 "CURATORNET_THREADS": threads,
                 "OMP_NUM_THREADS": threads,

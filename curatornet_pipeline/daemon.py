@@ -1,27 +1,8 @@
 """One Dagster daemon per home, shared by every invocation that needs it.
 
-A home's services are one Dagster code server (``dagster code-server start``)
-and one Dagster daemon (``dagster-daemon run``) reading it through a workspace
-file of their own. Both are children of a small watchdog process
-(``python -m curatornet_pipeline.daemon``), started by the first invocation
-that needs them (``curatornet run``, ``curatornet ui``) and shared by the
-others:
-
-- every invocation holds a *lease*, a shared ``flock`` on ``daemon.users`` in
-  the home's lock folder, for as long as it runs; the kernel drops it when the
-  process ends, ``kill -9`` included;
-- the watchdog tries an exclusive lock on the same file every second: once it
-  gets it, no invocation is left, so it cancels what is still queued or
-  running, stops the daemon and the code server and exits;
-- the daemon and the code server get ``SIGTERM`` from the kernel when the
-  watchdog itself dies (``PR_SET_PDEATHSIG``), so nothing outlives it.
-
-Starting and stopping happen under one ``filelock`` (``services.lock``): two
-invocations starting together get one watchdog, and an invocation arriving
-while the services stop waits for them to be gone before starting new ones.
-When fresh services start, no process can be running a run of this home, so
-every run left non-terminal by a dead invocation is ended then (and its MLflow
-runs with it).
+A watchdog (``python -m curatornet_pipeline.daemon``) runs the home's code server and
+daemon while any invocation holds a lease (a shared ``flock`` on ``daemon.users``),
+then cancels what is left and stops them; docs/architecture.md, "One daemon per home".
 """
 
 import ctypes

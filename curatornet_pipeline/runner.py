@@ -1,13 +1,8 @@
 """The main job: the named jobs of the whole graph, launched through the Dagster instance.
 
-``curatornet run`` submits the runs of each stage (``refresh_upstream``, the
-seven ``sample_triplets`` partitions, every model partition of the three
-training jobs, ``evaluate``) to the instance of ``$CURATORNET_HOME/dagster``
-with Dagster's own ``dagster job launch``, against the home's shared code
-server (:mod:`curatornet_pipeline.daemon`): the queued run coordinator decides
-what runs side by side, the home's one Dagster daemon launches the runs and run
-monitoring fails runs whose process died. Every run carries its job name and a
-``curatornet/trigger`` tag, and shows on the Overview timeline.
+``curatornet run`` submits each stage's runs with ``dagster job launch`` against the
+home's shared code server (:mod:`curatornet_pipeline.daemon`), waits for them and stops
+at the first failure; docs/architecture.md, "Jobs, triggers and the main job".
 """
 
 import json

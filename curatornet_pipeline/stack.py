@@ -1,22 +1,8 @@
 """``curatornet stack up|down|status|run``: the pipeline as a service on one machine.
 
-Started in ``$CURATORNET_HOME/stack`` under ``supervisord`` (Supervisor, the
-process manager; ``supervisord.conf`` there), all on 127.0.0.1:
-
-- a PostgreSQL cluster (Debian's ``postgresql``) with the databases
-  ``dagster`` and ``mlflow``;
-- the Dagster instance on it (``dagster-postgres``), with a queued run
-  coordinator whose tag limit keeps heavy runs from oversubscribing the cores,
-  and run monitoring;
-- the MLflow tracking server on PostgreSQL, proxying artifacts to a folder;
-- a Dask scheduler and worker processes (``distributed``), each worker with
-  its thread budget (``CURATORNET_THREADS``);
-- a Dagster code server, and the Dagster daemon and webserver reading it,
-  whose runs use the Dask executor.
-
-``supervisorctl -c $CURATORNET_HOME/stack/supervisord.conf status`` shows them;
-``down`` shuts supervisord down, which stops every program's process group,
-and keeps the data.
+PostgreSQL, MLflow, a Dask scheduler and workers, and a Dagster code server, daemon
+and webserver under ``supervisord`` in ``$CURATORNET_HOME/stack``, all on 127.0.0.1;
+``down`` stops them and keeps the data. docs/scaling.md has the programs and the order.
 """
 
 import json

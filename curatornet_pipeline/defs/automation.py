@@ -1,13 +1,8 @@
 """Named jobs, the nightly schedule, and the conditions that keep the graph up to date.
 
-Every trigger launches named jobs through the Dagster instance: ``curatornet
-run`` launches the whole chain (``refresh_upstream``, ``sample_triplets``, the
-three training jobs, ``evaluate``); the 02:00 schedule and the incoming-data
-sensor launch ``refresh_upstream``. Below the split every asset carries
-:data:`ON_DATA_CHANGE`: Dagster's automation sensor requests a partition only
-when the *data version* of one of the partitions it reads has changed, so a
-re-materialization that reproduces the same bytes triggers nothing, and a
-changed ``triplets[s2_single_item]`` retrains exactly the models that read it.
+Triggers launch named jobs; below the split, :data:`ON_DATA_CHANGE` requests a partition
+only when the data version of an input changed (docs/architecture.md, "Jobs, triggers
+and the main job" and "Automation only on change").
 """
 
 import dagster as dg

@@ -1,13 +1,9 @@
 """Crash safety: checkpoints keyed by what a training depends on, and no MLflow run left RUNNING.
 
-A training killed mid-way (``kill -9``, a lost worker) leaves three things:
-its checkpoint, a Dagster run that run monitoring marks FAILURE, and an MLflow
-run that nobody ended. The checkpoint is keyed by the partition, the data
-versions of every input and a hash of the settings and code, so the next run
-of the same partition with the same inputs resumes from it, and any other run
-starts afresh. The MLflow run is ended as KILLED by the run-failure sensor
-below (with the daemon) and, failing that, by the next materialization of the
-same asset partition before it opens its own run.
+The checkpoint key hashes the input data versions, settings and code, so only a re-run
+of the same training resumes. A dead training's MLflow run is ended as KILLED by the
+run-failure sensor below or, without a daemon, by the next materialization of the same
+partition (docs/architecture.md, "Crash safety").
 """
 
 import hashlib

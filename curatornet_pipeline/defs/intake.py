@@ -1,13 +1,9 @@
 """Incoming batches in Dagster: a sensor that only detects, an asset that applies.
 
-The ``incoming_batches`` sensor looks at ``incoming/`` (reading only, so
-``dagster sensor preview`` changes nothing) and requests one run of
-``refresh_upstream`` per ready batch, with the batch's folder and content
-hash in the run config and tags. The run materializes ``applied_batches``
-(the history of applied batches; validating and applying happen here, so
-they show in the UI and leave lineage), then the ingestion-to-split assets,
-which depend on it; the automation sensor takes it from there. Nightly runs
-of the same job carry no batch: ``applied_batches`` then applies nothing.
+The ``incoming_batches`` sensor only reads (``dagster sensor preview`` changes nothing)
+and requests a ``refresh_upstream`` run per ready batch; in it ``applied_batches``
+validates and applies the batch, so that shows in the UI and leaves lineage
+(docs/operations.md, "Nightly retraining and new files").
 """
 
 from pathlib import Path

@@ -1,11 +1,8 @@
 """Resources: where the dataset is, and the typed settings of every stage.
 
-The stage settings are one ``PipelineSettings`` resource whose fields are
-``dg.Config`` classes generated from the core's config dataclasses (one field
-per dataclass field, same name, type and default), so they show -- typed and
-editable -- in the launchpad under ``resources.pipeline.config``. A *profile*
-(tiny, demo, paper) is a preset: it fills those fields when the code location
-loads; a run may override any of them in its run config.
+``PipelineSettings`` fields are ``dg.Config`` classes generated from the core's config
+dataclasses, so a new core field shows in the launchpad with no code here; a profile
+fills their defaults (docs/architecture.md, "Typed settings").
 """
 
 import dataclasses

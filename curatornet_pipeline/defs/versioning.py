@@ -1,11 +1,7 @@
 """Code versions that change when the code an asset runs changes.
 
-Each asset's ``code_version`` is a short hash of the source of the core modules
-it calls (and of its own module), computed when the code location loads. Edit
-``core/sampling/triples.py`` and the ``triplets`` partitions (and everything below them)
-show as stale in the UI, while the ingestion assets stay fresh; reformatting a
-comment also changes the version -- a deliberate over-approximation: a false
-"stale" costs a re-run, a missed one a wrong result.
+A comment edit changes the version too, on purpose: a false "stale" costs a re-run, a
+missed one a wrong result (docs/architecture.md, "Code versions").
 """
 
 import hashlib

@@ -1,27 +1,9 @@
 """CuratorNet as an MLflow ``pyfunc`` model: liked artworks in, ranked artworks out.
 
-A registered version holds everything it needs to rank, as two artifacts:
-
-- ``weights``: the CuratorNet model file (:func:`curatornet_pipeline.core.models.networks.save_model`,
-  loaded with ``weights_only=True``);
-- ``catalogue``: the artworks it ranks (ids, raw visual features, artists, visual
-  clusters, upload and sold-out times, one-of-a-kind flags, embedding meta) as an
-  ``.npz`` of plain arrays.
-
-So ``mlflow.pyfunc.load_model("models:/curatornet@champion")`` and
-``mlflow models serve -m models:/curatornet@champion --env-manager local`` work in any
-process where this package and MLflow are installed; nothing is read from the asset
-storage. Input: one row per request, ``liked`` (artwork ids) and optionally
-``image_vectors`` (raw embeddings of liked images outside the catalogue, see
-``curatornet recommend --image``). Params: ``k`` (default 20) and ``in_stock_only``
-(default true). Output: one row per recommendation with the request's row number,
-the fields of :data:`curatornet_pipeline.core.recommend.recommender.RECORD_FIELDS` (those that
-``curatornet recommend`` prints).
-
-Answers over HTTP (``curatornet serve``, MLflow's scoring server): a mistake in the
-request (unknown artwork ids, an empty profile, k < 1, image vectors of the wrong
-length) is HTTP 400 whose JSON ``message`` is one line naming the mistake; any other
-failure is HTTP 500 with a one-line message, its traceback logged on the server only.
+A version carries its weights and the catalogue it ranks (an ``.npz`` of plain arrays),
+so loading it reads nothing from the asset storage. A mistake in a request is HTTP 400
+with one line naming it; any other failure HTTP 500, its traceback in the server log.
+Input, params and output: docs/cold-start.md, "As an MLflow model".
 """
 
 import json

@@ -1,15 +1,8 @@
 """``curatornet serve``: the registered recommender over HTTP, with MLflow's scoring server.
 
-The command checks that the model exists and that the port is free, prints where the
-server answers and a request to try (with two catalogue ids of the model's own input
-example), then *becomes* ``mlflow models serve -m MODEL --env-manager local`` on
-127.0.0.1 (``os.execve``: one process fewer, and Ctrl-C or SIGTERM reach MLflow, which
-ends its uvicorn child with it).
-
-Light on purpose: nothing here imports torch or the pipeline; the scoring server loads
-the pyfunc (:mod:`curatornet_pipeline.mlflow_model`), whose ``predict`` turns a mistake
-in a request into HTTP 400 with one line, and anything else into HTTP 500 logged on the
-server.
+Checks the model and the port, prints a request to try, then *becomes* ``mlflow models
+serve --env-manager local`` on 127.0.0.1 (``os.execve``: one process fewer, and Ctrl-C
+or SIGTERM reach MLflow). Light on purpose: nothing here imports torch or the pipeline.
 """
 
 import json

@@ -1,14 +1,9 @@
 """Where steps run, and how many threads each may use.
 
-``CURATORNET_EXECUTOR`` picks the executor: ``in_process`` (default, fastest on
-one machine), ``multiprocess`` (one process per step) or ``dask`` (steps on the
-workers of a ``distributed`` scheduler at ``CURATORNET_DASK_SCHEDULER``, as
-``curatornet stack up`` starts them).
-
-Every torch-using asset declares the ``compute`` resource, which sets
-``torch.set_num_threads`` to its worker's budget before the step runs: torch
-otherwise starts one OpenMP thread per core in every process, and steps side by
-side oversubscribe the cores (see benchmarks/bench_parallel.py).
+``CURATORNET_EXECUTOR``: ``in_process`` (default), ``multiprocess`` or ``dask`` (an
+existing scheduler at ``CURATORNET_DASK_SCHEDULER``). The ``compute`` resource sets
+torch's threads to the step's budget, since steps side by side would otherwise
+oversubscribe the cores (docs/scaling.md, "Threads: one budget per worker").
 """
 
 import os
@@ -74,15 +69,9 @@ class ComputeResource(dg.ConfigurableResource):
 
 
 class _Opaque:
-    """A value Dask ships to the worker as one pickle, without looking inside.
-
-    ``Client.submit`` walks tuples, lists and dicts among a task's arguments to find
-    futures and task references. The execution plan's known state is a tree of
-    Dagster records; for a run that reads a range of upstream partitions (a model
-    partition reading several ``triplets`` partitions) it holds a
-    ``KeyRangesPartitionsSubset``, a record that forbids iteration, and the walk
-    raises before the step is even submitted.
-    """
+    """A value Dask ships as one pickle without walking it: a run reading a range of
+    partitions holds a ``KeyRangesPartitionsSubset``, which forbids iteration
+    (docs/scaling.md, "dagster-dask and partition ranges")."""
 
     def __init__(self, value: tuple) -> None:
         self.value = value
@@ -97,14 +86,10 @@ def _execute_step_on_worker(dependencies: list, args: _Opaque) -> list:
 
 
 def _run_scoped_dask_executor(address: str) -> dg.Executor:
-    """dagster-dask's executor on an existing scheduler, with task keys unique to the run.
-
-    dagster-dask names each task ``<job>.<step>``: two runs of one job (two
-    partitions) on the same scheduler then share a key, and the scheduler hands
-    the second run the first one's result. The run id in the key keeps them apart.
-    Its arguments travel wrapped (:class:`_Opaque`), so Dask does not walk them.
-    (Imported here: ``distributed`` takes seconds to import.)
-    """
+    """dagster-dask's executor on an existing scheduler, with the run id in each task key:
+    upstream's ``<job>.<step>`` keys let two runs of one job share results (docs/scaling.md,
+    "What it costs"). Arguments travel as :class:`_Opaque`; imported here because
+    ``distributed`` takes seconds to import."""
     from dagster_dask.executor import DaskExecutor, get_dask_resource_requirements
 
     class RunScopedDaskExecutor(DaskExecutor):

@@ -84,14 +84,11 @@ def io_managers(root: str) -> dict[str, dg.UPathIOManager]:
 
 
 class ArtifactStorage(dg.ConfigurableResource):
-    """Figures, reports, checkpoints and scratch files, under the same storage root.
+    """Figures, reports, checkpoints and scratch files, under the IO managers' root.
 
-    The IO managers store asset values; everything else an asset writes goes
-    through this resource, so one URI (``CURATORNET_STORAGE``) decides where all
-    files live. Checkpoints live under the root too, local or remote, so a step
-    retried on another worker (another machine) resumes from the epoch the first
-    one reached. Scratch files need a local path (torch writes them): with a
-    remote root they go under ``local_root``.
+    Checkpoints live under the root, local or remote, so a retry on another machine
+    resumes; scratch files need a local path (torch writes them), under ``local_root``
+    when the root is remote (docs/architecture.md, "IO managers and storage").
     """
 
     root: str  # the storage root URI (a folder, s3://..., gs://...)

@@ -74,20 +74,13 @@ CODE_VERSION = source_hash(
 RETRY = dg.RetryPolicy(max_retries=1, delay=5)
 
 
-def grid_partition_keys(grid: experiment.ModelGrid) -> dict[str, list[str]]:
-    """Dynamic partition name -> the weight-decay keys of a grid."""
-    return {
-        PARTITIONS[family].name: [experiment.l2_key(l2) for l2 in grid.l2_grid(family)]
-        for family in PARTITIONS
-    }
-
-
 def add_grid_partitions(instance: dg.DagsterInstance, grid: experiment.ModelGrid) -> None:
     """Register the grid's weight decays as partitions (existing ones are kept)."""
-    for name, keys in grid_partition_keys(grid).items():
-        missing = [k for k in keys if not instance.has_dynamic_partition(name, k)]
+    for family, partitions in PARTITIONS.items():
+        keys = [experiment.l2_key(l2) for l2 in grid.l2_grid(family)]
+        missing = [k for k in keys if not instance.has_dynamic_partition(partitions.name, k)]
         if missing:
-            instance.add_dynamic_partitions(name, missing)
+            instance.add_dynamic_partitions(partitions.name, missing)
 
 
 def _checks(asset: str) -> list[dg.AssetCheckSpec]:

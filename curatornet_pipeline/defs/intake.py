@@ -15,7 +15,7 @@ from curatornet_pipeline.core.data import batches as batches_core
 from curatornet_pipeline.core.data import history as history_core
 from curatornet_pipeline.core.data import incoming as incoming_core
 from curatornet_pipeline.defs.automation import TRIGGER_TAG, refresh_upstream
-from curatornet_pipeline.defs.common import finish
+from curatornet_pipeline.defs.common import check, finish
 from curatornet_pipeline.defs.resources import DatasetResource
 from curatornet_pipeline.defs.tracking import MlflowTracking
 from curatornet_pipeline.defs.versioning import source_hash
@@ -108,11 +108,8 @@ def _intake(context, config: IntakeConfig, dataset: DatasetResource, run) -> dg.
         version_of=history.state(),
         metadata=metadata,
         checks=[
-            dg.AssetCheckResult(
-                check_name="no_resent_files",
-                passed=not skipped,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={"skipped_files": dg.MetadataValue.json(skipped)},
+            check(
+                "no_resent_files", not skipped, "WARN", skipped_files=dg.MetadataValue.json(skipped)
             )
         ],
     )

@@ -24,11 +24,7 @@ ASSET_MODULES = [ingest, visual, sampling, training, evaluation, recommend, regi
 def _dataset_env() -> dict[str, str]:
     """``CURATORNET_ON_UNKNOWN_ITEMS`` and friends: the dataset resource's drop options."""
     names = ("on_unknown_items", "on_missing_images", "on_unreadable_images", "on_missing_vectors")
-    return {
-        n: settings.env(f"CURATORNET_{n.upper()}")
-        for n in names
-        if settings.env(f"CURATORNET_{n.upper()}")
-    }
+    return {n: value for n in names if (value := settings.env(f"CURATORNET_{n.upper()}"))}
 
 
 def build_resources(

@@ -133,12 +133,7 @@ def item_embeddings(
             checks=[
                 check("finite_vectors", bool(np.isfinite(vectors.vectors).all())),
                 check("no_dropped_images", dropped == 0, severity="WARN", dropped=dropped),
-                check(
-                    "no_missing_vectors",
-                    missing == 0,
-                    severity="WARN",
-                    dropped_missing_vectors=missing,
-                ),
+                check("no_missing_vectors", missing == 0, "WARN", dropped_missing_vectors=missing),
             ],
         )
 
@@ -202,6 +197,7 @@ def visual_clusters(
     with mlflow.run_for(context, params=dataclasses.asdict(config)) as run:
         clusters: VisualClusters = cluster_core.cluster(pca_embeddings, config)
         sizes = np.bincount(clusters.labels, minlength=clusters.k)
+        silhouette = float(clusters.silhouettes[clusters.chosen])
         restarts = pd.DataFrame(
             {"restart": np.arange(len(clusters.silhouettes)), "silhouette": clusters.silhouettes}
         )
@@ -216,19 +212,14 @@ def visual_clusters(
             upstream=upstream,
             metadata={
                 "k": clusters.k,
-                "silhouette": float(clusters.silhouettes[clusters.chosen]),
+                "silhouette": silhouette,
                 "smallest_cluster": int(sizes.min()),
                 "largest_cluster": int(sizes.max()),
                 "size_histogram": dg.MetadataValue.json({str(k): int(v) for k, v in hist.items()}),
             },
             tables={"restarts": markdown_table(restarts)},
             checks=[
-                check(
-                    "silhouette_positive",
-                    float(clusters.silhouettes[clusters.chosen]) > 0,
-                    severity="WARN",
-                    silhouette=float(clusters.silhouettes[clusters.chosen]),
-                ),
+                check("silhouette_positive", silhouette > 0, "WARN", silhouette=silhouette),
                 check(
                     "no_giant_cluster",
                     int(sizes.max()) <= 0.5 * len(clusters.labels),

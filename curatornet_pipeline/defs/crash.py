@@ -68,18 +68,13 @@ def end_runs(mlflow: MlflowTracking, runs: list, reason: str) -> list[str]:
 
 def _process_gone(tags: Mapping[str, str]) -> bool:
     """Whether the run's owning process was on this machine and no longer exists."""
-    import os
     import socket
+
+    from curatornet_pipeline.daemon import _alive
 
     if tags.get(TAG_HOST) != socket.gethostname() or not tags.get(TAG_PID, "").isdigit():
         return False  # another machine: its Dagster run status (run monitoring) decides
-    try:
-        os.kill(int(tags[TAG_PID]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return not _alive(int(tags[TAG_PID]))
 
 
 def end_orphaned_mlflow_runs(

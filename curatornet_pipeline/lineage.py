@@ -20,25 +20,14 @@ from curatornet_pipeline.profiles import PROFILES
 #: The tag Dagster writes a materialization's data version under.
 DATA_VERSION_TAG = "dagster/data_version"
 
+_MODEL_SHOWN = (
+    "variant", "trained_on", "l2", "sampling", "epochs_run", "best_epoch", "best_val_accuracy",
+    "best_val_auc", "training_triples", "triples_per_second", "mlflow_run_id",
+)  # fmt: skip
 #: Metadata entries worth showing for each asset, in order.
 SHOWN = {
     "evaluation_report": ("protocol", "mlflow_run_id"),
-    **{
-        m: (
-            "variant",
-            "trained_on",
-            "l2",
-            "sampling",
-            "epochs_run",
-            "best_epoch",
-            "best_val_accuracy",
-            "best_val_auc",
-            "training_triples",
-            "triples_per_second",
-            "mlflow_run_id",
-        )
-        for m in MODEL_ASSETS
-    },
+    **dict.fromkeys(MODEL_ASSETS, _MODEL_SHOWN),
     "triplets": ("triples", "target", "seed", "rejected_duplicates", "config"),
     "train_test_split": ("users", "test_users", "hidden_items"),
     "validation_split": ("validation_users", "validation_purchases", "config"),
@@ -104,18 +93,10 @@ def _split_label(label: str) -> tuple[str, str | None]:
 
 
 _ORDER = (
-    *MODEL_ASSETS,
-    "triplets",
-    "validation_split",
-    "catalogue",
-    "train_test_split",
-    "visual_clusters",
-    "pca_embeddings",
-    "item_embeddings",
-    "image_manifest",
-    "purchases",
+    *MODEL_ASSETS, "triplets", "validation_split", "catalogue", "train_test_split",
+    "visual_clusters", "pca_embeddings", "item_embeddings", "image_manifest", "purchases",
     "inventory",
-)
+)  # fmt: skip
 
 
 def _priority(label: str) -> tuple[int, str]:
@@ -177,11 +158,6 @@ def _table2_rows(report: Node) -> dict[str, dict]:
     return json.loads(legacy) if isinstance(legacy, str) else dict(legacy)
 
 
-def metric_value(report: Node, variant: str, metric: str) -> float | None:
-    """A metric of one model variant from the evaluation report's Table 2."""
-    return (_table2_rows(report).get(variant) or {}).get(metric)
-
-
 def render(
     node: Node, depth: int = 0, only_model: str | None = None, _printed: set | None = None
 ) -> list[str]:
@@ -218,7 +194,7 @@ def explain(
     report = trace(instance, report_asset)
     if report is None:
         raise LookupError(f"{report_asset} was never materialized in this Dagster instance")
-    value = metric_value(report, variant, metric)
+    value = (_table2_rows(report).get(variant) or {}).get(metric)
     if value is None:
         known = sorted(_table2_rows(report))
         raise LookupError(f"no metric {metric!r} for {variant!r}; methods: {known}")

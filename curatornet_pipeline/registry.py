@@ -1,9 +1,9 @@
 """The model registry's champion rule.
 
-Metric: **test AUC** of the evaluation report's primary protocol (mean over test
-users, the paper's headline metric; threshold-free, uses every candidate item). The
-candidate is the CuratorNet variant with the best test AUC in the report. The current
-champion is not judged by a number stored when it was trained (each run draws its own
+The candidate is the CuratorNet variant with the best **validation AUC** (held-out
+baskets of the training users; the test set chooses nothing: :class:`Selection`). The
+deployment gate is its **test AUC** on the evaluation report's primary protocol (mean
+over test users, the paper's headline metric; threshold-free). The current champion is not judged by a number stored when it was trained (each run draws its own
 validation set, and test data change with retraining): it is **re-scored on the same
 split, the same candidate items and the same evaluation code** as the candidate. The
 candidate takes the alias ``champion`` only when its AUC is strictly higher.

@@ -149,12 +149,16 @@ def trace(
 
 
 def _table2_rows(report: Node) -> dict[str, dict]:
-    """Table 2 of the report's main protocol, by method: its typed metadata table."""
+    """Table 2 of the report's main protocol, by method, as numbers."""
     protocol = report.metadata.get("protocol", "unbought")
+    every = report.metadata.get("table2")
+    if every is not None:
+        return dict((json.loads(every) if isinstance(every, str) else every)[protocol])
+    # reports made before: a typed table of numbers, or before it a JSON entry
     table = report.metadata.get(f"table2_{protocol}")
     if table is not None:
         return {r.data["method"]: dict(r.data) for r in getattr(table, "records", [])}
-    legacy = report.metadata.get("metrics_by_method") or {}  # reports made before the table
+    legacy = report.metadata.get("metrics_by_method") or {}
     return json.loads(legacy) if isinstance(legacy, str) else dict(legacy)
 
 

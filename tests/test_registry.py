@@ -307,7 +307,11 @@ def test_version_description_states_the_selection_and_the_gate(mlflow_store: str
 def test_report_tables_are_typed_with_short_ids() -> None:
     import pandas as pd
 
-    from curatornet_pipeline.defs.presentation import recommendations_value, table2_value
+    from curatornet_pipeline.defs.presentation import (
+        recommendations_value,
+        table2_metadata,
+        table2_value,
+    )
 
     table = pd.DataFrame(
         {
@@ -335,6 +339,10 @@ def test_report_tables_are_typed_with_short_ids() -> None:
         "R@100": "0.2500 ± 0.1000",
     }
     assert value.records[1].data["AUC"] == "0.5000"  # NaN: no standard error
+    # every metric, as numbers, for `curatornet lineage` and scripts
+    every = table2_metadata({"unbought": table})["table2"].value["unbought"]
+    assert every["CuratorNet (0.0001)"]["mrr"] == 0.3
+    assert every["Random"]["auc_se"] is None
     recs = pd.DataFrame(
         {
             "user_id": ["u" * 40],

@@ -60,8 +60,21 @@ def table2_value(table: pd.DataFrame) -> dg.MetadataValue:
 
 
 def table2_metadata(tables: Mapping[str, pd.DataFrame]) -> dict[str, dg.MetadataValue]:
-    """``table2_<protocol>`` for each protocol."""
-    return {f"table2_{p}": table2_value(t) for p, t in tables.items()}
+    """``table2_<protocol>`` for each protocol (what the page shows), and ``table2``: every
+    metric of every protocol as numbers, {protocol: {method: {column: value}}}, which
+    ``curatornet lineage`` reads."""
+
+    def number(value: Any) -> float | None:
+        return float(value) if np.isfinite(float(value)) else None
+
+    every = {
+        p: {str(m): {c: number(v) for c, v in row.items()} for m, row in t.iterrows()}
+        for p, t in tables.items()
+    }
+    return {
+        **{f"table2_{p}": table2_value(t) for p, t in tables.items()},
+        "table2": dg.MetadataValue.json(every),
+    }
 
 
 def recommendations_value(table: pd.DataFrame) -> dg.MetadataValue:

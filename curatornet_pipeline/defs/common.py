@@ -59,11 +59,15 @@ def finish(
     version_of: Any = None,
     upstream: Mapping[str, Any] | None = None,
     storage: Any = None,
+    run_link_inline: bool = True,
 ) -> dg.MaterializeResult:
     """Hash the value, log to MLflow, and build the MaterializeResult.
 
     ``figures`` are PNG bytes: shown inline, written through ``storage`` (the
     ``ArtifactStorage`` resource) and logged as MLflow artifacts. ``tables`` are markdown texts shown inline and logged as ``.md``.
+    ``run_link_inline=False`` records ``mlflow_run`` as markdown (one click away) instead of
+    a URL: a 100-character URL sets the width of the metadata column, and the evaluation
+    report's tables must fit a 1600-pixel screen.
     """
     data_version = content_hash(value if version_of is None else version_of)
     md: dict[str, Any] = dict(metadata or {})
@@ -93,7 +97,11 @@ def finish(
         )
     md["data_version"] = data_version
     md["mlflow_run_id"] = run.run_id
-    md["mlflow_run"] = dg.MetadataValue.url(run.url)
+    md["mlflow_run"] = (
+        dg.MetadataValue.url(run.url)
+        if run_link_inline
+        else dg.MetadataValue.md(f"[MLflow run {run.run_id[:8]}]({run.url})")
+    )
     numeric = {
         k: float(v)
         for k, v in md.items()

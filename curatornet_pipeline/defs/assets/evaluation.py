@@ -122,6 +122,7 @@ def evaluation_report(
             result.per_user,
             upstream=upstream,
             version_of=primary,
+            run_link_inline=False,  # Table 2 fits a laptop's screen (common.finish)
             metadata={
                 "protocol": config.protocol,
                 "ndcg": config.ndcg,

@@ -229,6 +229,7 @@ def save_recommender(
             signature=signature(),
             input_example=pd.DataFrame({"liked": [list(example)]}),
             pip_requirements=requirements(),
+            metadata={"requirements": requirements()},  # checked on load (serving.py)
         )
     return Path(path)
 

@@ -404,6 +404,8 @@ def test_champion_from_the_mlflow_registry_is_served(trained, world, mlflow_stor
     client.set_registered_model_alias(name, "champion", version)
 
     served = serving.load_recommender("champion", storage=str(tmp_path / "empty"), name=name)
+    pins = serving.load_pyfunc("champion", name=name).metadata.metadata["requirements"]
+    assert {p.split("==")[0] for p in pins} == {"mlflow", "torch", "numpy", "pandas"}
     assert served.catalogue.artists[0] == "artist0-0"
     assert served.catalogue.sold_out().tolist().count(True) == 2
     profile = ["art000", "art004"]
@@ -545,3 +547,18 @@ def test_sample_recommendations_asset_and_cli(
     assert len(out) == 6 and all(line.split()[3] == liked for line in out[1:])
     assert cli.main(["recommend", "--items", "no-such-artwork"]) == 2
     assert "no-such-artwork" in capsys.readouterr().err
+
+
+def test_a_package_that_differs_from_the_models_pin_is_one_warning(caplog) -> None:
+    """MLflow's own check is skipped on load (1.5 s cold); the model's pins are compared."""
+    from curatornet_pipeline import serving
+
+    pins = ["numpy==0.0.1", f"pandas=={pd.__version__}", "no-such-package==1.0"]
+    with caplog.at_level("WARNING", logger="curatornet_pipeline.serving"):
+        serving._warn_on_drift("models:/m@champion", pins)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"models:/m@champion was saved with numpy==0.0.1; this environment has "
+        f"numpy=={np.__version__}",
+        "models:/m@champion was saved with no-such-package==1.0; this environment has no "
+        "no-such-package",
+    ]

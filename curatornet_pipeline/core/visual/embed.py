@@ -19,7 +19,6 @@ import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms.v2 import functional as TF
 
 from curatornet_pipeline.core.types import ItemVectors
 from curatornet_pipeline.core.visual.backbone import (
@@ -110,6 +109,8 @@ class _ImageDataset(Dataset):
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             return i, None, f"cannot decode image: {type(exc).__name__}: {exc}"
         p = self.preprocess
+        from torchvision.transforms.v2 import functional as TF  # see backbone.py
+
         mode = TF.InterpolationMode(p.interpolation)
         x = TF.resize(TF.pil_to_tensor(img), [p.resize_size], interpolation=mode, antialias=True)
         x = TF.center_crop(x, [p.crop_size, p.crop_size])

@@ -80,7 +80,7 @@ def cmd_embed_shard(args: argparse.Namespace) -> int:
     import dataclasses
 
     from curatornet_pipeline.core.data import formats as data
-    from curatornet_pipeline.core.visual.embed import EmbedConfig, embed_manifest
+    from curatornet_pipeline.core.visual.embed import embed_manifest
     from curatornet_pipeline.core.visual.store import EmbeddingStore
     from curatornet_pipeline.definitions import build_resources
 
@@ -93,7 +93,7 @@ def cmd_embed_shard(args: argparse.Namespace) -> int:
     resources = build_resources()  # the profile, overrides and options the asset will use
     dataset, pipeline = resources["dataset"], resources["pipeline"]
     config = dataclasses.replace(
-        pipeline.build("embed", EmbedConfig), on_unreadable=dataset.on_unreadable_images
+        pipeline.build("embed"), on_unreadable=dataset.on_unreadable_images
     )
     paths = dataset.paths()
     options = dataset.read_options()
